@@ -1,0 +1,40 @@
+"""Install biomegatron_nemo: BioMegatron (Shin et al., EMNLP 2020) on megatron-core + NeMo.
+
+Runtime dependencies are pinned to the ranges CI tests. megatron-core 0.16.x is the newest
+release for Python 3.11 (0.17+ need Python 3.12); widen the range only together with a CI leg
+that runs the newer one. Transformer Engine is optional (``[gpu]``): it cannot install on a
+CPU-only torch, and the ``portable`` layer spec runs everywhere without it.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="biomegatron_nemo",
+    version="0.1.0",
+    description="BioMegatron biomedical BERT encoders on megatron-core, as NeMo models",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["biomegatron_nemo", "biomegatron_nemo.*"]),
+    package_data={"biomegatron_nemo": ["samples/**/*", "samples/*"]},
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.6",
+        "megatron-core>=0.16,<0.17",
+        "nemo_toolkit[core,common-only]>=3.0,<3.1",
+        "lightning>=2.2,<=2.4.0",
+        "omegaconf>=2.3",
+        "hydra-core>=1.3",
+        "sentencepiece>=0.2",
+        "tokenizers>=0.19",
+        "seqeval>=1.2.2",
+        "psutil",
+        "tqdm",
+        "tensorboard",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "transformers>=4.40"],
+        "gpu": ["transformer-engine[pytorch]>=2.9,<2.12"],
+    },
+    entry_points={"console_scripts": []},
+)
