@@ -1,0 +1,1 @@
+"""Analyses behind the paper's tables (sub-token break rate, label bias)."""

@@ -1,0 +1,1 @@
+"""Readers and torch datasets: benchmark files (CoNLL NER, ChemProt, SQuAD/BioASQ) and pretraining corpora."""
