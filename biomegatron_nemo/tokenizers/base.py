@@ -158,3 +158,30 @@ class BioTokenizer(abc.ABC):
     @property
     def eos(self) -> int:
         return self.sep_id
+
+
+def fill_empty_words(encoding: Encoding, words: Sequence[str], unk_id: int,
+                     unk_token: str = "[UNK]") -> Encoding:
+    """Give every word of ``words`` at least one sub-token, ``[UNK]`` where it produced none.
+
+    Both libraries drop words that normalise to nothing (empty strings, control characters);
+    labels are aligned per word, so a silently vanished word would shift every later label.
+    """
+    if len(set(encoding.word_ids)) == len(words):
+        return encoding
+    out = Encoding([], [], [], [])
+    i = 0
+    for w, word in enumerate(words):
+        if i < len(encoding) and encoding.word_ids[i] == w:
+            while i < len(encoding) and encoding.word_ids[i] == w:
+                out.ids.append(encoding.ids[i])
+                out.tokens.append(encoding.tokens[i])
+                out.offsets.append(encoding.offsets[i])
+                out.word_ids.append(w)
+                i += 1
+        else:
+            out.ids.append(unk_id)
+            out.tokens.append(unk_token)
+            out.offsets.append((0, len(word)))
+            out.word_ids.append(w)
+    return out

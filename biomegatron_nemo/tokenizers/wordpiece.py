@@ -1,0 +1,140 @@
+"""BERT WordPiece vocabularies (``vocab.txt``) behind :class:`BioTokenizer`, on Hugging Face ``tokenizers``.
+
+The pipeline is BERT's: ``BertNormalizer`` (clean-up, CJK spacing; lower-casing and accent
+stripping when uncased), ``BertPreTokenizer`` (whitespace and punctuation), greedy longest-match
+WordPiece with ``[UNK]`` for words longer than 100 characters or not coverable. The Rust
+library tracks alignments through normalisation, so offsets index the original text even when
+"naïve" is matched as "naive".
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Sequence
+
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+from biomegatron_nemo.tokenizers.base import SPECIAL_TOKENS, BioTokenizer, Encoding, fill_empty_words
+
+#: BERT's ``max_input_chars_per_word``: longer words become a single [UNK].
+MAX_WORD_CHARS = 100
+
+
+def _to_encoding(enc) -> Encoding:
+    return Encoding(enc.ids, enc.tokens, enc.offsets, enc.word_ids)
+
+
+class WordPieceTokenizer(BioTokenizer):
+    """A BERT ``vocab.txt`` (one token per line, id = line number), cased or uncased.
+
+    ``special_tokens`` are extra tokens that are never split nor normalised (ChemProt's
+    ``@CHEMICAL$``); they keep their id when the vocabulary has them, else get new ids after it.
+    The five BERT specials are added the same way when a vocabulary lacks them.
+    """
+
+    def __init__(self, vocab_file: str, cased: bool = False, special_tokens: Sequence[str] = ()):
+        vocab_file = os.fspath(vocab_file)
+        if not os.path.isfile(vocab_file):
+            raise FileNotFoundError(f"WordPiece vocab_file {vocab_file!r} does not exist")
+        if os.path.getsize(vocab_file) == 0:
+            raise ValueError(f"WordPiece vocab_file {vocab_file!r} is empty")
+        self._vocab_file = vocab_file
+        self.cased = cased
+        tok = Tokenizer(models.WordPiece.from_file(vocab_file, unk_token="[UNK]",
+                                                   max_input_chars_per_word=MAX_WORD_CHARS))
+        # strip_accents=None follows lowercase, exactly BERT's BasicTokenizer behaviour.
+        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                    strip_accents=None, lowercase=not cased)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+        self._extra = list(dict.fromkeys(t for t in special_tokens if t not in SPECIAL_TOKENS))
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                for t in (*SPECIAL_TOKENS, *self._extra)])
+        self._tok = tok
+        self._vocab: Optional[Dict[str, int]] = None
+        self._inv_vocab: Optional[Dict[int, str]] = None
+        self._special_ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
+
+    @property
+    def backend(self) -> Tokenizer:
+        """The underlying ``tokenizers.Tokenizer`` (for callers that want its batch API)."""
+        return self._tok
+
+    # --- vocabulary ----------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def vocab(self) -> Dict[str, int]:
+        if self._vocab is None:
+            self._vocab = self._tok.get_vocab(with_added_tokens=True)
+        return self._vocab
+
+    @property
+    def inv_vocab(self) -> Dict[int, str]:
+        if self._inv_vocab is None:
+            self._inv_vocab = {i: t for t, i in self.vocab.items()}
+        return self._inv_vocab
+
+    def token_to_id(self, token: str) -> Optional[int]:
+        return self._tok.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str:
+        token = self._tok.id_to_token(token_id)
+        if token is None:
+            raise IndexError(f"id {token_id} is outside the vocabulary (size {self.vocab_size})")
+        return token
+
+    # --- specials ------------------------------------------------------------------------
+    @property
+    def pad_id(self) -> int:
+        return self._special_ids["[PAD]"]
+
+    @property
+    def unk_id(self) -> int:
+        return self._special_ids["[UNK]"]
+
+    @property
+    def cls_id(self) -> int:
+        return self._special_ids["[CLS]"]
+
+    @property
+    def sep_id(self) -> int:
+        return self._special_ids["[SEP]"]
+
+    @property
+    def mask_id(self) -> int:
+        return self._special_ids["[MASK]"]
+
+    @property
+    def extra_special_tokens(self) -> List[str]:
+        return list(self._extra)
+
+    # --- encoding ------------------------------------------------------------------------
+    def encode(self, text: str) -> Encoding:
+        return _to_encoding(self._tok.encode(text, add_special_tokens=False))
+
+    def encode_batch(self, texts: Sequence[str]) -> List[Encoding]:
+        return [_to_encoding(e) for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode_words(self, words: Sequence[str]) -> Encoding:
+        words = list(words)
+        enc = self._tok.encode(words, is_pretokenized=True, add_special_tokens=False)
+        return fill_empty_words(_to_encoding(enc), words, self.unk_id)
+
+    def tokenize(self, text: str) -> List[int]:
+        # megatron-core's hot path during pretraining: skip building tokens/offsets.
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    # --- files ---------------------------------------------------------------------------
+    @property
+    def artifacts(self) -> Dict[str, str]:
+        return {"vocab_file": self._vocab_file}
+
+    def __repr__(self) -> str:
+        return (f"WordPieceTokenizer({self._vocab_file!r}, cased={self.cased}, "
+                f"vocab_size={self.vocab_size})")
