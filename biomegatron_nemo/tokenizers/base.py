@@ -69,28 +69,33 @@ class BioTokenizer(abc.ABC):
     # --- special tokens ------------------------------------------------------------------
     @property
     @abc.abstractmethod
-    def pad_id(self) -> int: ...
+    def special_ids(self) -> Dict[str, int]:
+        """Special token → id: the five of :data:`SPECIAL_TOKENS` and the extra ones."""
 
     @property
-    @abc.abstractmethod
-    def unk_id(self) -> int: ...
+    def pad_id(self) -> int:
+        return self.special_ids["[PAD]"]
 
     @property
-    @abc.abstractmethod
-    def cls_id(self) -> int: ...
+    def unk_id(self) -> int:
+        return self.special_ids["[UNK]"]
 
     @property
-    @abc.abstractmethod
-    def sep_id(self) -> int: ...
+    def cls_id(self) -> int:
+        return self.special_ids["[CLS]"]
 
     @property
-    @abc.abstractmethod
-    def mask_id(self) -> int: ...
+    def sep_id(self) -> int:
+        return self.special_ids["[SEP]"]
 
     @property
-    @abc.abstractmethod
+    def mask_id(self) -> int:
+        return self.special_ids["[MASK]"]
+
+    @property
     def extra_special_tokens(self) -> List[str]:
         """User-registered tokens that are never split (e.g. ``@CHEMICAL$``, ``@GENE$``)."""
+        return [t for t in self.special_ids if t not in SPECIAL_TOKENS]
 
     # --- encoding ------------------------------------------------------------------------
     @abc.abstractmethod
@@ -158,6 +163,11 @@ class BioTokenizer(abc.ABC):
     @property
     def eos(self) -> int:
         return self.sep_id
+
+
+def with_bert_specials(extra_special_tokens: Sequence[str]) -> List[str]:
+    """The five BERT specials, then the extra ones in order, without repeats."""
+    return list(dict.fromkeys((*SPECIAL_TOKENS, *extra_special_tokens)))
 
 
 def fill_empty_words(encoding: Encoding, words: Sequence[str], unk_id: int,

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import sentencepiece as spm
 
-from biomegatron_nemo.tokenizers.base import SPECIAL_TOKENS, BioTokenizer, Encoding, fill_empty_words
+from biomegatron_nemo.tokenizers.base import BioTokenizer, Encoding, fill_empty_words, with_bert_specials
 
 WORD_START = "\u2581"  # ▁, sentencepiece's whitespace marker
 
@@ -52,9 +52,8 @@ class SentencePieceTokenizer(BioTokenizer):
         self._n_pieces = sp.get_piece_size()
         forms = [self._form(i) for i in range(self._n_pieces)]
 
-        self._extra = list(dict.fromkeys(t for t in special_tokens if t not in SPECIAL_TOKENS))
         self._special_ids: Dict[str, int] = {}
-        for token in (*SPECIAL_TOKENS, *self._extra):
+        for token in with_bert_specials(special_tokens):
             if token == "[UNK]":
                 token_id = sp.unk_id()
             else:
@@ -123,28 +122,8 @@ class SentencePieceTokenizer(BioTokenizer):
 
     # --- specials ------------------------------------------------------------------------
     @property
-    def pad_id(self) -> int:
-        return self._special_ids["[PAD]"]
-
-    @property
-    def unk_id(self) -> int:
-        return self._special_ids["[UNK]"]
-
-    @property
-    def cls_id(self) -> int:
-        return self._special_ids["[CLS]"]
-
-    @property
-    def sep_id(self) -> int:
-        return self._special_ids["[SEP]"]
-
-    @property
-    def mask_id(self) -> int:
-        return self._special_ids["[MASK]"]
-
-    @property
-    def extra_special_tokens(self) -> List[str]:
-        return list(self._extra)
+    def special_ids(self) -> Dict[str, int]:
+        return self._special_ids
 
     # --- encoding ------------------------------------------------------------------------
     def _encode_pieces(self, texts: Sequence[str]) -> List[_Pieces]:

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-from biomegatron_nemo.tokenizers.base import SPECIAL_TOKENS, BioTokenizer, Encoding, fill_empty_words
+from biomegatron_nemo.tokenizers.base import BioTokenizer, Encoding, fill_empty_words, with_bert_specials
 
 #: BERT's ``max_input_chars_per_word``: longer words become a single [UNK].
 MAX_WORD_CHARS = 100
@@ -47,13 +47,12 @@ class WordPieceTokenizer(BioTokenizer):
                                                     strip_accents=None, lowercase=not cased)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
-        self._extra = list(dict.fromkeys(t for t in special_tokens if t not in SPECIAL_TOKENS))
-        tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                                for t in (*SPECIAL_TOKENS, *self._extra)])
+        specials = with_bert_specials(special_tokens)
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
         self._tok = tok
         self._vocab: Optional[Dict[str, int]] = None
         self._inv_vocab: Optional[Dict[int, str]] = None
-        self._special_ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
+        self._special_ids = {t: tok.token_to_id(t) for t in specials}
 
     @property
     def backend(self) -> Tokenizer:
@@ -88,28 +87,8 @@ class WordPieceTokenizer(BioTokenizer):
 
     # --- specials ------------------------------------------------------------------------
     @property
-    def pad_id(self) -> int:
-        return self._special_ids["[PAD]"]
-
-    @property
-    def unk_id(self) -> int:
-        return self._special_ids["[UNK]"]
-
-    @property
-    def cls_id(self) -> int:
-        return self._special_ids["[CLS]"]
-
-    @property
-    def sep_id(self) -> int:
-        return self._special_ids["[SEP]"]
-
-    @property
-    def mask_id(self) -> int:
-        return self._special_ids["[MASK]"]
-
-    @property
-    def extra_special_tokens(self) -> List[str]:
-        return list(self._extra)
+    def special_ids(self) -> Dict[str, int]:
+        return self._special_ids
 
     # --- encoding ------------------------------------------------------------------------
     def encode(self, text: str) -> Encoding:
