@@ -1,0 +1,43 @@
+"""``.nemo`` save/restore that is independent of the parallel layout and never unpickles code.
+
+NeMo's ``SaveRestoreConnector`` runs on global rank 0 only and writes that rank's
+``state_dict()`` — with TP=2 a ``.nemo`` silently holds half of every partitioned weight. This
+connector gathers the layout-free state dict on every rank first (a collective; see
+:mod:`biomegatron_nemo.checkpoints.layout`), then lets NeMo's connector write it on rank 0 with
+its usual packing of config and artifacts. Restoring cuts the layout-free weights for the
+restoring rank's layout, so a ``.nemo`` saved at TP=2 restores at TP=1 and the reverse.
+
+Weights are read with ``torch.load(weights_only=True)``: loading a checkpoint never runs pickled
+code from it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
+
+
+class LayoutFreeSaveRestoreConnector(SaveRestoreConnector):
+    """NeMo connector for :class:`~biomegatron_nemo.models.base.BioMegatronModelPT` models."""
+
+    def save_to(self, model, save_path: str):
+        full_state = model.layout_free_state_dict()  # collective on all ranks
+        with model.state_dict_override(full_state):
+            result = super().save_to(model, save_path)  # writes on global rank 0 only
+        if dist.is_initialized():
+            dist.barrier()
+        return result
+
+    def load_instance_with_state_dict(self, instance, state_dict, strict):
+        instance.load_layout_free_state_dict(state_dict, strict=strict)
+
+    def _inject_model_parallel_rank_for_ckpt(self, dirname, basename):
+        # NeMo expects one weights file per model-parallel rank; ours is a single layout-free one.
+        return os.path.join(dirname, basename)
+
+    @staticmethod
+    def _load_state_dict_from_disk(model_weights, map_location="cpu"):
+        return torch.load(model_weights, map_location=map_location, weights_only=True)

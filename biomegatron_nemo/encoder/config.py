@@ -1,0 +1,192 @@
+"""Encoder sizes: the paper's presets, small presets for CPU, and the megatron-core config.
+
+:class:`EncoderConfig` is the one place that says how big a Megatron-BERT encoder is. It owns
+the presets of the BioMegatron paper's Table 1 (``345m``, ``800m``, ``1.2b``), the small ones
+used by tests and CPU try-outs, Megatron's vocabulary padding rule, the analytic parameter
+count, and the translation into megatron-core's :class:`TransformerConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional
+
+__all__ = ["EncoderConfig", "PRESETS", "padded_vocab_size"]
+
+# name -> (num_layers, hidden_size, num_attention_heads). FFN is 4 x hidden everywhere, as in
+# the paper's Table 1 and in Megatron-LM's BERT.
+PRESETS: Dict[str, Dict[str, int]] = {
+    # Small presets for tests and CPU runs.
+    "micro": dict(num_layers=2, hidden_size=64, num_attention_heads=4),
+    "tiny": dict(num_layers=4, hidden_size=256, num_attention_heads=4),
+    "small": dict(num_layers=6, hidden_size=512, num_attention_heads=8),
+    # BERT-base geometry, for CPU benchmarks against Hugging Face.
+    "base": dict(num_layers=12, hidden_size=768, num_attention_heads=12),
+    # BioMegatron, Table 1.
+    "345m": dict(num_layers=24, hidden_size=1024, num_attention_heads=16),
+    "800m": dict(num_layers=36, hidden_size=1280, num_attention_heads=20),
+    "1.2b": dict(num_layers=24, hidden_size=2048, num_attention_heads=16),
+}
+
+
+def padded_vocab_size(vocab_size: int, make_divisible_by: int = 128, tensor_parallel_size: int = 1) -> int:
+    """Megatron's rule: pad the vocabulary to a multiple of ``make_divisible_by * TP``.
+
+    Padding keeps every tensor-parallel shard of the embedding the same, aligned size.
+    """
+    if vocab_size <= 0:
+        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+    multiple = make_divisible_by * tensor_parallel_size
+    return ((vocab_size + multiple - 1) // multiple) * multiple
+
+
+@dataclass
+class EncoderConfig:
+    """Size and regularisation of a Megatron-BERT (pre-LayerNorm) encoder.
+
+    ``vocab_size`` is the tokenizer's size; the embedding holds ``padded_vocab_size(tp)`` rows.
+    """
+
+    num_layers: int = 4
+    hidden_size: int = 256
+    num_attention_heads: int = 4
+    ffn_hidden_size: Optional[int] = None  # default 4 x hidden_size
+    vocab_size: int = 30522
+    max_position_embeddings: int = 512
+    num_tokentypes: int = 2
+    layernorm_epsilon: float = 1e-5
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    init_method_std: float = 0.02
+    make_vocab_size_divisible_by: int = 128
+    # Layer spec backend: "auto" | "te" | "local" | "portable" (see encoder/specs.py).
+    layer_spec: str = "auto"
+    preset: Optional[str] = None
+    extra: Dict[str, Any] = field(default_factory=dict)  # passed through to TransformerConfig
+
+    def __post_init__(self) -> None:
+        if self.ffn_hidden_size is None:
+            self.ffn_hidden_size = 4 * self.hidden_size
+        self.validate()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "EncoderConfig":
+        """A preset by name (``tiny``, ``345m``, ...), with any field overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown encoder preset {name!r}; expected one of {sorted(PRESETS)}")
+        values: Dict[str, Any] = dict(PRESETS[name])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["preset"] = name
+        return cls(**values)
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any]) -> "EncoderConfig":
+        """From a plain or OmegaConf mapping; ``preset`` (if given) supplies the defaults.
+
+        Unknown keys are an error (a misspelt ``hiden_size`` must not be silently ignored).
+        """
+        values = dict(cfg)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown encoder config keys {unknown}; known keys are {sorted(known)}")
+        preset = values.pop("preset", None)
+        if preset is not None:
+            return cls.from_preset(preset, **values)
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # ------------------------------------------------------------------ checks
+    def validate(self, tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1) -> None:
+        """Raise ValueError naming the inconsistent sizes."""
+        for name in ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size",
+                     "vocab_size", "max_position_embeddings"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                f"{self.num_attention_heads}"
+            )
+        if tensor_parallel_size < 1 or pipeline_parallel_size < 1:
+            raise ValueError("tensor and pipeline parallel sizes must be >= 1")
+        if self.num_attention_heads % tensor_parallel_size:
+            raise ValueError(
+                f"num_attention_heads {self.num_attention_heads} is not divisible by "
+                f"tensor_model_parallel_size {tensor_parallel_size}"
+            )
+        if self.hidden_size % tensor_parallel_size or self.ffn_hidden_size % tensor_parallel_size:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} / ffn_hidden_size {self.ffn_hidden_size} not divisible "
+                f"by tensor_model_parallel_size {tensor_parallel_size}"
+            )
+        if self.num_layers % pipeline_parallel_size:
+            raise ValueError(
+                f"num_layers {self.num_layers} is not divisible by pipeline_model_parallel_size "
+                f"{pipeline_parallel_size}"
+            )
+        if self.layer_spec not in ("auto", "te", "local", "portable"):
+            raise ValueError(f"layer_spec must be auto|te|local|portable, got {self.layer_spec!r}")
+
+    # ------------------------------------------------------------------ derived sizes
+    def padded_vocab_size(self, tensor_parallel_size: int = 1) -> int:
+        return padded_vocab_size(self.vocab_size, self.make_vocab_size_divisible_by, tensor_parallel_size)
+
+    def num_parameters(self, tensor_parallel_size: int = 1, include_mlm_head: bool = True) -> int:
+        """Analytic parameter count of encoder (+ MLM head, output weight tied to embeddings).
+
+        Counts Table 1's architecture: embeddings (word, position, token type), per layer
+        two LayerNorms, QKV + output projection, a 4h MLP (all with biases), the final
+        LayerNorm, and the MLM head's dense + LayerNorm + output bias.
+        """
+        h, f, L = self.hidden_size, self.ffn_hidden_size, self.num_layers
+        v = self.padded_vocab_size(tensor_parallel_size)
+        embeddings = v * h + self.max_position_embeddings * h + self.num_tokentypes * h
+        per_layer = (2 * h) + (3 * h * h + 3 * h) + (h * h + h) + (2 * h) + (h * f + f) + (f * h + h)
+        total = embeddings + L * per_layer + 2 * h
+        if include_mlm_head:
+            total += (h * h + h) + 2 * h + v
+        return total
+
+    # ------------------------------------------------------------------ megatron-core
+    def transformer_config(self, tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1,
+                           params_dtype=None, use_cpu_initialization: bool = True, **overrides: Any):
+        """The megatron-core ``TransformerConfig`` for this encoder and parallel layout."""
+        import torch
+        from megatron.core.transformer.transformer_config import TransformerConfig
+
+        self.validate(tensor_parallel_size, pipeline_parallel_size)
+        values: Dict[str, Any] = dict(
+            num_layers=self.num_layers,
+            hidden_size=self.hidden_size,
+            num_attention_heads=self.num_attention_heads,
+            ffn_hidden_size=self.ffn_hidden_size,
+            layernorm_epsilon=self.layernorm_epsilon,
+            hidden_dropout=self.hidden_dropout,
+            attention_dropout=self.attention_dropout,
+            init_method_std=self.init_method_std,
+            activation_func=torch.nn.functional.gelu,
+            add_bias_linear=True,
+            gated_linear_unit=False,
+            normalization="LayerNorm",
+            tensor_model_parallel_size=tensor_parallel_size,
+            pipeline_model_parallel_size=pipeline_parallel_size,
+            # CPU initialisation builds each full master weight from the seed and splits it,
+            # so a TP=2 model holds exactly the shards of the TP=1 model (parity by design).
+            use_cpu_initialization=use_cpu_initialization,
+            # Fusions that need CUDA kernels or apex are off; TE specs bring their own.
+            bias_activation_fusion=False,
+            masked_softmax_fusion=False,
+            bias_dropout_fusion=False,
+            apply_rope_fusion=False,
+            persist_layer_norm=False,
+            gradient_accumulation_fusion=False,
+            params_dtype=params_dtype or torch.float32,
+        )
+        values.update(self.extra)
+        values.update(overrides)
+        return TransformerConfig(**values)

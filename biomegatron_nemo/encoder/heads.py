@@ -1,0 +1,167 @@
+"""Task heads on top of the encoder's ``[b, s, h]`` hidden states.
+
+* :class:`MaskedLMHead` — megatron-core's ``BertLMHead`` (dense → GELU → LayerNorm) and an
+  output projection tied to the word embeddings, producing vocab-parallel logits; its loss is
+  megatron-core's vocab-parallel cross-entropy, so the full-vocabulary logits never gather.
+* :class:`SentenceOrderHead` — megatron-core ``Pooler`` ([CLS] → dense → tanh) + 2-way linear.
+* :class:`TokenClassificationHead` — MLP over every position (NER).
+* :class:`SequenceClassificationHead` — MLP over [CLS] or the pooler output (relation extraction).
+* :class:`SpanQAHead` — start/end logits for extractive QA.
+
+The classification heads are small and replicated on every tensor-parallel rank (their inputs
+are identical there, so their gradients stay identical without communication).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from megatron.core import tensor_parallel
+from megatron.core.transformer.transformer_config import TransformerConfig
+
+with warnings.catch_warnings():  # "Apex is not installed": torch LayerNorm is what we want
+    warnings.simplefilter("ignore")
+    from megatron.core.models.bert.bert_lm_head import BertLMHead
+    from megatron.core.models.bert.pooler import Pooler
+
+IGNORE_INDEX = -100
+
+
+class MaskedLMHead(torch.nn.Module):
+    """Masked-LM head with output weights tied to the (vocab-parallel) word embeddings.
+
+    On a pipeline's last stage that does not hold the embeddings, ``own_output_weight=True``
+    gives the head its own copy of the word-embedding matrix, kept equal to the first stage's
+    by :mod:`biomegatron_nemo.parallel.pipeline` (the megatron-core arrangement).
+    """
+
+    def __init__(self, config: TransformerConfig, padded_vocab_size: int, vocab_size: int,
+                 own_output_weight: bool = False):
+        super().__init__()
+        from megatron.core import parallel_state
+
+        # Rows past the tokenizer's vocabulary exist only so TP shards are equal (Megatron's
+        # padding rule). Their logits are masked out, so outputs and losses do not depend on the
+        # padding — and hence not on the tensor-parallel size a checkpoint was saved with.
+        tp = parallel_state.get_tensor_model_parallel_world_size()
+        local = padded_vocab_size // tp
+        first_id = parallel_state.get_tensor_model_parallel_rank() * local
+        is_padding = torch.arange(first_id, first_id + local) >= vocab_size
+        self.register_buffer("vocab_padding", is_padding, persistent=False)
+        self.lm_head = BertLMHead(config.hidden_size, config)
+        self.output_layer = tensor_parallel.ColumnParallelLinear(
+            config.hidden_size,
+            padded_vocab_size,
+            config=config,
+            init_method=config.init_method,
+            bias=True,
+            skip_bias_add=False,
+            gather_output=False,
+            skip_weight_param_allocation=not own_output_weight,
+        )
+
+    def forward(self, hidden_states: torch.Tensor, output_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``[b, s, h]`` → vocab-parallel logits ``[b, s, padded_vocab / TP]``."""
+        hidden = self.lm_head(hidden_states)
+        logits, _ = self.output_layer(hidden, weight=output_weight)
+        return logits.masked_fill(self.vocab_padding, -10000.0)
+
+    @staticmethod
+    def loss(logits: torch.Tensor, labels: torch.Tensor, loss_mask: Optional[torch.Tensor] = None,
+             normalizer: Optional[float] = None) -> torch.Tensor:
+        """Cross-entropy summed over positions where ``loss_mask`` is 1 (default: labels != -100),
+        divided by ``normalizer`` (default: the number of those positions).
+
+        ``logits`` are vocab-parallel; megatron-core's cross-entropy all-reduces the softmax
+        statistics across the tensor-parallel group instead of gathering the logits.
+        """
+        if loss_mask is None:
+            loss_mask = labels != IGNORE_INDEX
+        loss_mask = loss_mask.float()
+        per_token = tensor_parallel.vocab_parallel_cross_entropy(logits.float(), labels.clamp(min=0))
+        if normalizer is None:
+            normalizer = loss_mask.sum().clamp(min=1.0)
+        return (per_token * loss_mask).sum() / normalizer
+
+
+class SentenceOrderHead(torch.nn.Module):
+    """Binary (next-sentence / sentence-order) head: pooler over [CLS], then 2 logits."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.pooler = Pooler(config.hidden_size, config.init_method, config, config.sequence_parallel)
+        self.classifier = torch.nn.Linear(config.hidden_size, 2)
+        config.init_method(self.classifier.weight)
+        torch.nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # Pooler reads position 0 of an [s, b, h] tensor.
+        pooled = self.pooler(hidden_states.transpose(0, 1), 0)
+        return self.classifier(pooled)
+
+
+class _MLP(torch.nn.Sequential):
+    """``num_layers`` linear layers; hidden ones are followed by activation and dropout."""
+
+    def __init__(self, hidden_size: int, out_size: int, num_layers: int, dropout: float, activation: str):
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        acts = {"gelu": torch.nn.GELU, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}
+        if activation not in acts:
+            raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")
+        layers = [torch.nn.Dropout(dropout)]
+        for _ in range(num_layers - 1):
+            layers += [torch.nn.Linear(hidden_size, hidden_size), acts[activation](), torch.nn.Dropout(dropout)]
+        layers.append(torch.nn.Linear(hidden_size, out_size))
+        super().__init__(*layers)
+
+
+class TokenClassificationHead(torch.nn.Module):
+    """Per-position label logits ``[b, s, num_labels]`` (NER)."""
+
+    def __init__(self, hidden_size: int, num_labels: int, num_layers: int = 1, dropout: float = 0.1,
+                 activation: str = "gelu"):
+        super().__init__()
+        self.mlp = _MLP(hidden_size, num_labels, num_layers, dropout, activation)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.mlp(hidden_states)
+
+    @staticmethod
+    def loss(logits: torch.Tensor, labels: torch.Tensor, class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                               weight=class_weights, ignore_index=IGNORE_INDEX)
+
+
+class SequenceClassificationHead(torch.nn.Module):
+    """Sequence label logits ``[b, num_classes]`` from [CLS] (``pooling='cls'``) or a tanh pooler."""
+
+    def __init__(self, hidden_size: int, num_classes: int, pooling: str = "cls", num_layers: int = 2,
+                 dropout: float = 0.1, activation: str = "gelu"):
+        super().__init__()
+        if pooling not in ("cls", "pooler"):
+            raise ValueError(f"pooling must be 'cls' or 'pooler', got {pooling!r}")
+        self.pooling = pooling
+        self.pooler = torch.nn.Linear(hidden_size, hidden_size) if pooling == "pooler" else None
+        self.mlp = _MLP(hidden_size, num_classes, num_layers, dropout, activation)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        first = hidden_states[:, 0]
+        if self.pooler is not None:
+            first = torch.tanh(self.pooler(first))
+        return self.mlp(first)
+
+
+class SpanQAHead(torch.nn.Module):
+    """Start and end logits ``[b, s]`` each, for extractive question answering."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.qa_outputs = torch.nn.Linear(hidden_size, 2)
+
+    def forward(self, hidden_states: torch.Tensor):
+        start, end = self.qa_outputs(hidden_states).unbind(dim=-1)
+        return start, end

@@ -1,0 +1,89 @@
+"""``BioMegatronPretrainingModel``: masked-LM (+ optional sentence-order) pretraining.
+
+Batches follow the contract of :mod:`biomegatron_nemo.data.pretraining` (``input_ids``,
+``token_type_ids``, ``attention_mask``, ``lm_labels``, ``loss_mask`` and, with the binary
+head, ``sentence_order_labels``). Logged: MLM loss and perplexity, binary-head loss and
+accuracy, learning rate, tokens/s. Tensor, pipeline and data parallel per the strategy.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import Trainer
+from omegaconf import DictConfig
+
+from biomegatron_nemo.encoder.heads import MaskedLMHead, SentenceOrderHead
+from biomegatron_nemo.models.base import BioMegatronModelPT
+
+
+class BioMegatronPretrainingModel(BioMegatronModelPT):
+    """Megatron-BERT pretraining on megatron-core's BERT masked dataset."""
+
+    ties_output_to_embeddings = True
+
+    def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
+        self._tokens_seen = 0
+        self._step_started: Optional[float] = None
+        super().__init__(cfg=cfg, trainer=trainer)
+
+    def build_heads(self) -> None:
+        if not self.encoder.post_process:
+            return
+        own_weight = not self.encoder.pre_process  # last pipeline stage keeps a tied copy
+        self.mlm_head = MaskedLMHead(self.encoder.config, self.encoder.padded_vocab_size,
+                                     self.encoder_config.vocab_size, own_output_weight=own_weight)
+        self.binary_head = SentenceOrderHead(self.encoder.config) if self.cfg.get("binary_head", False) else None
+
+    # ------------------------------------------------------------------ losses
+    def loss_normalizers(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        return {"mlm": float(batch["loss_mask"].float().sum().clamp(min=1.0)),
+                "sentence_order": float(batch["input_ids"].shape[0])}
+
+    def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        weight = self.encoder.word_embeddings_weight() if self.encoder.pre_process else None
+        return self.mlm_head(hidden, weight)
+
+    def head_losses(self, hidden, batch, normalizers) -> Dict[str, torch.Tensor]:
+        logits = self.mlm_logits(hidden)
+        losses = {"mlm": MaskedLMHead.loss(logits, batch["lm_labels"], batch["loss_mask"], normalizers["mlm"])}
+        if self.binary_head is not None:
+            binary_logits = self.binary_head(hidden)
+            self._last_binary = (binary_logits.detach(), batch["sentence_order_labels"])
+            losses["sentence_order"] = F.cross_entropy(
+                binary_logits.float(), batch["sentence_order_labels"], reduction="sum") / normalizers["sentence_order"]
+        return losses
+
+    # ------------------------------------------------------------------ logging
+    def on_train_batch_start(self, batch, batch_idx):
+        self._step_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self._step_started is None:
+            return
+        elapsed = time.perf_counter() - self._step_started
+        tokens = int(batch["attention_mask"].sum())
+        self._tokens_seen += tokens
+        self.log("tokens_per_sec", tokens / max(elapsed, 1e-9))
+        if self.trainer is not None and self.trainer.optimizers:
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
+
+    def _log_losses(self, split, losses, loss, batch) -> None:
+        super()._log_losses(split, losses, loss, batch)
+        sync = split != "train"
+        mlm = losses["mlm"].detach()
+        self.log(f"{split}_mlm_loss", mlm, sync_dist=sync)
+        self.log(f"{split}_perplexity", torch.exp(mlm.clamp(max=50.0)), sync_dist=sync)
+        if self.binary_head is not None and getattr(self, "_last_binary", None) is not None:
+            logits, labels = self._last_binary
+            self.log(f"{split}_sentence_order_accuracy", (logits.argmax(-1) == labels).float().mean(), sync_dist=sync)
+
+    # ------------------------------------------------------------------ data
+    def _build_dataloader(self, data_config, split: str):
+        from biomegatron_nemo.data.pretraining import build_pretraining_dataloader
+
+        return build_pretraining_dataloader(self, data_config, split)
+

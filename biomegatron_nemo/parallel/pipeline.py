@@ -1,0 +1,147 @@
+"""Pipeline-parallel training steps on CPU and GPU with ``torch.distributed.pipelining``.
+
+Stages are partitioned the megatron-core way (the first stage owns the embeddings, the last the
+final LayerNorm and the heads, each builds its share of layers with megatron-core's layer
+offset). megatron-core's own schedules hard-code CUDA, so the stages run under PyTorch's
+``ScheduleGPipe``, which works with ``gloo`` and ``nccl`` alike.
+
+Every rank of one pipeline loads the same batch (the sampler splits data over data-parallel
+ranks only), so side inputs — attention mask, token types, labels — reach every stage as
+microbatched keyword arguments; only hidden states travel between stages.
+
+Losses are normalised by whole-batch counts (:meth:`loss_normalizers`), so the sum of the
+microbatch losses equals the loss of the unsplit batch and PP=2 matches PP=1 exactly.
+After the schedule: the word-embedding gradients of the first and last stage (tied MLM output
+weights) are all-reduced over megatron-core's embedding group, and all gradients averaged over
+the data-parallel group.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
+
+
+class _StageModule(torch.nn.Module):
+    """One pipeline stage of a BioMegatron model: its encoder part (+ the loss on the last)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.normalizers: Dict[str, float] = {}
+
+    def forward(self, x: torch.Tensor, **batch: torch.Tensor) -> torch.Tensor:
+        encoder = self.model.encoder
+        if encoder.pre_process:
+            hidden = encoder(x, batch["attention_mask"], batch.get("token_type_ids"))
+        else:
+            hidden = encoder(None, batch["attention_mask"], hidden_states=x)
+        if not encoder.post_process:
+            return hidden
+        losses = self.model.head_losses(hidden, batch, self.normalizers)
+        return sum(losses.values())
+
+
+class PipelineRunner:
+    """Runs forward + backward of one batch through the pipeline; returns the loss on every stage."""
+
+    def __init__(self, model, num_microbatches: int = 1):
+        self.model = model
+        self.num_microbatches = int(num_microbatches)
+        self.stage_module = _StageModule(model)
+        self.group = parallel_state.get_pipeline_model_parallel_group()
+        device = next(model.parameters()).device
+        self.stage = PipelineStage(
+            self.stage_module,
+            stage_index=parallel_state.get_pipeline_model_parallel_rank(),
+            num_stages=parallel_state.get_pipeline_model_parallel_world_size(),
+            device=device,
+            group=self.group,
+        )
+        self.schedule = ScheduleGPipe(self.stage, n_microbatches=self.num_microbatches,
+                                      loss_fn=lambda output, _target: output)
+        sync_tied_embeddings(model)
+
+    def step(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Forward and backward of ``batch``; gradients are accumulated, not applied."""
+        if batch["input_ids"].shape[0] % self.num_microbatches:
+            raise ValueError(f"batch size {batch['input_ids'].shape[0]} is not divisible by "
+                             f"num_microbatches {self.num_microbatches}")
+        self.stage_module.normalizers = self.model.loss_normalizers(batch)
+        kwargs = {k: v for k, v in batch.items() if k != "input_ids" and isinstance(v, torch.Tensor)}
+        losses: list = []
+        # The loss function ignores its target; ScheduleGPipe requires one per microbatch.
+        target = torch.zeros(batch["input_ids"].shape[0])
+        if self.stage.is_first:
+            self.schedule.step(batch["input_ids"], target=target, losses=losses, **kwargs)
+        else:
+            self.schedule.step(target=target, losses=losses, **kwargs)
+        loss = torch.stack(losses).sum().detach() if losses else torch.zeros(())
+        finalize_pipeline_grads(self.model)
+        # Every stage reports the loss (the last computed it).
+        dist.all_reduce(loss, group=self.group)
+        return loss
+
+    @torch.no_grad()
+    def evaluate(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        self.stage_module.normalizers = self.model.loss_normalizers(batch)
+        kwargs = {k: v for k, v in batch.items() if k != "input_ids" and isinstance(v, torch.Tensor)}
+        losses: list = []
+        target = torch.zeros(batch["input_ids"].shape[0])
+        if self.stage.is_first:
+            self.schedule.eval(batch["input_ids"], target=target, losses=losses, **kwargs)
+        else:
+            self.schedule.eval(target=target, losses=losses, **kwargs)
+        loss = torch.stack(losses).sum().detach() if losses else torch.zeros(())
+        dist.all_reduce(loss, group=self.group)
+        return loss
+
+
+def _tied_weights(model) -> Optional[torch.nn.Parameter]:
+    """The word-embedding matrix on the first stage, or its copy on the last stage."""
+    if parallel_state.get_pipeline_model_parallel_world_size() == 1:
+        return None
+    if model.encoder.pre_process:
+        return model.encoder.word_embeddings_weight()
+    head = getattr(model, "mlm_head", None)
+    if head is not None and head.output_layer.weight is not None:
+        return head.output_layer.weight
+    return None
+
+
+def _has_tied_head(model) -> bool:
+    # Every rank must agree whether to join the embedding-group collective.
+    return getattr(model, "ties_output_to_embeddings", False)
+
+
+@torch.no_grad()
+def sync_tied_embeddings(model) -> None:
+    """Make the last stage's output weights equal the first stage's word embeddings."""
+    if not _has_tied_head(model) or not parallel_state.is_rank_in_embedding_group():
+        return
+    weight = _tied_weights(model)
+    if not model.encoder.pre_process:
+        weight.zero_()
+    dist.all_reduce(weight.data, group=parallel_state.get_embedding_group())
+
+
+def finalize_pipeline_grads(model) -> None:
+    """All-reduce tied-embedding grads across first/last stage, then average over data parallel."""
+    if _has_tied_head(model) and parallel_state.is_rank_in_embedding_group():
+        weight = _tied_weights(model)
+        if weight.grad is None:
+            weight.grad = torch.zeros_like(weight)
+        dist.all_reduce(weight.grad, group=parallel_state.get_embedding_group())
+    dp = parallel_state.get_data_parallel_world_size()
+    if dp > 1:
+        group = parallel_state.get_data_parallel_group()
+        for param in model.parameters():
+            if param.requires_grad:
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
+                dist.all_reduce(param.grad, group=group)
+                param.grad.div_(dp)

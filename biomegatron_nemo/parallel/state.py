@@ -1,0 +1,105 @@
+"""Set up and tear down megatron-core's ``parallel_state`` for one process or many.
+
+megatron-core layers read their tensor/pipeline groups from ``parallel_state``; it needs an
+initialised ``torch.distributed`` process group even for a single process. ``gloo`` is used on
+CPU (megatron-core works with it), ``nccl`` on CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state, tensor_parallel
+
+
+@dataclass(frozen=True)
+class ParallelLayout:
+    """Sizes and this process's ranks in each dimension."""
+
+    tensor: int
+    pipeline: int
+    data: int
+    tensor_rank: int
+    pipeline_rank: int
+    data_rank: int
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_backend() -> str:
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def initialize_megatron(tensor_model_parallel_size: int = 1, pipeline_model_parallel_size: int = 1,
+                        seed: int = 1234, backend: str | None = None) -> ParallelLayout:
+    """Initialise ``torch.distributed`` (a 1-process group if none exists) and megatron-core.
+
+    Idempotent for the same sizes; re-initialises megatron-core when the sizes change.
+    """
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        dist.init_process_group(backend or default_backend(), rank=int(os.environ.get("RANK", 0)),
+                                world_size=int(os.environ.get("WORLD_SIZE", 1)))
+    world = dist.get_world_size()
+    if world % (tensor_model_parallel_size * pipeline_model_parallel_size):
+        raise ValueError(
+            f"world size {world} is not divisible by tensor ({tensor_model_parallel_size}) x "
+            f"pipeline ({pipeline_model_parallel_size}) parallel sizes")
+    if parallel_state.model_parallel_is_initialized():
+        if (parallel_state.get_tensor_model_parallel_world_size() != tensor_model_parallel_size
+                or parallel_state.get_pipeline_model_parallel_world_size() != pipeline_model_parallel_size):
+            parallel_state.destroy_model_parallel()
+    if not parallel_state.model_parallel_is_initialized():
+        parallel_state.initialize_model_parallel(tensor_model_parallel_size, pipeline_model_parallel_size)
+    seed_everything_model_parallel(seed)
+    _tell_nemo_the_layout()
+    return parallel_layout()
+
+
+def _tell_nemo_the_layout() -> None:
+    """NeMo's ``ModelPT.save_to`` calls the connector on every rank only when ``AppState`` knows
+    the model-parallel size; our connector's gather is a collective, so every rank must enter."""
+    from nemo.utils.app_state import AppState
+
+    app_state = AppState()
+    app_state.tensor_model_parallel_size = parallel_state.get_tensor_model_parallel_world_size()
+    app_state.pipeline_model_parallel_size = parallel_state.get_pipeline_model_parallel_world_size()
+    app_state.model_parallel_size = (app_state.tensor_model_parallel_size
+                                     * app_state.pipeline_model_parallel_size)
+    app_state.data_parallel_size = parallel_state.get_data_parallel_world_size()
+
+
+def seed_everything_model_parallel(seed: int) -> None:
+    """Same CPU seed on every rank (CPU initialisation builds identical master weights);
+    megatron-core's model-parallel CUDA RNG streams on GPU."""
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        tensor_parallel.model_parallel_cuda_manual_seed(seed)
+
+
+def parallel_layout() -> ParallelLayout:
+    return ParallelLayout(
+        tensor=parallel_state.get_tensor_model_parallel_world_size(),
+        pipeline=parallel_state.get_pipeline_model_parallel_world_size(),
+        data=parallel_state.get_data_parallel_world_size(),
+        tensor_rank=parallel_state.get_tensor_model_parallel_rank(),
+        pipeline_rank=parallel_state.get_pipeline_model_parallel_rank(),
+        data_rank=parallel_state.get_data_parallel_rank(),
+    )
+
+
+def destroy_megatron(destroy_process_group: bool = False) -> None:
+    """Forget megatron-core's groups (and optionally the process group), e.g. between tests."""
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    if destroy_process_group and dist.is_initialized():
+        dist.destroy_process_group()

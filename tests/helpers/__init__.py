@@ -1,0 +1,1 @@
+"""Shared test helpers: tiny vocabularies and model configs, multi-process runs."""
