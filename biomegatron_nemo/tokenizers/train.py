@@ -50,13 +50,14 @@ _TOO_LOW = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) v
 class VocabularyTooLargeError(ValueError):
     """The corpus cannot support the requested vocabulary size; ``largest`` is the size that fits."""
 
-    def __init__(self, requested: int, largest: int, detail: str = ""):
+    def __init__(self, requested: int, largest: int, detail: str = "", about: bool = False):
         self.requested = requested
         self.largest = largest
+        approx = "about " if about else ""
         super().__init__(
             f"the corpus is too small for a vocabulary of {requested:,} units{detail}: the largest "
-            f"size that fits is {largest:,}. Rerun with --vocab-size {largest} (or less), add text, "
-            f"or pass --soft-limit to write the {largest:,}-unit vocabulary.")
+            f"size that fits is {approx}{largest:,}. Rerun with --vocab-size {largest} (or less), "
+            f"add text, or pass --soft-limit to write the vocabulary the corpus supports.")
 
 
 class VocabularyTooSmallError(ValueError):
@@ -208,8 +209,10 @@ def train_wordpiece(paths: Sequence[str], output: str, vocab_size: int, cased: b
     tok.train_from_iterator(iter_corpus(paths, progress), trainer=trainer)
     learned = tok.get_vocab_size()
     # The WordPiece trainer stops quietly when it runs out of merges; say so like sentencepiece.
+    # Its merge order among equal counts varies between runs, so where it stops varies a little.
     if learned < vocab_size and not soft_limit:
-        raise VocabularyTooLargeError(vocab_size, learned, f" (min frequency {min_frequency})")
+        raise VocabularyTooLargeError(vocab_size, learned, f" (min frequency {min_frequency})",
+                                      about=True)
     os.makedirs(output, exist_ok=True)
     return tok.model.save(output)
 
