@@ -1,0 +1,60 @@
+"""BioASQ factoid SAcc/LAcc/MRR: merging snippets, synonyms, ranks 2 and 6, submission JSON."""
+
+import json
+
+import pytest
+
+from biomegatron_nemo.data.squad import BioASQGold
+from biomegatron_nemo.metrics.bioasq import bioasq_scores, merge_nbest, write_submission
+
+GOLD = {"5a1b": BioASQGold("5a1b", "Which drug is a SERM?", ["Tamoxifen", "TAM", "Nolvadex"]),
+        "5c2d": BioASQGold("5c2d", "Which gene is mutated in Marfan syndrome?", ["FBN1"])}
+
+NBEST = {
+    # question 5a1b: "ESTROGEN" duplicates "estrogen" (dropped), the synonym "tam" ranks 2nd
+    "5a1b_001": [{"text": "estrogen", "probability": 0.7}, {"text": "Breast cancer", "probability": 0.2}],
+    "5a1b_002": [{"text": "tam", "probability": 0.6}, {"text": "ESTROGEN", "probability": 0.65}],
+    # question 5c2d: the right answer is 6th after merging → outside the five answers
+    "5c2d_001": [{"text": "ELN", "probability": 0.9}, {"text": "FBN2", "probability": 0.8},
+                 {"text": "TGFBR1", "probability": 0.6}],
+    "5c2d_002": [{"text": "fbn2", "probability": 0.85}, {"text": "TGFBR2", "probability": 0.5},
+                 {"text": "COL1A1", "probability": 0.4}, {"text": "FBN1", "probability": 0.3}],
+}
+
+
+def test_merge_across_snippets_by_probability_deduplicated_top_five():
+    ranked = merge_nbest(NBEST)
+    assert ranked["5a1b"] == ["estrogen", "tam", "Breast cancer"]
+    assert ranked["5c2d"] == ["ELN", "fbn2", "TGFBR1", "TGFBR2", "COL1A1"]  # FBN2 merged into fbn2
+
+
+def test_strict_lenient_mrr_with_ranks_two_and_six():
+    s = bioasq_scores(GOLD, merge_nbest(NBEST))
+    assert s["rank_of_first_correct"] == {"5a1b": 2, "5c2d": None}
+    assert s["strict_accuracy"] == 0.0
+    assert s["lenient_accuracy"] == 0.5
+    assert s["mrr"] == pytest.approx((1 / 2 + 0) / 2)
+
+
+def test_first_answer_matching_any_synonym_case_insensitively_is_strict():
+    s = bioasq_scores(GOLD, {"5a1b": [" nolvadex "], "5c2d": ["fbn1"]})
+    assert s["strict_accuracy"] == s["lenient_accuracy"] == s["mrr"] == 1.0
+
+
+def test_question_without_prediction_counts_as_wrong():
+    s = bioasq_scores(GOLD, {"5c2d": ["FBN1"]})
+    assert s["strict_accuracy"] == 0.5 and s["answered"] == 1
+
+
+def test_submission_json_has_official_shape(tmp_path):
+    out = tmp_path / "sub.json"
+    write_submission(out, merge_nbest(NBEST))
+    doc = json.loads(out.read_text())
+    q = {x["id"]: x for x in doc["questions"]}
+    assert q["5a1b"]["exact_answer"] == [["estrogen"], ["tam"], ["Breast cancer"]]
+    assert q["5c2d"]["type"] == "factoid" and len(q["5c2d"]["exact_answer"]) == 5
+
+
+def test_nbest_entry_without_probability_is_rejected():
+    with pytest.raises(ValueError, match=r"5a1b_001\[0\]"):
+        merge_nbest({"5a1b_001": [{"text": "x"}]})
