@@ -1,0 +1,129 @@
+"""Break-rate analysis (Table 4) on a hand-made NER file with hand-counted expectations."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from biomegatron_nemo.analysis.break_rate import (break_rates, entity_spans, load_tokenizer_spec,
+                                                  main)
+from biomegatron_nemo.data.conll import read_conll
+from biomegatron_nemo.tokenizers import SPECIAL_TOKENS
+from biomegatron_nemo.tokenizers.train import train_sentencepiece
+
+FIXTURES = Path(__file__).parent / "fixtures" / "tokenizers"
+NER = FIXTURES / "break_rate_ner.tsv"
+SHARED = Path(__file__).parents[2] / "shared" / "data"
+REPO = Path(__file__).parents[1]
+
+# Enough pieces to count by hand: cisplatin = cis ##platin, aspirins = aspirin ##s, ...
+TOY_VOCAB = [*SPECIAL_TOKENS, "aspirin", "induced", "asthma", "in", "patients", "cis", "##platin",
+             "nephro", "##toxicity", "-", "renal", "failure", "and", "the", "##s"]
+
+
+@pytest.fixture
+def toy_vocab(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(TOY_VOCAB) + "\n", encoding="utf-8")
+    return path
+
+
+def _rows(records, name):
+    return {r["entity_type"]: r for r in records if r["tokenizer"] == name}
+
+
+def test_hand_counted_break_rates(toy_vocab, capsys):
+    # Chemical: Aspirin 1, Cisplatin 2, Cisplatin (I- after O opens an entity) 2, aspirins 2
+    # Disease:  asthma 1, nephrotoxicity 2, "renal failure" 1+1
+    assert main(["--ner", str(NER), "--tokenizer", f"toy=wordpiece:{toy_vocab}", "--json"]) == 0
+    rows = _rows(json.loads(capsys.readouterr().out), "toy")
+    assert list(rows) == ["Chemical", "Disease", "ALL"]
+    chem, dis, total = rows["Chemical"], rows["Disease"], rows["ALL"]
+    assert (chem["entities"], chem["split_entities"], chem["entity_subtokens"], chem["entity_words"]) \
+        == (4, 3, 7, 4)
+    assert (chem["split_pct"], chem["subtokens_per_entity"], chem["subtokens_per_word"]) \
+        == (75.0, 1.75, 1.75)
+    assert (dis["entities"], dis["split_entities"], dis["entity_subtokens"], dis["entity_words"]) \
+        == (3, 2, 5, 4)
+    assert (dis["split_pct"], dis["subtokens_per_entity"], dis["subtokens_per_word"]) \
+        == (66.67, 1.667, 1.25)
+    assert (total["entities"], total["split_entities"], total["split_pct"],
+            total["subtokens_per_entity"], total["subtokens_per_word"]) == (7, 5, 71.43, 1.714, 1.5)
+
+
+def test_cased_spec_keeps_case(toy_vocab):
+    # the toy vocabulary is lower-case: cased, "Aspirin" and "Cisplatin" are single [UNK]s
+    label, tok = load_tokenizer_spec(f"wordpiece-cased:{toy_vocab.parent}")
+    assert label == f"wordpiece-cased:{toy_vocab.parent.name}/vocab.txt"
+    chem = break_rates(read_conll(NER), tok, label)[0]
+    assert (chem.entity_type, chem.entities, chem.split_entities, chem.entity_subtokens) \
+        == ("Chemical", 4, 1, 5)
+
+
+def test_table_lists_every_tokenizer_and_type(toy_vocab, tmp_path, capsys):
+    model = train_sentencepiece([str(FIXTURES / "biomedical_sample.txt")], str(tmp_path / "spm"),
+                                300, progress=False)[0]
+    assert main(["--ner", str(NER), "--tokenizer", f"wordpiece:{toy_vocab}",
+                 "--tokenizer", f"spm=sentencepiece:{model}"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{NER}: 4 sentences"
+    assert out[1].split("  ")[0] == "tokenizer" and "sub-tokens/word" in out[1]
+    body = [line.split() for line in out[3:]]
+    assert [(r[0], r[1]) for r in body] == [
+        (f"wordpiece:{tmp_path.name}/vocab.txt", "Chemical"),
+        (f"wordpiece:{tmp_path.name}/vocab.txt", "Disease"),
+        (f"wordpiece:{tmp_path.name}/vocab.txt", "ALL"),
+        ("spm", "Chemical"), ("spm", "Disease"), ("spm", "ALL")]
+    assert body[0][2:] == ["4", "75.0", "1.75", "1.75"]
+
+
+def test_sentencepiece_counts_match_encode_words(tmp_path):
+    model = train_sentencepiece([str(FIXTURES / "biomedical_sample.txt")], str(tmp_path), 300,
+                                progress=False)[0]
+    _, tok = load_tokenizer_spec(f"sentencepiece:{model}")
+    sentences = read_conll(NER)
+    expected = sum(len(tok.encode_words([w]).ids) for s in sentences
+                   for w, t in zip(s.words, s.tags) if t != "O")
+    assert break_rates(sentences, tok)[-1].entity_subtokens == expected
+
+
+def test_entity_spans_follow_conlleval_chunks():
+    assert entity_spans(["B-A", "I-A", "O", "I-A", "B-A", "I-B"]) == \
+        [("A", 0, 2), ("A", 3, 4), ("A", 4, 5), ("B", 5, 6)]
+    assert entity_spans(["B", "I", "O"]) == [("entity", 0, 2)]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tokenizer", "bpe:vocab.txt"], "expected [LABEL=]KIND:PATH"),
+    (["--tokenizer", "wordpiece:/no/vocab.txt"], "file '/no/vocab.txt' does not exist"),
+])
+def test_bad_tokenizer_spec_is_explained(args, message, capsys):
+    assert main(["--ner", str(NER)] + args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_ner_file_names_file_and_line(toy_vocab, tmp_path, capsys):
+    assert main(["--ner", str(tmp_path / "none.tsv"), "--tokenizer", f"wordpiece:{toy_vocab}"]) == 2
+    assert "none.tsv' does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("Aspirin\tB-Chemical\ninduced\tX-Y\n", encoding="utf-8")
+    assert main(["--ner", str(bad), "--tokenizer", f"wordpiece:{toy_vocab}"]) == 2
+    assert f"{bad}:2:" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (SHARED / "ner" / "BC5CDR" / "train.tsv").exists()
+                    or not (SHARED / "vocab" / "bert-base-uncased-vocab.txt").exists(),
+                    reason="shared BC5CDR / BERT vocab not present")
+def test_command_runs_on_bc5cdr_with_bert_uncased():
+    result = subprocess.run(
+        [sys.executable, "-m", "biomegatron_nemo.analysis.break_rate",
+         "--ner", str(SHARED / "ner" / "BC5CDR" / "train.tsv"),
+         "--tokenizer", f"wordpiece:{SHARED / 'vocab' / 'bert-base-uncased-vocab.txt'}", "--json"],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = _rows(json.loads(result.stdout), "wordpiece:vocab/bert-base-uncased-vocab.txt")
+    # BC5CDR train: 5,203 chemical and 4,182 disease mentions
+    assert (rows["Chemical"]["entities"], rows["Disease"]["entities"]) == (5203, 4182)
+    assert 50 < rows["ALL"]["split_pct"] < 100
