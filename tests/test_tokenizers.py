@@ -248,9 +248,13 @@ def test_sentencepiece_model_without_bert_specials_gets_them_appended(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
-def test_encode_batch_equals_encode(kind, wp_vocab, spm_model):
+def test_batch_methods_equal_one_by_one(kind, wp_vocab, spm_model):
     tok = WordPieceTokenizer(wp_vocab) if kind == "wordpiece" else SentencePieceTokenizer(spm_model)
     assert tok.encode_batch(SENTENCES) == [tok.encode(s) for s in SENTENCES]
+    texts = SENTENCES + ["[CLS] aspirin [SEP]"]  # a special in the batch takes the slow path
+    assert tok.tokenize_batch(texts) == [tok.tokenize(s) for s in texts] \
+        == [tok.encode(s).ids for s in texts]
+    assert tok.tokenize_batch(texts)[-1][0] == tok.cls_id
 
 
 # --- factory and errors ---------------------------------------------------------------------------

@@ -118,6 +118,10 @@ class BioTokenizer(abc.ABC):
         """Tokenize many texts; subclasses override with a parallel implementation."""
         return [self.encode(t) for t in texts]
 
+    def tokenize_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        """Ids only of many texts (corpus preprocessing): skips building tokens and offsets."""
+        return [self.tokenize(t) for t in texts]
+
     def is_continuation(self, token_id: int) -> bool:
         """True when the sub-token continues a word (``##`` in WordPiece form)."""
         return self.inv_vocab[token_id].startswith("##")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+from itertools import accumulate
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import sentencepiece as spm
@@ -65,6 +66,7 @@ class SentencePieceTokenizer(BioTokenizer):
             self._special_ids[token] = token_id
         self._forms = forms
         self._continues = [f.startswith("##") for f in forms]
+        self._starts = [0 if c else 1 for c in self._continues]
         self._special_id_set = frozenset(self._special_ids.values())
         # Longest first, so a special that contains another one wins.
         alternatives = sorted(self._special_ids, key=len, reverse=True)
@@ -160,21 +162,17 @@ class SentencePieceTokenizer(BioTokenizer):
                 seg = segments[k]
                 r = results[k]
                 ids.extend(r["ids"])
-                for s, e in r["offsets"]:
-                    while s < e and seg[s].isspace():
-                        s += 1
-                    offsets.append((base + s, base + e))
+                # Move each span's start past the whitespace a ▁ piece covers (as C-level string
+                # ops: this loop is most of our per-sentence cost).
+                offsets.extend([(base + e - len(seg[s:e].lstrip()), base + e) for s, e in r["offsets"]])
             out.append((ids, offsets))
         return out
 
     def _make_encoding(self, ids: List[int], offsets: List[Tuple[int, int]]) -> Encoding:
-        word_ids = []
-        word = -1
-        for i in ids:
-            if word < 0 or not self._continues[i]:
-                word += 1
-            word_ids.append(word)
-        return Encoding(ids, [self._forms[i] for i in ids], offsets, word_ids)
+        # word index = number of word-initial tokens so far - 1; a leading continuation is word 0
+        first = 1 if ids and self._continues[ids[0]] else 0
+        word_ids = list(accumulate(map(self._starts.__getitem__, ids), initial=first - 1))[1:]
+        return Encoding(ids, list(map(self._forms.__getitem__, ids)), offsets, word_ids)
 
     def encode(self, text: str) -> Encoding:
         return self._make_encoding(*self._encode_pieces([text])[0])
@@ -196,6 +194,12 @@ class SentencePieceTokenizer(BioTokenizer):
         if self._special_re.search(text) is None:
             return self._sp.encode(text)  # megatron-core's hot path: ids only
         return self._encode_pieces([text])[0][0]
+
+    def tokenize_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        texts = list(texts)
+        if any(self._special_re.search(t) for t in texts):
+            return [ids for ids, _ in self._encode_pieces(texts)]
+        return self._sp.encode(texts)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         parts: List[str] = []

@@ -106,6 +106,9 @@ class WordPieceTokenizer(BioTokenizer):
         # megatron-core's hot path during pretraining: skip building tokens/offsets.
         return self._tok.encode(text, add_special_tokens=False).ids
 
+    def tokenize_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
