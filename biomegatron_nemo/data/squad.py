@@ -328,11 +328,13 @@ def decode_predictions(examples: Sequence[QAExample], features: Sequence[QAFeatu
 
     Returns ``(predictions, nbest, null_odds)``: id → text (``""`` = no answer in v2.0),
     id → ``[{"text", "probability", "start_logit", "end_logit"}]`` (the input of
-    :func:`biomegatron_nemo.metrics.bioasq.bioasq_scores`), id → null score − best score.
+    :func:`biomegatron_nemo.metrics.bioasq.merge_nbest`), id → null score − best score.
     """
+    has_logits = (start_logits.__contains__ if isinstance(start_logits, Mapping)
+                  else lambda i: i < len(start_logits))
     by_example = collections.defaultdict(list)
     for fi, f in enumerate(features):
-        if fi in start_logits if isinstance(start_logits, Mapping) else fi < len(start_logits):
+        if has_logits(fi):
             by_example[f.example_index].append(fi)
     predictions, nbest_out, null_odds = {}, {}, {}
     for ei, fis in by_example.items():
