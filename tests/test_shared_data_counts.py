@@ -13,6 +13,7 @@ from biomegatron_nemo.data.chemprot import read_chemprot
 from biomegatron_nemo.data.conll import read_conll
 from biomegatron_nemo.data.squad import question_id, read_bioasq_golden, read_squad
 from biomegatron_nemo.metrics.ner import ner_scores
+from biomegatron_nemo.metrics.squad import squad_scores
 
 from _data_paths import SHARED_DATA
 
@@ -59,3 +60,6 @@ def test_bioasq_train_and_6b_batches_with_golden_answers():
 def test_squad_v11_dev():
     dev = read_squad(SHARED_DATA / "squad" / "dev-v1.1.json", require_answers=True)
     assert len(dev) == 10570 and not any(e.is_impossible for e in dev)
+    gold = [{"id": e.id, "answers": e.answers} for e in dev]
+    s = squad_scores(gold, {e.id: e.answers[-1]["text"] for e in dev})
+    assert s["exact_match"] == 100.0 and s["f1"] == 100.0 and s["total"] == 10570

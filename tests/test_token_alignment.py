@@ -108,3 +108,7 @@ def test_collate_pads_with_the_right_values(tok, sentence):
     assert batch["attention_mask"][1].tolist() == [1] * 4 + [0] * 9
     assert batch["word_ids"][1, :5].tolist() == [-1, 0, 1, -1, -1]
     assert batch["sentence_index"].tolist() == [0, 1]
+
+
+def test_label_map_for_untyped_tags_adds_i():
+    assert LabelMap.from_sentences([Sentence(["Cocaine"], ["B"])]).labels == ["O", "B", "I"]

@@ -229,9 +229,13 @@ def build_qa_features(examples: Sequence[QAExample], tokenizer: BioTokenizer, ma
     """Examples → windowed features (+ stats). ``training`` sets start/end positions."""
     stats = QAFeatureStats(examples=len(examples))
     features: List[QAFeature] = []
+    # SQuAD asks ~5 questions per paragraph: tokenize each distinct context once, in batches.
+    contexts = list(dict.fromkeys(ex.context for ex in examples))
+    context_enc = dict(zip(contexts, tokenizer.encode_batch(contexts)))
+    question_enc = tokenizer.encode_batch([ex.question for ex in examples])
     for ei, ex in enumerate(examples):
-        q_ids = tokenizer.encode(ex.question).ids[:max_query_length]
-        enc = tokenizer.encode(ex.context)
+        q_ids = question_enc[ei].ids[:max_query_length]
+        enc = context_enc[ex.context]
         max_doc = max_seq_length - len(q_ids) - 3
         if max_doc < 1:
             raise ValueError(f"max_seq_length {max_seq_length} leaves no room for the context "

@@ -43,7 +43,7 @@ class LabelMap:
         """All tags seen, sorted by entity type then prefix (``B-X`` before ``I-X``)."""
         tags = {t for s in sentences for t in s.tags}
         # all_subtokens needs I-X even for types seen only as single-word B-X entities
-        tags |= {"I-" + split_tag(t)[1] for t in tags if t.startswith("B-")}
+        tags |= {continuation_tag(t) for t in tags if split_tag(t)[0] == "B"}
         return cls(sorted(tags, key=lambda t: (split_tag(t)[1], split_tag(t)[0])))
 
     def __len__(self) -> int:

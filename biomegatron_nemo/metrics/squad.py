@@ -62,8 +62,9 @@ def squad_scores(gold_questions: Sequence[Mapping], predictions: Mapping[str, st
     ``gold_questions``: dicts with ``id``, ``answers`` (list of ``{"text"}``) and for v2.0
     ``is_impossible`` — e.g. :func:`biomegatron_nemo.data.squad.read_squad` examples.
     ``predictions``: id → answer text (``""`` means no answer). ``version_2`` defaults to True
-    when any question is impossible. A question without a prediction scores 0 in v1.1 and is
-    scored as an empty answer in v2.0, as the respective scripts do; ``missing`` counts them.
+    when any question is impossible. A question without a prediction scores 0 in v1.1 (as the
+    v1.1 script does); in v2.0 it is scored as "no answer" (the v2.0 script cannot score a file
+    with missing predictions). ``missing`` counts them.
     """
     if version_2 is None:
         version_2 = any(q.get("is_impossible", False) for q in gold_questions)
@@ -79,7 +80,7 @@ def squad_scores(gold_questions: Sequence[Mapping], predictions: Mapping[str, st
         golds = _gold_answers(q) if version_2 else [a["text"] for a in q["answers"]]
         em[qid] = _max_over(exact_match_score, pred, golds)
         f1[qid] = _max_over(f1_score, pred, golds)
-        has_ans[qid] = golds != [""]
+        has_ans[qid] = bool(q.get("answers"))  # as the v2.0 script: listed answers, not normalised ones
     total = len(gold_questions)  # v1.1 counts unanswered questions as 0, not as absent
     if not version_2:
         return {"exact_match": 100.0 * sum(em.values()) / total if total else 0.0,
