@@ -25,7 +25,16 @@ NBEST = {
 def test_merge_across_snippets_by_probability_deduplicated_top_five():
     ranked = merge_nbest(NBEST)
     assert ranked["5a1b"] == ["estrogen", "tam", "Breast cancer"]
-    assert ranked["5c2d"] == ["ELN", "fbn2", "TGFBR1", "TGFBR2", "COL1A1"]  # FBN2 merged into fbn2
+    # fbn2 (0.85) and FBN2 (0.8) are one answer scoring 1.65, spelled as its most probable copy
+    assert ranked["5c2d"] == ["fbn2", "ELN", "TGFBR1", "TGFBR2", "COL1A1"]
+    assert merge_nbest(NBEST, combine="max")["5c2d"] == ["ELN", "fbn2", "TGFBR1", "TGFBR2", "COL1A1"]
+
+
+def test_repeated_answers_add_up_and_overlong_or_empty_answers_are_dropped():
+    nbest = {"q_000": [{"text": "estrogen", "probability": 0.5}, {"text": "TAM", "probability": 0.3},
+                       {"text": "x" * 101, "probability": 0.9}, {"text": " ", "probability": 0.8}],
+             "q_001": [{"text": "tam", "probability": 0.3}]}
+    assert merge_nbest(nbest) == {"q": ["TAM", "estrogen"]}  # 0.3 + 0.3 > 0.5
 
 
 def test_strict_lenient_mrr_with_ranks_two_and_six():

@@ -1,10 +1,12 @@
 """BioASQ factoid measures: strict accuracy, lenient accuracy, mean reciprocal rank.
 
 A question's snippets are separate model inputs (ids ``<question>_<nnn>``); their n-best answers
-are merged into one ranked list per question by probability, de-duplicated case-insensitively
-(keeping the most probable spelling), and cut to five, as BioBERT's
-``transform_nbset2bioasqform.py`` does before the official evaluation. An answer is correct when
-it equals any synonym of the golden ``exact_answer`` ignoring case and surrounding whitespace.
+are merged into one ranked list per question as BioBERT's ``transform_nbset2bioasqform.py`` does
+before the official evaluation: empty answers and answers over 100 characters are dropped,
+answers equal ignoring case are one answer (the spelling of its most probable occurrence) whose
+probability is the sum over its occurrences (``combine="max"`` keeps the highest instead), and
+the five most probable are kept. An answer is correct when it equals any synonym of the golden
+``exact_answer`` ignoring case and surrounding whitespace.
 SAcc: the first answer is correct; LAcc: any of the five is; MRR: mean of 1/rank of the first
 correct answer (0 when none of the five is). Questions without any prediction score 0.
 Own code because the official scorer is a Java program, not a library.
@@ -25,25 +27,31 @@ def _key(text: str) -> str:
     return text.strip().lower()
 
 
-def merge_nbest(nbest: Mapping[str, Sequence[Mapping]], max_answers: int = MAX_ANSWERS) -> Dict[str, List[str]]:
+def merge_nbest(nbest: Mapping[str, Sequence[Mapping]], max_answers: int = MAX_ANSWERS,
+                combine: str = "sum", max_answer_chars: int = 100) -> Dict[str, List[str]]:
     """Snippet id → n-best ``[{"text", "probability"}]``  ⇒  question id → ranked answers."""
+    if combine not in ("sum", "max"):
+        raise ValueError(f"combine must be 'sum' or 'max', got {combine!r}")
     pooled: Dict[str, List[tuple]] = {}
     for snippet_id, entries in nbest.items():
         for k, e in enumerate(entries):
             if "text" not in e or "probability" not in e:
                 raise ValueError(f"n-best entry {snippet_id}[{k}] needs 'text' and 'probability'")
-            if e["text"].strip():
-                pooled.setdefault(question_id(snippet_id), []).append((float(e["probability"]), e["text"].strip()))
+            text = e["text"].strip()
+            if text and len(text) <= max_answer_chars:
+                pooled.setdefault(question_id(snippet_id), []).append((float(e["probability"]), text))
     ranked = {}
     for qid, cands in pooled.items():
-        seen, answers = set(), []
-        for _, text in sorted(cands, key=lambda c: -c[0]):  # stable: ties keep input order
-            if _key(text) not in seen:
-                seen.add(_key(text))
-                answers.append(text)
-            if len(answers) == max_answers:
-                break
-        ranked[qid] = answers
+        score: Dict[str, float] = {}
+        spelling: Dict[str, str] = {}
+        for prob, text in sorted(cands, key=lambda c: -c[0]):  # stable: ties keep input order
+            key = _key(text)
+            if key not in score:
+                spelling[key], score[key] = text, prob
+            elif combine == "sum":
+                score[key] += prob
+        order = sorted(score, key=lambda k: -score[k])  # stable: equal scores keep first-seen order
+        ranked[qid] = [spelling[k] for k in order[:max_answers]]
     return ranked
 
 
