@@ -44,6 +44,18 @@ CASES = [
      ["Cells died within ca. 2 h.", "The rest survived."]),
     ("A model was fitted as in Eq. 3. It converged.",
      ["A model was fitted as in Eq. 3.", "It converged."]),
+    # pySBD's list-item rule (switched off here) cut these at "i." / "h." and at "ii)".
+    ("Phages were given i.v. every 12 h. Treatment was well tolerated.",
+     ["Phages were given i.v. every 12 h.", "Treatment was well tolerated."]),
+    ("Outcomes were i) survival, ii) relapse and iii) toxicity. Follow-up was 5 years.",
+     ["Outcomes were i) survival, ii) relapse and iii) toxicity.", "Follow-up was 5 years."]),
+    # Units written with a period in older abstracts.
+    ("Each dog received 0.6 mg. per kilogram daily. None died.",
+     ["Each dog received 0.6 mg. per kilogram daily.", "None died."]),
+    ("The LD50 was 22 mg./kg. in mice. It was lower in rats.",
+     ["The LD50 was 22 mg./kg. in mice.", "It was lower in rats."]),
+    ("Doses were 5 mg/kg. per day. Infusions ran at 2 ml/min. Pressure rose.",
+     ["Doses were 5 mg/kg. per day.", "Infusions ran at 2 ml/min.", "Pressure rose."]),
     ("Is this effective? We tested it! Results were clear.",
      ["Is this effective?", "We tested it!", "Results were clear."]),
     # Structured abstracts and wrapped lines.

@@ -17,13 +17,19 @@ decimals and single-letter initials. This module owns what pySBD lacks for this 
   "... measured at 37 C approx. The next ..." still splits.
 * **Long documents** (PMC full text, one article per line). pySBD applies its rules to the
   whole text at once: its abbreviation pass runs one ``re.sub`` over the whole text per
-  abbreviation occurrence (cost grows with the square of the length: ≈2 s for one 72 KB
-  article, against 185 KB/s on abstracts), and its list-item heuristics misfire on long
-  texts (seen on PMC articles: "segments 1, 2, and 3 (M1, 2, | 3) of ...", "i.e. | , at
-  3.5 mo"). Long documents are therefore first cut at *unambiguous* boundaries — a lower-case
-  word of four or more letters that is not a known abbreviation, then ``.``/``!``/``?``,
-  whitespace and an upper-case letter, where pySBD splits anyway — into chunks of at least
-  ``chunk_chars`` characters, each segmented separately (≈6× faster on those articles).
+  abbreviation occurrence (cost grows with the square of the length: seconds for one 72 KB
+  article, against ~200 KB/s on abstracts), and its text-between-brackets rule protects
+  everything from an opening bracket to the next closing one, so one unbalanced "[" in a PMC
+  article ("[mean ± SEM ... g)") swallowed 19 sentences up to a citation "[6]". Long
+  documents are therefore first cut at *unambiguous* boundaries — a lower-case word of four
+  or more letters that is not a known abbreviation, then ``.``/``!``/``?``, whitespace and an
+  upper-case letter, where pySBD splits anyway — into chunks of at least ``chunk_chars``
+  characters, each segmented separately (≈7× faster on those articles, damage bounded).
+* **No list-item detection.** pySBD cuts at anything resembling a list marker ("i)", "a.",
+  "1."), which fragments inline enumerations and even "given i.v. for 2 h." in running text;
+  see :class:`_RunningTextProcessor`.
+* **Units with periods** in older abstracts ("0.6 mg. per kilogram", "22 mg./kg. in mice"):
+  units are abbreviations, and a period inside or closing a "/unit" is hidden from pySBD.
 * **Whitespace.** Sentences come back stripped; empty ones are dropped; newlines inside a
   document are treated as spaces (documents may be wrapped).
 """
@@ -36,6 +42,8 @@ from typing import List
 
 import pysbd
 from pysbd.lang.english import English
+from pysbd.processor import Processor
+from pysbd.utils import Text
 
 # Abbreviations common in PubMed/PMC text and absent from pySBD 0.3.4's English list (which
 # already has e.g, i.e, al, fig, vs, no, ref, pp, min, hr, exp, etc, viz, ...). Lower case,
@@ -47,6 +55,9 @@ BIOMEDICAL_ABBREVIATIONS = (
     "b.i.d", "t.i.d", "q.i.d", "q.d", "p.o", "i.v", "i.p", "i.m", "s.c", "i.c.v", "p.r.n",
     "yr", "yrs", "wk", "wks", "mos", "max", "avg", "conc", "temp", "std",
     "pt", "pts", "tab", "dil", "diam", "wt", "corr", "prep",
+    # Units, which older abstracts write with a period ("0.6 mg. per kilogram"); kept only
+    # before a lower-case word or a digit, so "... of 2 mg. The next ..." still splits.
+    "mg", "kg", "gm", "ml", "cc", "cm", "mm", "ng", "mcg", "mmol", "meq", "hrs", "h", "d",
 )
 
 # Abbreviations that always lead into the next word, so their period never ends a sentence
@@ -58,8 +69,36 @@ BIOMEDICAL_PREPOSITIVE_ABBREVIATIONS = (
 )
 
 
+class _RunningTextProcessor(Processor):
+    """pySBD's ``Processor.process`` without its first step, ``ListItemReplacer``.
+
+    That step turns anything that looks like a list marker into a sentence break: inline
+    enumerations ("outcomes were i) survival, ii) relapse", "the steps were 1. lysis, 2. ...")
+    and, worse, dosing routes with a later unit ("given i.v. for 2 h." is cut after "given",
+    "i.v." and "for 2", because "i." and "h." read as list letters). Corpus documents are
+    running text, one per line, where list items are rare and such cuts are common. The body
+    is pySBD 0.3.4's, minus that one call (pySBD has no switch for it).
+    """
+
+    def process(self):
+        if not self.text:
+            return self.text
+        self.text = self.text.replace("\n", "\r")
+        self.replace_abbreviations()
+        self.replace_numbers()
+        self.replace_continuous_punctuation()
+        self.replace_periods_before_numeric_references()
+        self.text = Text(self.text).apply(
+            self.lang.Abbreviation.WithMultiplePeriodsAndEmailRule,
+            self.lang.GeoLocationRule, self.lang.FileFormatRule)
+        return self.split_into_segments()
+
+
 class _BiomedicalEnglish(English):
-    """pySBD's English with :data:`BIOMEDICAL_ABBREVIATIONS` added (a subclass, not a patch)."""
+    """pySBD's English with :data:`BIOMEDICAL_ABBREVIATIONS` added and list-item detection off
+    (subclasses, not patches: other pySBD users in the process are unaffected)."""
+
+    Processor = _RunningTextProcessor
 
     class Abbreviation(English.Abbreviation):
         ABBREVIATIONS = sorted(
@@ -74,6 +113,9 @@ class _BiomedicalEnglish(English):
 
 
 _ABBREVIATION_SET = frozenset(_BiomedicalEnglish.Abbreviation.ABBREVIATIONS)
+
+_HIDDEN_PERIOD = "\ue000"  # Unicode private use: never in real text, untouched by pySBD
+_UNIT_PERIOD = re.compile(r"(/[A-Za-z]{1,5})\.(?=\s[a-z0-9(])")
 
 # A candidate safe cut: "<word of >= 4 lower-case letters><.!?><whitespace><Upper-case>".
 _SAFE_BOUNDARY = re.compile(r"(?<![\w.])([a-z]{4,})[.!?]\s+(?=[A-Z])")
@@ -97,13 +139,19 @@ class BiomedicalSentenceSplitter:
         text = " ".join(text.split())
         if not text:
             return []
+        # Unit periods pySBD's abbreviation rules cannot see (they need whitespace before the
+        # abbreviation): "6 mg./kg. in mice" is one sentence. A period directly before "/", and
+        # one closing "/unit" before a lower-case word or digit, are hidden behind a private-use
+        # character for the duration.
+        text = text.replace("./", _HIDDEN_PERIOD + "/")
+        text = _UNIT_PERIOD.sub(r"\1" + _HIDDEN_PERIOD, text)
         sentences: List[str] = []
         for chunk in self._chunks(text):
             # ``processor().process()`` is pySBD's segmentation without its non-destructive
             # char-span reconstruction (another scan of the text per sentence); we strip
             # whitespace anyway.
             for sentence in self._segmenter.processor(chunk).process():
-                sentence = sentence.strip()
+                sentence = sentence.strip().replace(_HIDDEN_PERIOD, ".")
                 if sentence:
                     sentences.append(sentence)
         return sentences
