@@ -25,16 +25,34 @@ from typing import Dict, Iterable, Mapping, Optional
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
-from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
 
 LAYER_KEY = re.compile(r"^(?P<prefix>.*?\blayers\.)(?P<index>\d+)(?P<suffix>\..*)$")
 
 
-def _renumber(key: str, offset: int) -> str:
+def _layer_numbering(module: torch.nn.Module) -> Dict[str, str]:
+    """Local layer prefix → global layer prefix, e.g. ``encoder.encoder.layers.0.`` →
+    ``encoder.encoder.layers.12.`` on the second of two pipeline stages of a 24-layer model.
+
+    megatron-core gives every ``TransformerLayer`` its global, 1-based ``layer_number``
+    (stage offset included), while the stage's ``ModuleList`` counts from 0.
+    """
+    from megatron.core.transformer.transformer_block import TransformerBlock
+
+    renames = {}
+    for name, block in module.named_modules():
+        if isinstance(block, TransformerBlock):
+            prefix = f"{name}.layers." if name else "layers."
+            for index, layer in enumerate(block.layers):
+                renames[f"{prefix}{index}."] = f"{prefix}{layer.layer_number - 1}."
+    return renames
+
+
+def _renumber(key: str, renames: Mapping[str, str]) -> str:
     match = LAYER_KEY.match(key)
-    if not match or offset == 0:
+    if not match:
         return key
-    return f"{match['prefix']}{int(match['index']) + offset}{match['suffix']}"
+    local = f"{match['prefix']}{match['index']}."
+    return renames.get(local, local) + match["suffix"][1:]
 
 
 def _partition_info(module: torch.nn.Module) -> Dict[str, int]:
@@ -44,13 +62,6 @@ def _partition_info(module: torch.nn.Module) -> Dict[str, int]:
         if getattr(param, "tensor_model_parallel", False):
             info[name] = int(getattr(param, "partition_dim", 0))
     return info
-
-
-def _layer_offset(module: torch.nn.Module) -> int:
-    config = getattr(module, "transformer_config", None)
-    if config is None or parallel_state.get_pipeline_model_parallel_world_size() == 1:
-        return 0
-    return get_transformer_layer_offset(config)
 
 
 def tensor_shapes(module: torch.nn.Module) -> Dict[str, torch.Size]:
@@ -87,8 +98,8 @@ def gather_layout_free_state_dict(
         if key in vocab_keys and vocab_size is not None:
             tensor = tensor[:vocab_size].clone()
         full[key] = tensor
-    offset = _layer_offset(module)
-    full = {_renumber(k, offset): v for k, v in full.items()}
+    renames = _layer_numbering(module)
+    full = {_renumber(k, renames): v for k, v in full.items()}
     if parallel_state.model_parallel_is_initialized() and parallel_state.get_pipeline_model_parallel_world_size() > 1:
         stages = [None] * parallel_state.get_pipeline_model_parallel_world_size()
         dist.all_gather_object(stages, full, group=parallel_state.get_pipeline_model_parallel_group())
@@ -116,11 +127,11 @@ def shard_layout_free_state_dict(
     partitioned = _partition_info(module)
     tp = parallel_state.get_tensor_model_parallel_world_size() if parallel_state.model_parallel_is_initialized() else 1
     tp_rank = parallel_state.get_tensor_model_parallel_rank() if tp > 1 else 0
-    offset = _layer_offset(module)
+    renames = _layer_numbering(module)
     local_shapes = tensor_shapes(module)
     out: Dict[str, torch.Tensor] = {}
     for key, shape in local_shapes.items():
-        source = aliases.get(key, _renumber(key, offset))
+        source = aliases.get(key, _renumber(key, renames))
         if source not in full:
             continue
         tensor = full[source]

@@ -186,6 +186,8 @@ class EncoderConfig:
             persist_layer_norm=False,
             gradient_accumulation_fusion=False,
             params_dtype=params_dtype or torch.float32,
+            # dtype of the activations sent between pipeline stages
+            pipeline_dtype=params_dtype or torch.float32,
         )
         values.update(self.extra)
         values.update(overrides)

@@ -62,8 +62,10 @@ class PipelineRunner:
             device=device,
             group=self.group,
         )
+        # Microbatch losses are already normalised by whole-batch counts, so they sum to the
+        # batch loss: the schedule must not divide gradients by the number of microbatches.
         self.schedule = ScheduleGPipe(self.stage, n_microbatches=self.num_microbatches,
-                                      loss_fn=lambda output, _target: output)
+                                      loss_fn=lambda output, _target: output, scale_grads=False)
         sync_tied_embeddings(model)
 
     def step(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -77,9 +79,9 @@ class PipelineRunner:
         # The loss function ignores its target; ScheduleGPipe requires one per microbatch.
         target = torch.zeros(batch["input_ids"].shape[0])
         if self.stage.is_first:
-            self.schedule.step(batch["input_ids"], target=target, losses=losses, **kwargs)
+            self.schedule.step(batch["input_ids"], target=target, losses=losses, return_outputs=False, **kwargs)
         else:
-            self.schedule.step(target=target, losses=losses, **kwargs)
+            self.schedule.step(target=target, losses=losses, return_outputs=False, **kwargs)
         loss = torch.stack(losses).sum().detach() if losses else torch.zeros(())
         finalize_pipeline_grads(self.model)
         # Every stage reports the loss (the last computed it).

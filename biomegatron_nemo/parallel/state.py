@@ -103,3 +103,17 @@ def destroy_megatron(destroy_process_group: bool = False) -> None:
         parallel_state.destroy_model_parallel()
     if destroy_process_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def gather_along_last_dim(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor-parallel-split last dimension (no autograd).
+
+    megatron-core's ``gather_from_tensor_model_parallel_region`` allocates on
+    ``torch.cuda.current_device()``; this one allocates where the input lives (CPU or GPU).
+    """
+    tp = parallel_state.get_tensor_model_parallel_world_size()
+    if tp == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(tp)]
+    dist.all_gather(parts, tensor.contiguous(), group=parallel_state.get_tensor_model_parallel_group())
+    return torch.cat(parts, dim=-1)
