@@ -57,6 +57,7 @@ def test_prediction_writer_round_trips_through_the_reader(tmp_path):
     ("ner_iobes_tag_in_iob2.tsv", "IOB2", 2, "'E-Disease' is not a valid IOB2 tag"),
     ("ner_one_column.tsv", "IOB2", 1, "at least 2 columns"),
     ("ner_no_sentences.tsv", "IOB2", None, "no sentences"),
+    ("ner_not_utf8.tsv", "IOB2", 2, "not UTF-8 text (byte 0xff at column 7)"),
 ])
 def test_broken_files_name_file_and_line(name, scheme, line, fragment):
     path = BROKEN / name
@@ -71,3 +72,7 @@ def test_broken_files_name_file_and_line(name, scheme, line, fragment):
 def test_unknown_scheme_is_rejected():
     with pytest.raises(ValueError, match="unknown tag scheme"):
         read_conll(FIXTURES / "ner_iob2.tsv", scheme="BILOU")
+
+
+def test_byte_order_mark_is_not_part_of_the_first_token():
+    assert read_conll(FIXTURES / "ner_bom.tsv")[0].words == ["Cisplatin"]

@@ -14,7 +14,6 @@ special tokens **when the tokenizer is built**, e.g.
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 
 from biomegatron_nemo.data.collate import Collator
-from biomegatron_nemo.data.errors import DataFormatError
+from biomegatron_nemo.data.errors import DataFormatError, iter_lines
 from biomegatron_nemo.metrics.classification import CHEMPROT_LABELS
 from biomegatron_nemo.tokenizers.base import BioTokenizer
 
@@ -47,11 +46,10 @@ class ClassificationExample:
 
 
 def _rows(path: Path):
-    with open(path, encoding="utf-8", newline="") as f:
-        # QUOTE_NONE: sentences contain quotes that are text, not CSV quoting.
-        for lineno, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-            if row and any(c.strip() for c in row):
-                yield lineno, row
+    # Plain tab splitting, not csv: sentences contain quotes that are text, not quoting.
+    for lineno, line in iter_lines(path):
+        if line.strip():
+            yield lineno, line.split("\t")
 
 
 def read_classification_tsv(path: Union[str, Path], labels: Optional[Sequence[str]] = None,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, List, Sequence, Union
 
-from biomegatron_nemo.data.errors import DataFormatError
+from biomegatron_nemo.data.errors import DataFormatError, iter_lines
 
 #: Tag prefixes allowed per scheme (``O`` is always allowed).
 SCHEMES = {
@@ -93,36 +93,34 @@ def read_conll(path: Union[str, Path], scheme: str = "IOB2") -> List[Sentence]:
             sentences.append(Sentence(words, tags, start, str(path)))
         words, tags = [], []
 
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                flush()
-                continue
-            if line.split()[0] == _DOCSTART:
-                flush()
-                continue
-            if layout is None:
-                tab = "\t" in line
-                layout = _Layout(tab, len(_split(line, tab)), lineno)
-                if layout.n_columns < 2:
-                    raise DataFormatError(path, lineno, "expected at least 2 columns (token and tag), "
-                                          f"found {layout.n_columns}", field="columns")
-            cols = _split(line, layout.tab_separated)
-            if len(cols) != layout.n_columns:
-                raise DataFormatError(
-                    path, lineno, f"expected {layout.n_columns} columns as on line "
-                    f"{layout.first_line}, found {len(cols)}", field="columns")
-            token, tag = cols[0].strip(), cols[-1].strip()
-            if not token:
-                raise DataFormatError(path, lineno, "empty token", field="token")
-            if not check_tag(tag, scheme):
-                raise DataFormatError(path, lineno, f"tag {tag!r} is not a valid {scheme} tag",
-                                      field="tag")
-            if not words:
-                start = lineno
-            words.append(token)
-            tags.append(tag)
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            flush()
+            continue
+        if line.split()[0] == _DOCSTART:
+            flush()
+            continue
+        if layout is None:
+            tab = "\t" in line
+            layout = _Layout(tab, len(_split(line, tab)), lineno)
+            if layout.n_columns < 2:
+                raise DataFormatError(path, lineno, "expected at least 2 columns (token and tag), "
+                                      f"found {layout.n_columns}", field="columns")
+        cols = _split(line, layout.tab_separated)
+        if len(cols) != layout.n_columns:
+            raise DataFormatError(
+                path, lineno, f"expected {layout.n_columns} columns as on line "
+                f"{layout.first_line}, found {len(cols)}", field="columns")
+        token, tag = cols[0].strip(), cols[-1].strip()
+        if not token:
+            raise DataFormatError(path, lineno, "empty token", field="token")
+        if not check_tag(tag, scheme):
+            raise DataFormatError(path, lineno, f"tag {tag!r} is not a valid {scheme} tag",
+                                  field="tag")
+        if not words:
+            start = lineno
+        words.append(token)
+        tags.append(tag)
     flush()
     if not sentences:
         raise DataFormatError(path, None, "no sentences found (empty file or only -DOCSTART-/blank lines)")

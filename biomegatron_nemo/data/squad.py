@@ -17,7 +17,6 @@ sliding-window features, and n-best span decoding back to answer text.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 
 from biomegatron_nemo.data.collate import Collator
-from biomegatron_nemo.data.errors import DataFormatError
+from biomegatron_nemo.data.errors import DataFormatError, load_json
 from biomegatron_nemo.tokenizers.base import BioTokenizer
 
 logger = logging.getLogger(__name__)
@@ -50,14 +49,6 @@ def question_id(example_id: str) -> str:
     """BioASQ ``<question>_<nnn>`` → ``<question>``; other ids are returned unchanged."""
     head, sep, tail = example_id.rpartition("_")
     return head if sep and tail.isdigit() else example_id
-
-
-def _load_json(path: Path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataFormatError(path, e.lineno, f"invalid JSON: {e.msg} (column {e.colno})") from None
 
 
 def _need(obj, key: str, where: str, path: Path, kind=None):
@@ -92,7 +83,7 @@ def read_squad(path: Union[str, Path], require_answers: bool = False) -> List[QA
     BioASQ's have none.
     """
     path = Path(path)
-    doc = _load_json(path)
+    doc = load_json(path)
     data = _need(doc, "data", "<root>", path, list)
     out: List[QAExample] = []
     for i, article in enumerate(data):
@@ -142,7 +133,7 @@ def read_bioasq_golden(path: Union[str, Path]) -> Dict[str, BioASQGold]:
     question becomes a synonym).
     """
     path = Path(path)
-    doc = _load_json(path)
+    doc = load_json(path)
     gold: Dict[str, BioASQGold] = {}
     if isinstance(doc, dict) and "questions" in doc:
         for i, q in enumerate(_need(doc, "questions", "<root>", path, list)):

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import List, Tuple
 
-from biomegatron_nemo.data.errors import DataFormatError
+from biomegatron_nemo.data.errors import DataFormatError, iter_lines, load_json
 
 
 def _eval_ner(args) -> tuple:
@@ -46,11 +46,7 @@ def _eval_ner(args) -> tuple:
 
 
 def _read_re_predictions(path: Path, n_gold: int, ids: List[str]) -> Tuple[List[str], List[int]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                rows.append((lineno, line.rstrip("\r\n").split("\t")))
+    rows = [(lineno, line.split("\t")) for lineno, line in iter_lines(path) if line.strip()]
     if rows and rows[0][1][0].strip().lower() in ("index", "id"):
         rows = rows[1:]
     if rows and all(len(r) == 2 for _, r in rows):
@@ -91,14 +87,6 @@ def _eval_re(args) -> tuple:
     return scores, format_classification_table(scores)
 
 
-def _load_json(path) -> object:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataFormatError(path, e.lineno, f"invalid JSON: {e.msg}") from None
-
-
 def _eval_squad(args) -> tuple:
     from dataclasses import asdict
 
@@ -106,10 +94,10 @@ def _eval_squad(args) -> tuple:
     from biomegatron_nemo.metrics.squad import squad_scores
 
     gold = [asdict(e) for e in read_squad(args.gold)]
-    preds = _load_json(args.pred)
+    preds = load_json(args.pred)
     if not isinstance(preds, dict) or not all(isinstance(v, str) for v in preds.values()):
         raise DataFormatError(args.pred, None, "expected a JSON object {question id: answer text}")
-    na = _load_json(args.na_prob) if args.na_prob else None
+    na = load_json(args.na_prob) if args.na_prob else None
     scores = squad_scores(gold, preds, na_probs=na, version_2=True if args.version_2 else None)
     table = "\n".join(f"{k:>22}: {v:.4f}" if isinstance(v, float) else f"{k:>22}: {v}"
                       for k, v in scores.items())
@@ -121,7 +109,7 @@ def _eval_bioasq(args) -> tuple:
     from biomegatron_nemo.metrics.bioasq import bioasq_scores, merge_nbest, write_submission
 
     gold = read_bioasq_golden(args.gold)
-    nbest = _load_json(args.pred)
+    nbest = load_json(args.pred)
     if not isinstance(nbest, dict) or not all(isinstance(v, list) for v in nbest.values()):
         raise DataFormatError(args.pred, None, "expected n-best JSON {snippet id: [{text, probability}]}")
     try:
