@@ -4,6 +4,7 @@ Always-on tests use vocabularies trained here on the shipped sample text; the BE
 and PubMed parity tests use ../shared/data and skip without it.
 """
 
+import json
 import shutil
 import unicodedata
 from pathlib import Path
@@ -212,6 +213,17 @@ def test_bert_specials_and_megatron_surface(bert):
     assert bert.artifacts == {"vocab_file": str(BERT_VOCAB)}
 
 
+def test_megatron_dataset_cache_identity(wp_vocab, spm_model):
+    # megatron-core json.dumps the dataset config with default=lambda obj: obj.unique_identifiers
+    def ident(tok):
+        return json.dumps({"tokenizer": tok}, default=lambda obj: obj.unique_identifiers)
+
+    wp, sp = WordPieceTokenizer(wp_vocab), SentencePieceTokenizer(spm_model)
+    assert ident(wp) == ident(WordPieceTokenizer(wp_vocab)) != ident(sp)
+    assert ident(sp) != ident(SentencePieceTokenizer(spm_model, special_tokens=["@GENE$"]))
+    assert json.loads(ident(sp))["tokenizer"]["vocab_size"] == 400
+
+
 def test_sentencepiece_vocab_is_in_wordpiece_form(spm_model):
     tok = SentencePieceTokenizer(spm_model)
     sp = spm.SentencePieceProcessor(model_file=spm_model)
@@ -266,6 +278,9 @@ def test_build_tokenizer_from_dict_and_omegaconf(wp_vocab, spm_model):
                             "special_tokens": ["@GENE$"]})
     sp = build_tokenizer(cfg)
     assert isinstance(sp, SentencePieceTokenizer) and sp.extra_special_tokens == ["@GENE$"]
+    # one config template can list both file keys: null means unset
+    template = {"library": "sentencepiece", "vocab_file": None, "model_file": spm_model, "cased": None}
+    assert isinstance(build_tokenizer(template), SentencePieceTokenizer)
     # a model rebuilt from its own artifacts is the same tokenizer (what .nemo restore relies on)
     again = build_tokenizer({"library": "sentencepiece", **sp.artifacts, "special_tokens": ["@GENE$"]})
     assert again.encode(HARD_WORDS) == sp.encode(HARD_WORDS)

@@ -50,7 +50,8 @@ def build_tokenizer(cfg: Any) -> BioTokenizer:
     ``sentencepiece`` (needs ``model_file``). Unknown or missing keys and missing files raise
     ``ValueError`` naming the key and the path.
     """
-    cfg = _as_dict(cfg)
+    # Keys set to null are unset: one config template can list vocab_file and model_file.
+    cfg = {k: v for k, v in _as_dict(cfg).items() if v is not None}
     library = cfg.get("library")
     if library is None:
         raise ValueError(f"tokenizer config has no 'library' key; set it to one of {sorted(LIBRARIES)}")

@@ -4,7 +4,7 @@ Datasets never care which vocabulary is in use (DESIGN.md rule 5): they ask a
 :class:`BioTokenizer` for ids, sub-token strings, character offsets and word indices, and for
 the special ids. The same object also satisfies what megatron-core's BERT dataset reads from a
 ``MegatronLegacyTokenizer`` (``vocab``, ``inv_vocab``, ``vocab_size``, ``cls``, ``sep``, ``pad``,
-``mask``, ``tokenize``), so pretraining uses it directly.
+``mask``, ``eod``, ``tokenize``, ``unique_identifiers``), so pretraining uses it directly.
 
 Continuation convention: ``inv_vocab`` presents every vocabulary in WordPiece form, a sub-token
 that continues a word starts with ``##``. megatron-core's whole-word masking and our
@@ -14,6 +14,7 @@ first-sub-token labelling read that marker, so they work identically for Sentenc
 from __future__ import annotations
 
 import abc
+import hashlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -25,9 +26,11 @@ class Encoding:
     """One tokenized text (no [CLS]/[SEP] added).
 
     ``offsets[i]`` is the ``(start, end)`` character span of sub-token ``i`` in the input text;
-    ``word_ids[i]`` is the index of the word it belongs to (words as given to
-    :meth:`BioTokenizer.encode_words`, or whitespace/punctuation pre-tokens for
-    :meth:`BioTokenizer.encode`).
+    ``word_ids[i]`` is the index of the word it belongs to: words as given to
+    :meth:`BioTokenizer.encode_words`; for :meth:`BioTokenizer.encode`, the tokenizer's own
+    units (WordPiece: whitespace- and punctuation-separated pre-tokens; SentencePiece:
+    whitespace words). A new word starts exactly where a sub-token is not a continuation
+    (:meth:`BioTokenizer.is_continuation`), the boundary megatron-core's whole-word masking sees.
     """
 
     ids: List[int]
@@ -155,6 +158,17 @@ class BioTokenizer(abc.ABC):
     @property
     def mask(self) -> int:
         return self.mask_id
+
+    @property
+    def unique_identifiers(self) -> Dict[str, object]:
+        """What megatron-core hashes into its dataset cache names (it JSON-dumps this).
+
+        The vocabulary's content, not its file path, so a cache is reused on another machine
+        and never for another vocabulary.
+        """
+        inv = self.inv_vocab
+        digest = hashlib.sha256("\n".join(inv[i] for i in sorted(inv)).encode("utf-8")).hexdigest()
+        return {"class": type(self).__name__, "vocab_size": self.vocab_size, "vocab_sha256": digest}
 
     @property
     def eod(self) -> int:
