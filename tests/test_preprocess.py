@@ -71,7 +71,8 @@ def test_several_inputs_are_concatenated_in_order(tmp_path, tokenizer):
     summary = preprocess_corpus([FIXTURES / "corpus.txt", FIXTURES / "corpus.jsonl"],
                                 tmp_path / "out", tokenizer, progress=False)
     assert (summary.files, summary.documents, summary.tokens) == (2, 6, 114)
-    assert read_indexed(tmp_path / "out").sequence_lengths.tolist() == SENTENCE_LENGTHS * 2
+    ds = read_indexed(tmp_path / "out")  # referenced: its arrays are views into its mmap
+    assert ds.sequence_lengths.tolist() == SENTENCE_LENGTHS * 2
 
 
 def test_min_sentences_drops_and_counts_short_documents(tmp_path, tokenizer):
