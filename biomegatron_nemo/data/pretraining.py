@@ -59,7 +59,6 @@ megatron-core builds the sample index on rank 0 and shares it through a barrier,
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import warnings
@@ -119,32 +118,6 @@ def _blend(data_prefix: Any) -> Tuple[List[str], Optional[List[float]]]:
     return prefixes, weights
 
 
-class MegatronTokenizerView:
-    """What megatron-core's BERT dataset reads from a tokenizer, over a :class:`BioTokenizer`.
-
-    megatron-core also JSON-dumps ``tokenizer.unique_identifiers`` into the description whose
-    hash names the cached sample index; ``BioTokenizer`` has no such attribute. Here it is the
-    class, the vocabulary size and a hash of the vocabulary, so a changed vocabulary never
-    reuses an index cached for another.
-    """
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.inv_vocab = tokenizer.inv_vocab
-        self.vocab = tokenizer.vocab
-        self.vocab_size = tokenizer.vocab_size
-        self.cls, self.sep, self.pad, self.mask = (
-            tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id, tokenizer.mask_id)
-        self.eod = self.eos = self.sep
-        digest = hashlib.sha256("\n".join(self.inv_vocab[i] for i in sorted(self.inv_vocab))
-                                .encode("utf-8")).hexdigest()
-        self.unique_identifiers = {"class": type(tokenizer).__name__,
-                                   "vocab_size": self.vocab_size, "vocab_sha256": digest}
-
-    def tokenize(self, text: str) -> List[int]:
-        return self.tokenizer.tokenize(text)
-
-
 def make_dataset_config(cfg: Any, tokenizer) -> "BERTMaskedWordPieceDatasetConfig":  # noqa: F821
     """megatron-core's ``BERTMaskedWordPieceDatasetConfig`` from our data config (see module doc)."""
     with warnings.catch_warnings():
@@ -162,7 +135,7 @@ def make_dataset_config(cfg: Any, tokenizer) -> "BERTMaskedWordPieceDatasetConfi
         blend=_blend(values.get("data_prefix")),
         split=str(values["split"]),
         path_to_cache=values["path_to_cache"],
-        tokenizer=MegatronTokenizerView(tokenizer),
+        tokenizer=tokenizer,  # a BioTokenizer has megatron-core's tokenizer surface
         masking_probability=float(values["masked_lm_prob"]),
         short_sequence_probability=float(values["short_seq_prob"]),
         masking_max_ngram=int(values["max_ngram"]),
