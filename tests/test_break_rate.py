@@ -89,6 +89,23 @@ def test_sentencepiece_counts_match_encode_words(tmp_path):
     assert break_rates(sentences, tok)[-1].entity_subtokens == expected
 
 
+def test_iobes_files_give_the_same_counts(toy_vocab, tmp_path, capsys):
+    iobes = {"B-Chemical\n-": "S-Chemical\n-", "renal\tB-Disease": "renal\tB-Disease",
+             "failure\tI-Disease": "failure\tE-Disease"}
+    text = NER.read_text(encoding="utf-8")
+    for old, new in iobes.items():
+        text = text.replace(old, new)
+    path = tmp_path / "iobes.tsv"
+    path.write_text(text, encoding="utf-8")
+    args = ["--tokenizer", f"toy=wordpiece:{toy_vocab}", "--json"]
+    assert main(["--ner", str(path), "--scheme", "IOBES"] + args) == 0
+    iobes_rows = json.loads(capsys.readouterr().out)
+    assert main(["--ner", str(NER)] + args) == 0
+    assert iobes_rows == json.loads(capsys.readouterr().out)
+    assert main(["--ner", str(path)] + args) == 2  # E-/S- tags are not IOB2
+    assert f"{path}:1:" in capsys.readouterr().err
+
+
 def test_entity_spans_follow_conlleval_chunks():
     assert entity_spans(["B-A", "I-A", "O", "I-A", "B-A", "I-B"]) == \
         [("A", 0, 2), ("A", 3, 4), ("A", 4, 5), ("B", 5, 6)]

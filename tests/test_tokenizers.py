@@ -313,3 +313,19 @@ def test_bad_values_and_files_are_reported(wp_vocab, tmp_path):
         SentencePieceTokenizer(not_a_model)
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         WordPieceTokenizer(tmp_path / "missing.txt")
+    repeated = tmp_path / "repeated.txt"
+    repeated.write_text("[PAD]\n[UNK]\naspirin\nasthma\naspirin\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"repeated.txt:5: token 'aspirin' repeats line 3"):
+        WordPieceTokenizer(repeated)
+    (tmp_path / "binary.model").write_bytes(b"\xff\xfe\x00spm\n")
+    with pytest.raises(ValueError, match=r"binary.model:1: not valid UTF-8"):
+        WordPieceTokenizer(tmp_path / "binary.model")
+
+
+def test_wordpiece_vocab_without_specials_gets_them_appended(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_text("aspirin\n##s\nasthma\n", encoding="utf-8")
+    tok = WordPieceTokenizer(path, special_tokens=["@GENE$"])
+    assert [tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id, tok.mask_id] == [3, 4, 5, 6, 7]
+    assert tok.token_to_id("@GENE$") == 8 and tok.vocab_size == 9 == len(set(tok.vocab.values()))
+    assert tok.encode("aspirins cough @GENE$").tokens == ["aspirin", "##s", "[UNK]", "@GENE$"]

@@ -145,13 +145,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--tokenizer", action="append", required=True, metavar="SPEC",
                         help="[LABEL=]KIND:PATH, KIND one of " + ", ".join(SPEC_KINDS)
                              + "; repeat to compare")
+    parser.add_argument("--scheme", choices=("IOB1", "IOB2", "IOBES"), default="IOB2",
+                        help="tag scheme of the NER file (default IOB2)")
     parser.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     args = parser.parse_args(argv)
     try:
         tokenizers = [load_tokenizer_spec(s) for s in args.tokenizer]
         if not os.path.isfile(args.ner):
             raise FileNotFoundError(f"--ner file {args.ner!r} does not exist")
-        sentences = read_conll(args.ner)
+        sentences = read_conll(args.ner, scheme=args.scheme)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

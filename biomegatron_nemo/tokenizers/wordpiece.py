@@ -14,10 +14,38 @@ from typing import Dict, List, Optional, Sequence
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
+from biomegatron_nemo.data.errors import DataFormatError
 from biomegatron_nemo.tokenizers.base import BioTokenizer, Encoding, fill_empty_words, with_bert_specials
 
 #: BERT's ``max_input_chars_per_word``: longer words become a single [UNK].
 MAX_WORD_CHARS = 100
+
+
+def read_vocab(vocab_file: str, specials: Sequence[str]) -> Dict[str, int]:
+    """Token → id (line number) of a ``vocab.txt``, then any missing specials appended.
+
+    Validated here because ``tokenizers`` accepts a repeated token silently (the id of its first
+    line is lost and a later added token is given a taken id) and reports bad UTF-8 without a line.
+    """
+    vocab: Dict[str, int] = {}
+    with open(vocab_file, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                token = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                raise DataFormatError(vocab_file, lineno, f"not valid UTF-8 ({err.reason}); "
+                                      "is this a vocab.txt?") from err
+            if not token.strip():
+                raise DataFormatError(vocab_file, lineno, "empty token; a vocab.txt has one token a line")
+            if token in vocab:
+                raise DataFormatError(vocab_file, lineno, f"token {token!r} repeats line "
+                                      f"{vocab[token] + 1}")
+            vocab[token] = lineno - 1
+    if not vocab:
+        raise DataFormatError(vocab_file, None, "empty vocabulary")
+    for token in specials:
+        vocab.setdefault(token, len(vocab))
+    return vocab
 
 
 def _to_encoding(enc) -> Encoding:
@@ -29,25 +57,24 @@ class WordPieceTokenizer(BioTokenizer):
 
     ``special_tokens`` are extra tokens that are never split nor normalised (ChemProt's
     ``@CHEMICAL$``); they keep their id when the vocabulary has them, else get new ids after it.
-    The five BERT specials are added the same way when a vocabulary lacks them.
+    The five BERT specials are added the same way when a vocabulary lacks them. The file is
+    validated (UTF-8, no empty or repeated token) with errors naming the line.
     """
 
     def __init__(self, vocab_file: str, cased: bool = False, special_tokens: Sequence[str] = ()):
         vocab_file = os.fspath(vocab_file)
         if not os.path.isfile(vocab_file):
             raise FileNotFoundError(f"WordPiece vocab_file {vocab_file!r} does not exist")
-        if os.path.getsize(vocab_file) == 0:
-            raise ValueError(f"WordPiece vocab_file {vocab_file!r} is empty")
         self._vocab_file = vocab_file
         self.cased = cased
-        tok = Tokenizer(models.WordPiece.from_file(vocab_file, unk_token="[UNK]",
-                                                   max_input_chars_per_word=MAX_WORD_CHARS))
+        specials = with_bert_specials(special_tokens)
+        tok = Tokenizer(models.WordPiece(read_vocab(vocab_file, specials), unk_token="[UNK]",
+                                         max_input_chars_per_word=MAX_WORD_CHARS))
         # strip_accents=None follows lowercase, exactly BERT's BasicTokenizer behaviour.
         tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                                     strip_accents=None, lowercase=not cased)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
-        specials = with_bert_specials(special_tokens)
         tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
         self._tok = tok
         self._vocab: Optional[Dict[str, int]] = None
