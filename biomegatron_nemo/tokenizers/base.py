@@ -29,8 +29,9 @@ class Encoding:
     ``word_ids[i]`` is the index of the word it belongs to: words as given to
     :meth:`BioTokenizer.encode_words`; for :meth:`BioTokenizer.encode`, the tokenizer's own
     units (WordPiece: whitespace- and punctuation-separated pre-tokens; SentencePiece:
-    whitespace words). A new word starts exactly where a sub-token is not a continuation
+    whitespace words); there a new word starts exactly where a sub-token is not a continuation
     (:meth:`BioTokenizer.is_continuation`), the boundary megatron-core's whole-word masking sees.
+    A given word may hold several such units ("IL-2" → ``il - 2`` under WordPiece).
     """
 
     ids: List[int]
