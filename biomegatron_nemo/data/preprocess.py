@@ -241,14 +241,17 @@ def _encode_documents(texts: Sequence[str]) -> List[EncodedDocument]:
     tokenizer = _WORKER["tokenizer"]
     splitter = _WORKER["splitter"]
     limit = _WORKER["max_sentence_tokens"]
+    per_document = [splitter.split(text) for text in texts]
+    # One ids-only batch call for the whole task: the tokenizer's fastest path.
+    flat = [sentence for sentences in per_document for sentence in sentences]
+    encoded = iter(tokenizer.tokenize_batch(flat) if flat else [])
     out: List[EncodedDocument] = []
-    for text in texts:
-        sentences = splitter.split(text)
+    for sentences in per_document:
         ids: List[int] = []
         lengths: List[int] = []
         n_cut = 0
-        for encoding in tokenizer.encode_batch(sentences) if sentences else []:
-            sentence = encoding.ids
+        for _ in sentences:
+            sentence = next(encoded)
             if len(sentence) > limit:
                 n_cut += 1
             for start in range(0, len(sentence), limit):
