@@ -5,6 +5,7 @@ and PubMed parity tests use ../shared/data and skip without it.
 """
 
 import json
+import pickle
 import shutil
 import unicodedata
 from pathlib import Path
@@ -267,6 +268,15 @@ def test_batch_methods_equal_one_by_one(kind, wp_vocab, spm_model):
     assert tok.tokenize_batch(texts) == [tok.tokenize(s) for s in texts] \
         == [tok.encode(s).ids for s in texts]
     assert tok.tokenize_batch(texts)[-1][0] == tok.cls_id
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
+def test_tokenizers_pickle_for_worker_processes(kind, wp_vocab, spm_model):
+    build = WordPieceTokenizer if kind == "wordpiece" else SentencePieceTokenizer
+    tok = build(wp_vocab if kind == "wordpiece" else spm_model, special_tokens=["@GENE$"])
+    again = pickle.loads(pickle.dumps(tok))
+    text = HARD_WORDS + " @GENE$"
+    assert again.encode(text) == tok.encode(text) and again.special_ids == tok.special_ids
 
 
 # --- factory and errors ---------------------------------------------------------------------------
