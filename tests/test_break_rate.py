@@ -130,17 +130,24 @@ def test_bad_ner_file_names_file_and_line(toy_vocab, tmp_path, capsys):
     assert f"{bad}:2:" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (SHARED / "ner" / "BC5CDR" / "train.tsv").exists()
-                    or not (SHARED / "vocab" / "bert-base-uncased-vocab.txt").exists(),
-                    reason="shared BC5CDR / BERT vocab not present")
-def test_command_runs_on_bc5cdr_with_bert_uncased():
+@pytest.mark.skipif(not all((SHARED / p).exists() for p in (
+    "ner/BC5CDR/train.tsv", "vocab/bert-base-uncased-vocab.txt", "pubmed/PubMedAbstract_1MB.txt")),
+    reason="shared BC5CDR / BERT vocab / PubMed sample not present")
+def test_command_runs_on_bc5cdr_with_bert_uncased_and_a_pubmed_vocab(tmp_path):
+    pubmed = train_sentencepiece([str(SHARED / "pubmed" / "PubMedAbstract_1MB.txt")],
+                                 str(tmp_path), 8000, progress=False)[0]
     result = subprocess.run(
         [sys.executable, "-m", "biomegatron_nemo.analysis.break_rate",
          "--ner", str(SHARED / "ner" / "BC5CDR" / "train.tsv"),
-         "--tokenizer", f"wordpiece:{SHARED / 'vocab' / 'bert-base-uncased-vocab.txt'}", "--json"],
+         "--tokenizer", f"bert=wordpiece:{SHARED / 'vocab' / 'bert-base-uncased-vocab.txt'}",
+         "--tokenizer", f"pubmed=sentencepiece:{pubmed}", "--json"],
         capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
-    rows = _rows(json.loads(result.stdout), "wordpiece:vocab/bert-base-uncased-vocab.txt")
+    records = json.loads(result.stdout)
+    bert, pubmed = _rows(records, "bert"), _rows(records, "pubmed")
     # BC5CDR train: 5,203 chemical and 4,182 disease mentions
-    assert (rows["Chemical"]["entities"], rows["Disease"]["entities"]) == (5203, 4182)
-    assert 50 < rows["ALL"]["split_pct"] < 100
+    assert (bert["Chemical"]["entities"], bert["Disease"]["entities"]) == (5203, 4182)
+    assert pubmed["ALL"]["entities"] == 9385
+    # even 8k units learned on 1 MB of PubMed split fewer entities than BERT's 30k general ones
+    assert 50 < pubmed["ALL"]["split_pct"] < bert["ALL"]["split_pct"] < 100
+    assert pubmed["ALL"]["subtokens_per_word"] < bert["ALL"]["subtokens_per_word"]
