@@ -271,6 +271,14 @@ def test_batch_methods_equal_one_by_one(kind, wp_vocab, spm_model):
 
 
 @pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
+def test_inv_vocab_is_ordered_by_id(kind, wp_vocab, spm_model):
+    # megatron-core draws random replacement tokens from list(inv_vocab): a hash-map order would
+    # make seeded pretraining data differ between processes
+    tok = WordPieceTokenizer(wp_vocab) if kind == "wordpiece" else SentencePieceTokenizer(spm_model)
+    assert list(tok.inv_vocab) == list(range(tok.vocab_size))
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
 def test_tokenizers_pickle_for_worker_processes(kind, wp_vocab, spm_model):
     build = WordPieceTokenizer if kind == "wordpiece" else SentencePieceTokenizer
     tok = build(wp_vocab if kind == "wordpiece" else spm_model, special_tokens=["@GENE$"])

@@ -100,7 +100,10 @@ class WordPieceTokenizer(BioTokenizer):
     @property
     def inv_vocab(self) -> Dict[int, str]:
         if self._inv_vocab is None:
-            self._inv_vocab = {i: t for t, i in self.vocab.items()}
+            # Ordered by id: `tokenizers` returns its vocabulary from a hash map in an order that
+            # changes between processes, and megatron-core draws its 10% random replacement
+            # tokens from `list(inv_vocab)` — unordered, pretraining data would not be seeded.
+            self._inv_vocab = {i: t for t, i in sorted(self.vocab.items(), key=lambda item: item[1])}
         return self._inv_vocab
 
     def token_to_id(self, token: str) -> Optional[int]:
