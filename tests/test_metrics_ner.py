@@ -1,13 +1,11 @@
 """Entity-level NER scores (seqeval, conlleval mode) against hand-computed values."""
 
-from pathlib import Path
-
 import pytest
 
 from biomegatron_nemo.metrics.evaluate import main
 from biomegatron_nemo.metrics.ner import entity_spans, format_ner_table, ner_scores
 
-from _data_paths import FIXTURES
+from _data_paths import FIXTURES, SAMPLES
 
 GOLD = [["B-Chemical", "I-Chemical", "O", "B-Disease", "I-Disease"],
         ["O", "B-Disease", "O", "B-Chemical"]]
@@ -80,6 +78,6 @@ def test_table_prints_conlleval_style_lines():
 def test_evaluate_output_equals_conlleval_output(capsys):
     """Expected text printed by conlleval.pl (2004-01-26) for the sample dev set with 15% of the
     tags replaced at random (I- after O, type changes, broken spans)."""
-    gold = Path(__file__).parents[1] / "biomegatron_nemo" / "samples" / "ner" / "dev.tsv"
+    gold = SAMPLES / "ner" / "dev.tsv"
     assert main(["ner", "--gold", str(gold), "--pred", str(FIXTURES / "ner_sample_dev_pred.txt")]) == 0
     assert capsys.readouterr().out == (FIXTURES / "ner_sample_dev_pred.conlleval.txt").read_text()

@@ -15,7 +15,7 @@ from biomegatron_nemo.metrics.ner import ner_scores
 from biomegatron_nemo.tokenizers.train import train_wordpiece
 from biomegatron_nemo.tokenizers.wordpiece import WordPieceTokenizer
 
-from test_samples import SAMPLES
+from _data_paths import SAMPLES
 
 
 @pytest.fixture(scope="module")

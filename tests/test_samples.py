@@ -1,15 +1,14 @@
 """The shipped SAMPLE files parse with every reader, match their README, and are reproducible."""
 
 import filecmp
-from pathlib import Path
-
 import biomegatron_nemo.samples.generate_samples as gen
 from biomegatron_nemo.data.chemprot import read_chemprot
 from biomegatron_nemo.data.conll import read_conll
 from biomegatron_nemo.data.squad import question_id, read_squad
 from biomegatron_nemo.metrics.ner import ner_scores
 
-SAMPLES = Path(gen.__file__).parent
+from _data_paths import SAMPLES
+
 FILES = ["ner/train.tsv", "ner/dev.tsv", "chemprot/train.tsv", "chemprot/dev.tsv", "qa/train.json", "qa/dev.json"]
 
 
