@@ -1,6 +1,7 @@
 """The shipped SAMPLE files parse with every reader, match their README, and are reproducible."""
 
 import filecmp
+
 import biomegatron_nemo.samples.generate_samples as gen
 from biomegatron_nemo.data.chemprot import read_chemprot
 from biomegatron_nemo.data.conll import read_conll
