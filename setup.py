@@ -25,7 +25,7 @@ setup(
         "lightning>=2.2,<=2.4.0",
         "omegaconf>=2.3",
         "hydra-core>=1.3",
-        "sentencepiece>=0.2",
+        "sentencepiece>=0.2.2",  # offset_mapping output
         "tokenizers>=0.19",
         "seqeval>=1.2.2",
         "psutil",

@@ -115,6 +115,25 @@ class BioMegatronModelPT(ModelPT):
         """
         raise NotImplementedError
 
+    @staticmethod
+    def data_parallel_normalizer(local_count: float) -> float:
+        """Global count over the data-parallel group, divided by its size.
+
+        DDP averages gradients over data-parallel ranks; a rank loss of ``local_sum / this``
+        therefore averages to ``global_sum / global_count`` — exactly the loss of the global
+        batch, however unevenly the counted items (e.g. masked tokens) fall across ranks.
+        """
+        from megatron.core import parallel_state
+
+        if not parallel_state.model_parallel_is_initialized():
+            return max(local_count, 1.0)
+        dp = parallel_state.get_data_parallel_world_size()
+        if dp == 1:
+            return max(local_count, 1.0)
+        total = torch.tensor([float(local_count)], dtype=torch.float64)
+        torch.distributed.all_reduce(total, group=parallel_state.get_data_parallel_group())
+        return max(float(total.item()), 1.0) / dp
+
     def head_losses(self, hidden: torch.Tensor, batch: Dict[str, torch.Tensor],
                     normalizers: Dict[str, float]) -> Dict[str, torch.Tensor]:
         """Named losses from the last stage's ``[b, s, h]`` hidden states."""
@@ -147,6 +166,17 @@ class BioMegatronModelPT(ModelPT):
         # Pipeline stages run backward inside the schedule, so they step the optimizer by hand.
         if self.pipeline_parallel:
             self.automatic_optimization = False
+
+    def on_train_batch_start(self, batch, batch_idx):
+        """Seed dropout from (seed, pipeline stage, step): a resumed run draws exactly the masks
+        an uninterrupted one would, whatever else consumed random numbers in between (data
+        iterators, validation). Same seed on tensor- and data-parallel ranks, as Megatron-LM."""
+        from megatron.core import parallel_state
+
+        from biomegatron_nemo.parallel.state import seed_everything_model_parallel
+
+        stage = parallel_state.get_pipeline_model_parallel_rank()
+        seed_everything_model_parallel(int(self.cfg.get("seed", 1234)) + 100 * stage + self.trainer.global_step)
 
     def training_step(self, batch, batch_idx):
         if self.pipeline_parallel:

@@ -40,8 +40,8 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
 
     # ------------------------------------------------------------------ losses
     def loss_normalizers(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
-        return {"mlm": float(batch["loss_mask"].float().sum().clamp(min=1.0)),
-                "sentence_order": float(batch["input_ids"].shape[0])}
+        return {"mlm": self.data_parallel_normalizer(float(batch["loss_mask"].sum())),
+                "sentence_order": self.data_parallel_normalizer(float(batch["input_ids"].shape[0]))}
 
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.encoder.word_embeddings_weight() if self.encoder.pre_process else None
@@ -59,6 +59,7 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
 
     # ------------------------------------------------------------------ logging
     def on_train_batch_start(self, batch, batch_idx):
+        super().on_train_batch_start(batch, batch_idx)
         self._step_started = time.perf_counter()
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
@@ -84,6 +85,36 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
     # ------------------------------------------------------------------ data
     def _build_dataloader(self, data_config, split: str):
         from biomegatron_nemo.data.pretraining import build_pretraining_dataloader
+        from biomegatron_nemo.data.resumable import DataParallelSequentialSampler, SkipConsumedSamples
 
-        return build_pretraining_dataloader(self, data_config, split)
+        from megatron.core import parallel_state
 
+        loader = build_pretraining_dataloader(self, data_config, split)
+        dataset = SkipConsumedSamples(loader.dataset) if split == "train" else loader.dataset
+        # megatron-core's sample index is already a seeded permutation. Our own data-parallel
+        # sampler keeps that order: Lightning would otherwise inject a *shuffling*
+        # DistributedSampler for training, which breaks the exact resume.
+        sampler = DataParallelSequentialSampler(dataset, parallel_state.get_data_parallel_world_size(),
+                                                parallel_state.get_data_parallel_rank())
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=loader.batch_size, sampler=sampler, drop_last=loader.drop_last,
+            num_workers=loader.num_workers, persistent_workers=loader.persistent_workers,
+            collate_fn=loader.collate_fn)
+
+    def _skip_consumed_samples(self, global_step: int) -> None:
+        """Resume on the sample after the last one the checkpointed run trained on.
+
+        Called while the checkpoint is restored — before Lightning creates (and prefetches
+        from) the training iterator.
+        """
+        from megatron.core import parallel_state
+
+        dataset = getattr(self._train_dl, "dataset", None)
+        if dataset is None or not hasattr(dataset, "skip"):
+            return
+        accumulate = int(self.trainer.accumulate_grad_batches) if self._trainer is not None else 1
+        global_batch = self._train_dl.batch_size * parallel_state.get_data_parallel_world_size() * accumulate
+        dataset.skip(global_step * global_batch)
+
+    def on_load_checkpoint(self, checkpoint) -> None:
+        self._skip_consumed_samples(int(checkpoint.get("global_step", 0)))

@@ -1,0 +1,33 @@
+"""Masked-LM pretraining of a BioMegatron encoder (Hydra config: conf/pretrain_bert.yaml).
+
+    python examples/pretrain.py model.data.data_prefix=[PREFIX] model.tokenizer.vocab_file=vocab.txt
+    torchrun --nproc_per_node=2 examples/pretrain.py trainer.devices=2 parallel.tensor_model_parallel_size=2 ...
+
+Logs, checkpoints and resume go through NeMo's exp_manager (nemo_experiments/<name>/<version>);
+the final model is written as <name>.nemo in the checkpoints folder. Rerunning the same command
+resumes from the last checkpoint. Continue from an existing model with model.init_from=FILE.nemo.
+"""
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
+from biomegatron_nemo.parallel.trainer import build_trainer
+
+
+@hydra.main(config_path="../conf", config_name="pretrain_bert", version_base=None)
+def main(cfg: DictConfig) -> None:
+    from nemo.utils.exp_manager import exp_manager
+
+    trainer = build_trainer(cfg.trainer, cfg.parallel)
+    log_dir = exp_manager(trainer, cfg.get("exp_manager"))
+    model = BioMegatronPretrainingModel(cfg.model, trainer=trainer)
+    if trainer.is_global_zero:
+        print(OmegaConf.to_yaml(cfg.model))
+    trainer.fit(model)
+    if trainer.is_global_zero:
+        print(f"logs and checkpoints: {log_dir}")
+
+
+if __name__ == "__main__":
+    main()
