@@ -99,7 +99,8 @@ class BioMegatronModelPT(ModelPT):
         self.encoder = build_encoder(self.encoder_config)
         self.build_heads()
         self._modules_built = True
-        init_from = self.cfg.get("init_from")
+        # `init_from` (pretraining) or NeMo 1.x's `language_model.nemo_file` (fine-tuning)
+        init_from = self.cfg.get("init_from") or (self.cfg.get("language_model") or {}).get("nemo_file")
         if init_from and not self._is_model_being_restored():
             self.load_pretrained_weights(init_from)
 
