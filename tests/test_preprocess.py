@@ -187,3 +187,19 @@ def test_real_pubmed_abstracts(tmp_path):
     ds = read_indexed(tmp_path / "pubmed")
     assert int(ds.sequence_lengths.sum()) == summary.tokens
     assert len(ds.document_indices) == 726
+
+
+class _FailsInWorkers(WordPieceTokenizer):
+    """Unpickling (in a spawned worker) fails, as a worker whose initializer crashes."""
+
+    def __setstate__(self, state):
+        raise RuntimeError("tokenizer cannot load in the worker")
+
+
+def test_a_worker_that_cannot_start_fails_the_run_instead_of_hanging(tmp_path):
+    from concurrent.futures.process import BrokenProcessPool
+
+    with pytest.raises(BrokenProcessPool):
+        preprocess_corpus([FIXTURES / "corpus.txt"], tmp_path / "out", _FailsInWorkers(str(VOCAB)),
+                          workers=2, progress=False)
+    assert not (tmp_path / "out.bin").exists()

@@ -46,6 +46,7 @@ import sys
 import time
 import warnings
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -273,20 +274,23 @@ def _batched(items: Iterator, size: int) -> Iterator[list]:
         yield batch
 
 
-def _ordered_results(pool, tasks: Iterator[list], max_in_flight: int) -> Iterator[list]:
+def _ordered_results(pool: ProcessPoolExecutor, tasks: Iterator[list], max_in_flight: int
+                     ) -> Iterator[list]:
     """Results of ``_encode_documents`` over ``tasks`` in input order, reading lazily.
 
-    Not ``Pool.imap``: it drains the whole input into its task queue from a helper thread
-    (a corpus in memory), and read errors would surface there. Here the parent reads, keeps
-    at most ``max_in_flight`` batches queued, and yields them first-in first-out.
+    Not ``Pool.imap`` / ``Executor.map``: they drain the whole input into their queue first
+    (a corpus in memory), and read errors would surface in a helper thread. Here the parent
+    reads, keeps at most ``max_in_flight`` batches queued, and yields them first-in first-out.
+    A ``ProcessPoolExecutor`` (not ``multiprocessing.Pool``, which silently respawns a worker
+    that dies in its initializer, forever) raises ``BrokenProcessPool`` when a worker dies.
     """
     in_flight = collections.deque()
     for task in tasks:
-        in_flight.append(pool.apply_async(_encode_documents, (task,)))
+        in_flight.append(pool.submit(_encode_documents, task))
         if len(in_flight) >= max_in_flight:
-            yield in_flight.popleft().get()
+            yield in_flight.popleft().result()
     while in_flight:
-        yield in_flight.popleft().get()
+        yield in_flight.popleft().result()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,8 +362,9 @@ def preprocess_corpus(
         results = map(_encode_documents, tasks)
     else:
         spec = tokenizer if isinstance(tokenizer, Mapping) else parent_tokenizer
-        pool = multiprocessing.get_context("spawn").Pool(
-            workers, initializer=_init_worker, initargs=(spec, max_sentence_tokens, True))
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker,
+                                   initargs=(spec, max_sentence_tokens, True))
         results = _ordered_results(pool, tasks, max_in_flight=4 * workers)
 
     builder = IndexedDatasetBuilder(output_prefix + ".bin", dtype=DType.optimal_dtype(vocab_size))
@@ -388,8 +393,7 @@ def preprocess_corpus(
     finally:
         bar.close()
         if pool is not None:
-            pool.terminate()
-            pool.join()
+            pool.shutdown(wait=True, cancel_futures=True)
     builder.finalize(output_prefix + ".idx")
     summary.seconds = time.perf_counter() - t0
     return summary
