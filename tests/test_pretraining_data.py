@@ -224,16 +224,23 @@ def test_blend_of_two_corpora_follows_the_weights(process_group, corpora, tmp_pa
 
 
 def test_dataloader_for_a_model(process_group, corpora, tmp_path, tokenizer):
-    model = SimpleNamespace(
-        cfg={"data": config(corpora, tmp_path)}, tokenizer=tokenizer,
-        trainer=SimpleNamespace(max_steps=5, accumulate_grad_batches=2))
-    loader = build_pretraining_dataloader(model, {"micro_batch_size": 4}, "train")
+    from omegaconf import OmegaConf
+
+    model = SimpleNamespace(  # the parts of a ModelPT it reads, with OmegaConf configs
+        cfg=OmegaConf.create({"data": config(corpora, tmp_path)}), tokenizer=tokenizer,
+        _trainer=SimpleNamespace(max_steps=5, accumulate_grad_batches=2))
+    loader = build_pretraining_dataloader(model, OmegaConf.create({"micro_batch_size": 4}), "train")
     assert len(loader.dataset) >= 5 * 4 * 2
     batch = next(iter(loader))
     assert batch["input_ids"].shape == (4, 64) and loader.drop_last
     valid = build_pretraining_dataloader(model, {"micro_batch_size": 4, "num_samples": 12},
                                          "validation")
     assert len(valid.dataset) >= 12 and not valid.drop_last
+    # Resuming after 3 micro-batches continues exactly where the first run stopped.
+    resumed = build_pretraining_dataloader(
+        model, OmegaConf.create({"micro_batch_size": 4, "consumed_samples": 12}), "train")
+    fourth = [b for _, b in zip(range(4), loader)][3]
+    assert torch.equal(next(iter(resumed))["input_ids"], fourth["input_ids"])
     with pytest.raises(ValueError, match="gives the test split no documents"):
         build_pretraining_dataloader(model, {"split": "100,0,0", "num_samples": 4}, "test")
     with pytest.raises(ValueError, match="validation data config needs num_samples"):

@@ -24,6 +24,7 @@ Data config (a mapping or ``DictConfig``; defaults follow Megatron-LM's ``pretra
     num_samples: null            # samples of this split; required for validation/test,
                                  # train defaults to trainer.max_steps x global batch
     num_workers: 0
+    consumed_samples: 0          # resume: start the loader at this sample (see below)
 
 Batch contract (:class:`PretrainingCollator`; every tensor ``[b, s]`` unless noted, s =
 ``seq_length``):
@@ -245,7 +246,12 @@ class PretrainingCollator:
 
 def _default_train_samples(model, micro_batch_size: int) -> Optional[int]:
     """``max_steps × global batch`` when the trainer fixes the number of steps."""
-    trainer = getattr(model, "_trainer", None) or getattr(model, "trainer", None)
+    trainer = getattr(model, "_trainer", None)  # ModelPT keeps it here
+    if trainer is None:
+        try:
+            trainer = getattr(model, "trainer", None)
+        except RuntimeError:  # LightningModule.trainer raises when no Trainer is attached
+            trainer = None
     max_steps = getattr(trainer, "max_steps", -1) if trainer is not None else -1
     if max_steps is None or max_steps <= 0:
         return None
@@ -285,6 +291,15 @@ def build_pretraining_dataloader(model, data_config: Any, split: str) -> torch.u
     if dataset is None:
         raise ValueError(f"split={values.get('split', DEFAULTS['split'])!r} gives the {split} "
                          "split no documents; give it a non-zero share")
+    consumed = int(values.get("consumed_samples", 0) or 0)
+    if consumed:
+        # Resuming: megatron-core's sample order is fixed by the seed, so continuing the run
+        # means starting at the first sample not yet trained on (Megatron-LM's
+        # consumed_samples); Lightning would otherwise restart the loader at sample 0.
+        if consumed >= len(dataset):
+            raise ValueError(f"consumed_samples={consumed} but the {split} split has only "
+                             f"{len(dataset)} samples; raise num_samples")
+        dataset = torch.utils.data.Subset(dataset, range(consumed, len(dataset)))
     num_workers = int(values.get("num_workers", 0))
     return torch.utils.data.DataLoader(
         dataset,
