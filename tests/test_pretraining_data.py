@@ -251,6 +251,9 @@ def test_clear_errors(process_group, corpora, tmp_path, tokenizer):
     with pytest.raises(FileNotFoundError, match=r"missing\.bin.*preprocess"):
         build_pretraining_datasets(config(corpora, tmp_path, data_prefix=str(tmp_path / "missing")),
                                    tokenizer, (10, 0, 0))
+    with pytest.raises(ValueError, match=r"gives the validation split of .*all' no documents"):
+        build_pretraining_datasets(config(corpora, tmp_path, split="998,1,1"), tokenizer,
+                                   (10, 5, 0))
     with pytest.raises(ValueError, match="weights must be positive"):
         build_pretraining_datasets(config(corpora, tmp_path, data_prefix=[
             0, str(corpora / "first"), 1, str(corpora / "second")]), tokenizer, (10, 0, 0))

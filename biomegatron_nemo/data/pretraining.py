@@ -182,6 +182,7 @@ def build_pretraining_datasets(
     num_samples = [int(n) for n in num_samples]
     config = make_dataset_config(cfg, tokenizer)
     prefixes, weights = config.blend
+    _check_split_has_documents(prefixes, config.split, config.split_matrix, num_samples)
     if len(prefixes) > 1 and weights is None:
         config.blend = (prefixes, [float(corpus_token_count(p)) for p in prefixes])
     # Splits not asked for: drop their document range from the split matrix (the other ranges
@@ -201,16 +202,36 @@ def build_pretraining_datasets(
     return tuple(datasets)
 
 
-def corpus_token_count(prefix: str) -> int:
-    """Tokens in a preprocessed corpus (``PREFIX.idx``)."""
+def corpus_sizes(prefix: str) -> Tuple[int, int]:
+    """(documents, tokens) of a preprocessed corpus, read from ``PREFIX.idx``."""
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    # Keep the dataset referenced while summing: ``sequence_lengths`` is a view into its index
-    # mmap, which the dataset closes when it is collected (a temporary segfaults here).
+    # Keep the dataset referenced while reading: its arrays are views into its index mmap,
+    # which it closes when collected (a temporary segfaults here).
     dataset = IndexedDataset(prefix)
-    total = int(dataset.sequence_lengths.sum())
+    sizes = (len(dataset.document_indices) - 1, int(dataset.sequence_lengths.sum()))
     del dataset
-    return total
+    return sizes
+
+
+def corpus_token_count(prefix: str) -> int:
+    """Tokens in a preprocessed corpus (``PREFIX.idx``)."""
+    return corpus_sizes(prefix)[1]
+
+
+def _check_split_has_documents(prefixes: Sequence[str], split: str, split_matrix, num_samples
+                               ) -> None:
+    """megatron-core fails with an IndexError deep in its index builder on an empty split."""
+    for prefix in prefixes:
+        documents = corpus_sizes(prefix)[0]
+        for name, bounds, n in zip(SPLITS, split_matrix, num_samples):
+            if bounds is None or n == 0:
+                continue
+            beg, end = (int(round(b * documents)) for b in bounds)
+            if end <= beg:
+                raise ValueError(
+                    f"split={split!r} gives the {name} split of {prefix!r} no documents (it has "
+                    f"{documents}); give {name} a larger share, more text, or 0 samples")
 
 
 class PretrainingCollator:
