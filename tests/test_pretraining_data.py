@@ -254,6 +254,12 @@ def test_clear_errors(process_group, corpora, tmp_path, tokenizer):
     with pytest.raises(ValueError, match=r"gives the validation split of .*all' no documents"):
         build_pretraining_datasets(config(corpora, tmp_path, split="998,1,1"), tokenizer,
                                    (10, 5, 0))
+    single = tmp_path / "single.txt"  # one-sentence documents: nothing for the binary head
+    single.write_text("All mice survived.\nResults were similar.\nToxicity was rare.\n")
+    preprocess_corpus([single], tmp_path / "single", tokenizer, progress=False)
+    with pytest.raises(ValueError, match=r"yields no samples: it needs documents with 2 sentences"):
+        build_pretraining_datasets(config(corpora, tmp_path, data_prefix=str(tmp_path / "single"),
+                                          split="1,0,0"), tokenizer, (10, 0, 0))
     with pytest.raises(ValueError, match="weights must be positive"):
         build_pretraining_datasets(config(corpora, tmp_path, data_prefix=[
             0, str(corpora / "first"), 1, str(corpora / "second")]), tokenizer, (10, 0, 0))
