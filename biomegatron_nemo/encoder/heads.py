@@ -62,6 +62,9 @@ class MaskedLMHead(torch.nn.Module):
             gather_output=False,
             skip_weight_param_allocation=not own_output_weight,
         )
+        if own_output_weight:
+            # megatron-core's marker for a copy of the tied embeddings: counted once in norms
+            self.output_layer.weight.shared = True
 
     def forward(self, hidden_states: torch.Tensor, output_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``[b, s, h]`` → vocab-parallel logits ``[b, s, padded_vocab / TP]``."""

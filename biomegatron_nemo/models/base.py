@@ -5,10 +5,10 @@ It owns the model lifecycle around the encoder:
 * the tokenizer, built from ``cfg.tokenizer`` with its files ``register_artifact``-ed so the
   ``.nemo`` carries them;
 * the megatron-core encoder, built from ``cfg.encoder`` for this rank's tensor/pipeline
-  position — in ``__init__`` when the process group exists (or there is none to wait for), else
-  in Lightning's ``configure_model()`` hook, which runs after the strategy has set up
-  ``parallel_state`` (rank 0 of a ``devices=N`` launch constructs the model before any process
-  group exists);
+  position — in ``__init__`` when there is no trainer (inference, ``restore_from``), else in
+  Lightning's ``configure_model()`` hook, which runs after the strategy has set up
+  ``parallel_state`` (rank 0 of a ``devices=N`` launch even constructs the model before any
+  process group exists);
 * the optimizer and LR schedule through NeMo's ``optim`` config, with weight decay off for
   biases and LayerNorm weights (BERT's recipe);
 * layout-free ``.nemo`` files through :class:`LayoutFreeSaveRestoreConnector` (TP=2 save →
@@ -73,9 +73,9 @@ class BioMegatronModelPT(ModelPT):
 
     @staticmethod
     def _can_build_now(trainer: Optional[Trainer]) -> bool:
-        if torch.distributed.is_initialized() or trainer is None:
-            return True
-        return trainer.world_size == 1
+        """Without a trainer (inference, ``restore_from``) build at once; with one, wait for
+        ``configure_model()``: the trainer's strategy sets up the parallel layout first."""
+        return trainer is None
 
     @property
     def encoder_config(self) -> EncoderConfig:
@@ -195,12 +195,23 @@ class BioMegatronModelPT(ModelPT):
         loss = self.pipeline_runner.step(batch)
         clip = self.trainer.gradient_clip_val if self.trainer is not None else None
         if clip:
-            self.clip_gradients(optimizer, gradient_clip_val=clip)
+            self.configure_gradient_clipping(optimizer, clip, "norm")
         optimizer.step()
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
         return loss
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Clip by the norm of the whole model, across tensor and pipeline ranks."""
+        if not gradient_clip_val:
+            return
+        if gradient_clip_algorithm not in (None, "norm"):
+            raise ValueError(f"gradient_clip_algorithm={gradient_clip_algorithm!r}: only 'norm' is supported")
+        from biomegatron_nemo.parallel.grad_clip import clip_grad_norm_model_parallel
+
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        clip_grad_norm_model_parallel(params, float(gradient_clip_val))
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         if self.pipeline_parallel:

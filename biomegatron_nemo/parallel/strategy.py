@@ -7,7 +7,8 @@
 2. DDP reduces gradients over the **data-parallel group only** (tensor-parallel ranks hold
    different shards, pipeline ranks different layers), and the distributed sampler splits data
    over data-parallel ranks, so every rank of one model replica sees the same batch;
-3. checkpoints are layout-free for model weights (gathered on every rank, written by rank 0),
+3. checkpoints hold plain containers and load with ``weights_only=True``; they are
+   layout-free for model weights (gathered on every rank, written by rank 0),
    and each model-parallel rank's optimizer state — which is sharded like the weights — goes
    to a sidecar file next to the checkpoint, so resuming restores every shard's moments.
 
@@ -23,6 +24,7 @@ from typing import Any, Dict, Optional
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 from megatron.core import parallel_state
+from omegaconf import DictConfig, OmegaConf
 
 from .state import default_backend, initialize_megatron
 
@@ -76,6 +78,11 @@ class MegatronDDPStrategy(DDPStrategy):
         self.lightning_module.load_layout_free_state_dict(checkpoint["state_dict"], strict=strict)
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], filepath, storage_options: Optional[Any] = None) -> None:
+        # Plain containers only, so the checkpoint loads with torch.load(weights_only=True):
+        # Lightning stores the hyper-parameters as an OmegaConf object and its class.
+        if isinstance(checkpoint.get("hyper_parameters"), DictConfig):
+            checkpoint["hyper_parameters"] = OmegaConf.to_container(checkpoint["hyper_parameters"])
+        checkpoint.pop("hparams_type", None)
         if self._model_parallel_world() > 1 and parallel_state.get_data_parallel_rank() == 0:
             torch.save({"optimizer_states": checkpoint.get("optimizer_states", [])},
                        self._optimizer_sidecar(str(filepath)))
@@ -89,7 +96,8 @@ class MegatronDDPStrategy(DDPStrategy):
                 os.remove(sidecar)
 
     def load_checkpoint(self, checkpoint_path) -> Dict[str, Any]:
-        checkpoint = super().load_checkpoint(checkpoint_path)
+        # Never unpickle code from a checkpoint (Lightning's own loader uses weights_only=False).
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         if self._model_parallel_world() > 1:
             sidecar = self._optimizer_sidecar(str(checkpoint_path))
             if not os.path.exists(sidecar):

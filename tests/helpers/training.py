@@ -95,3 +95,16 @@ def spawned_pretrain(rank, world_size, exp_dir, vocab_file, data_prefix, max_ste
     os.environ.setdefault("NODE_RANK", "0")
     pretrain(exp_dir, vocab_file, data_prefix, max_steps, record, devices=devices,
              micro_batch_size=micro_batch_size, extra=extra)
+
+
+def spawned_tp2_interrupted(rank, world_size, exp_dir, vocab_file, data_prefix, record_prefix, extra):
+    """TP=2: run 3 of 6 steps, then resume to 6 — in the same ranks, as a restarted job would."""
+    import os as _os
+
+    _os.environ.setdefault("NODE_RANK", "0")
+    extra = list(extra) + ["parallel.tensor_model_parallel_size=2"]
+    pretrain(exp_dir, vocab_file, data_prefix, 6, f"{record_prefix}-a.json", devices=2, extra=extra, stop_at=3)
+    from biomegatron_nemo.parallel import destroy_megatron
+
+    destroy_megatron()
+    pretrain(exp_dir, vocab_file, data_prefix, 6, f"{record_prefix}-b.json", devices=2, extra=extra)
