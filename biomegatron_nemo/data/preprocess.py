@@ -55,6 +55,7 @@ from tqdm import tqdm
 
 from biomegatron_nemo.data.errors import DataFormatError
 from biomegatron_nemo.data.sentence_split import BiomedicalSentenceSplitter
+from biomegatron_nemo.tokenizers.base import BioTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +217,8 @@ def iter_documents(path: str, summary: PreprocessSummary, *, blank_line_document
 # ----------------------------------------------------------------------------------------------
 # Splitting + tokenizing (runs in the worker processes, or in-process for workers=1).
 # ----------------------------------------------------------------------------------------------
-TokenizerSpec = Union[Mapping, "BioTokenizer"]  # noqa: F821 (documented type, imported lazily)
+#: A tokenizer, or its config for :func:`biomegatron_nemo.tokenizers.build_tokenizer`.
+TokenizerSpec = Union[Mapping, BioTokenizer]
 
 _WORKER: Dict[str, object] = {}
 
@@ -228,7 +230,7 @@ def _init_worker(tokenizer_spec, max_sentence_tokens: int, in_pool: bool) -> Non
     if isinstance(tokenizer_spec, Mapping):
         from biomegatron_nemo.tokenizers import build_tokenizer
 
-        tokenizer_spec = build_tokenizer(dict(tokenizer_spec))
+        tokenizer_spec = build_tokenizer(tokenizer_spec)
     _WORKER["tokenizer"] = tokenizer_spec
     _WORKER["splitter"] = BiomedicalSentenceSplitter()
     _WORKER["max_sentence_tokens"] = max_sentence_tokens
@@ -341,7 +343,7 @@ def preprocess_corpus(
     if isinstance(tokenizer, Mapping):
         from biomegatron_nemo.tokenizers import build_tokenizer
 
-        parent_tokenizer = build_tokenizer(dict(tokenizer))
+        parent_tokenizer = build_tokenizer(tokenizer)
     else:
         parent_tokenizer = tokenizer
     vocab_size = parent_tokenizer.vocab_size

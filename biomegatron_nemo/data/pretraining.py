@@ -60,7 +60,6 @@ megatron-core builds the sample index on rank 0 and shares it through a barrier,
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -69,8 +68,6 @@ import numpy as np
 import torch
 
 from biomegatron_nemo.data.collate import IGNORE_INDEX
-
-logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": 0, "training": 0, "validation": 1, "valid": 1, "val": 1, "test": 2}
