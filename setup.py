@@ -29,6 +29,7 @@ setup(
         "tokenizers>=0.19",
         "seqeval>=1.2.2",
         "psutil",
+        "pysbd>=0.3.4",  # sentence splitting for pretraining corpora
         "tqdm",
         "tensorboard",
     ],

@@ -33,6 +33,7 @@ class LayoutFreeSaveRestoreConnector(SaveRestoreConnector):
 
     def load_instance_with_state_dict(self, instance, state_dict, strict):
         instance.load_layout_free_state_dict(state_dict, strict=strict)
+        instance._set_model_restore_state(is_being_restored=False)  # as NeMo's connector does
 
     def _inject_model_parallel_rank_for_ckpt(self, dirname, basename):
         # NeMo expects one weights file per model-parallel rank; ours is a single layout-free one.

@@ -53,6 +53,9 @@ class BioMegatronModelPT(ModelPT):
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
         self._modules_built = False
         super().__init__(cfg=cfg, trainer=trainer)
+        # A restored model gets its weights from the .nemo; init_from applies to new models only.
+        # (Decided now: NeMo's restore flag is class state and may change before configure_model.)
+        self._being_restored = self._is_model_being_restored()
         self._save_restore_connector = LayoutFreeSaveRestoreConnector()
         self.tokenizer: BioTokenizer = self._setup_tokenizer()
         if self._can_build_now(trainer):
@@ -101,7 +104,7 @@ class BioMegatronModelPT(ModelPT):
         self._modules_built = True
         # `init_from` (pretraining) or NeMo 1.x's `language_model.nemo_file` (fine-tuning)
         init_from = self.cfg.get("init_from") or (self.cfg.get("language_model") or {}).get("nemo_file")
-        if init_from and not self._is_model_being_restored():
+        if init_from and not self._being_restored:
             self.load_pretrained_weights(init_from)
 
     def build_heads(self) -> None:
