@@ -188,20 +188,39 @@ class TokenClassificationDataset(torch.utils.data.Dataset):
         """
         if window_indices is None:
             window_indices = range(len(predictions))
-        best: Dict[tuple, tuple] = {}  # (sentence, word) → (distance to edge, label id)
-        for row, wi in zip(predictions, window_indices, strict=True):
+        values = self.word_values(predictions, window_indices)
+        out = []
+        for si, sent in enumerate(self.sentences):
+            if si not in values:
+                seen = {self.windows[wi].word_ids[p] for wi in window_indices
+                        if self.windows[wi].sentence_index == si for p in self.windows[wi].first_positions}
+                missing = [wd for wd in range(len(sent.words)) if wd not in seen]
+                raise ValueError(f"no prediction for sentence {si} word(s) {missing}: predictions "
+                                 "must cover every window of the sentence")
+            out.append([self.label_map.labels[int(v)] for v in values[si]])
+        return out
+
+    def word_values(self, values: Sequence[Sequence], window_indices: Optional[Sequence[int]] = None
+                    ) -> Dict[int, List]:
+        """Per-position values of windows (label ids, scores, ...) → ``{sentence: [value per word]}``.
+
+        The rule of :meth:`predictions_to_tags` for any per-position value, so a tag and its
+        score come from the same window. Sentences with a word no row covers are left out
+        (e.g. a validation pass limited to some batches).
+        """
+        if window_indices is None:
+            window_indices = range(len(values))
+        best: Dict[tuple, tuple] = {}  # (sentence, word) → (distance to edge, value)
+        for row, wi in zip(values, window_indices, strict=True):
             w = self.windows[wi]
             inner = len(w.input_ids) - 2
             for pos in w.first_positions:
                 dist = min(pos - 1, inner - pos)
                 key = (w.sentence_index, w.word_ids[pos])
                 if key not in best or dist > best[key][0]:
-                    best[key] = (dist, int(row[pos]))
-        out = []
+                    best[key] = (dist, row[pos])
+        out: Dict[int, List] = {}
         for si, sent in enumerate(self.sentences):
-            missing = [wd for wd in range(len(sent.words)) if (si, wd) not in best]
-            if missing:
-                raise ValueError(f"no prediction for sentence {si} word(s) {missing}: predictions "
-                                 "must cover every window of the sentence")
-            out.append([self.label_map.labels[best[(si, wd)][1]] for wd in range(len(sent.words))])
+            if all((si, wd) in best for wd in range(len(sent.words))):
+                out[si] = [best[(si, wd)][1] for wd in range(len(sent.words))]
         return out
