@@ -23,21 +23,17 @@ def model_parallel_grad_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.
     """The L2 norm of the full model's gradient (identical on every model-parallel rank)."""
     grads = [p.grad for p in parameters
              if p.grad is not None and param_is_not_shared(p) and param_is_not_tensor_parallel_duplicate(p)]
-    device = grads[0].device if grads else torch.device("cpu")
-    squared = torch.zeros((), dtype=torch.float64, device=device)
-    for grad in grads:
-        squared += grad.detach().double().pow(2).sum()
+    if not grads:
+        return torch.zeros(())
+    squared = torch.nn.utils.get_total_norm(grads, 2.0, foreach=True).double() ** 2
     if dist.is_initialized() and parallel_state.model_parallel_is_initialized():
         dist.all_reduce(squared, group=parallel_state.get_model_parallel_group())
-    return squared.sqrt()
+    return squared.sqrt().float()
 
 
 def clip_grad_norm_model_parallel(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
     """Scale all gradients so the full model's gradient norm is at most ``max_norm``."""
     parameters = [p for p in parameters if p.grad is not None]
     total = model_parallel_grad_norm(parameters)
-    coefficient = max_norm / (float(total) + 1e-6)
-    if coefficient < 1.0:
-        for param in parameters:
-            param.grad.detach().mul_(coefficient)
+    torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total, foreach=True)
     return total

@@ -1,0 +1,178 @@
+"""The whole BioMegatron vertical slice in one command, on the sample data the library ships.
+
+    make demo                       # or: python examples/demo.py --output demo_output
+
+Stages (each prints its figures and wall time):
+  1. learn a WordPiece vocabulary on the sample PubMed-style abstracts;
+  2. preprocess the abstracts into a megatron-core indexed dataset;
+  3. pretrain a tiny Megatron-BERT encoder (masked LM) through exp_manager;
+  4. fine-tune NER (chemicals, diseases) from that encoder, evaluate entity F1 on the dev sample;
+  5. save the .nemo, restore it in a fresh process and tag example sentences.
+
+The sample files are small and synthetic-but-realistic (see biomegatron_nemo/samples/README.md);
+the figures show the pipeline works, not what BioMegatron reaches on real data (docs/results.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "biomegatron_nemo" / "samples"
+CONF = REPO / "conf"
+EXAMPLE_SENTENCES = [
+    "Cisplatin induced nephrotoxicity in rats.",
+    "Patients receiving haloperidol developed tardive dyskinesia and hypotension.",
+    "Naloxone reversed the respiratory depression caused by morphine.",
+]
+
+
+def compose(config_name: str, overrides):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+class Stages:
+    """Runs stages, timing each and collecting a summary line."""
+
+    def __init__(self):
+        self.rows = []
+        self.started = time.perf_counter()
+
+    def run(self, name: str, fn):
+        print(f"\n=== {name}", flush=True)
+        start = time.perf_counter()
+        figures = fn()
+        seconds = time.perf_counter() - start
+        self.rows.append((name, seconds, figures))
+        print(f"--- {name}: {figures}  ({seconds:.1f} s)", flush=True)
+        return figures
+
+    def summary(self) -> str:
+        lines = ["", "=== summary", f"{'stage':<34}{'time':>9}  figures"]
+        for name, seconds, figures in self.rows:
+            lines.append(f"{name:<34}{seconds:>8.1f}s  {figures}")
+        lines.append(f"{'total':<34}{time.perf_counter() - self.started:>8.1f}s")
+        return "\n".join(lines)
+
+
+def learn_vocabulary(out: Path, size: int) -> dict:
+    from biomegatron_nemo.tokenizers.train import train_wordpiece
+
+    train_wordpiece([str(SAMPLES / "pubmed_sample.txt")], str(out / "vocab"), size, progress=False)
+    vocab = out / "vocab" / "vocab.txt"
+    return {"vocab_file": str(vocab), "entries": sum(1 for _ in vocab.open(encoding="utf-8"))}
+
+
+def preprocess(out: Path, vocab_file: str) -> dict:
+    from biomegatron_nemo.data.preprocess import preprocess_corpus
+
+    summary = preprocess_corpus([SAMPLES / "pubmed_sample.txt"], out / "corpus" / "pubmed_sample",
+                                {"library": "wordpiece", "vocab_file": vocab_file}, progress=False)
+    return {"documents": summary.documents, "sentences": summary.sentences, "tokens": summary.tokens}
+
+
+def pretrain(out: Path, vocab_file: str, steps: int) -> dict:
+    from nemo.utils.exp_manager import exp_manager
+
+    from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
+    from biomegatron_nemo.parallel.trainer import build_trainer
+
+    cfg = compose("pretrain_bert", [
+        f"model.tokenizer.vocab_file={vocab_file}", f"model.data.data_prefix=[{out / 'corpus' / 'pubmed_sample'}]",
+        "model.data.seq_length=64", "model.data.split='95,5,0'", "model.train_ds.micro_batch_size=16",
+        "model.validation_ds.micro_batch_size=16", "model.validation_ds.num_samples=64",
+        f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}", "trainer.limit_val_batches=4",
+        "model.optim.lr=2e-3", "model.optim.sched.warmup_ratio=0.05", "trainer.enable_progress_bar=true",
+        f"exp_manager.exp_dir={out / 'experiments'}", "exp_manager.name=demo_pretrain",
+        "exp_manager.resume_if_exists=false",
+    ])
+    trainer = build_trainer(cfg.trainer, cfg.parallel)
+    exp_manager(trainer, cfg.exp_manager)
+    model = BioMegatronPretrainingModel(cfg.model, trainer=trainer)
+    trainer.fit(model)
+    nemo_file = out / "experiments" / "demo_pretrain" / "run" / "checkpoints" / "demo_pretrain.nemo"
+    metrics = trainer.callback_metrics
+    return {"steps": steps, "train_mlm_loss": round(float(metrics["train_mlm_loss"]), 3),
+            "val_loss": round(float(metrics["val_loss"]), 3), "nemo": str(nemo_file)}
+
+
+def finetune_ner(out: Path, vocab_file: str, pretrained: str, epochs: int) -> dict:
+    from nemo.utils.exp_manager import exp_manager
+
+    from biomegatron_nemo.models.token_classification import TokenClassificationModel
+    from biomegatron_nemo.parallel.trainer import build_trainer
+
+    cfg = compose("token_classification", [
+        f"model.tokenizer.vocab_file={vocab_file}", f"model.language_model.nemo_file={pretrained}",
+        f"model.train_ds.file={SAMPLES / 'ner' / 'train.tsv'}", f"model.validation_ds.file={SAMPLES / 'ner' / 'dev.tsv'}",
+        f"trainer.max_epochs={epochs}", f"exp_manager.exp_dir={out / 'experiments'}", "exp_manager.name=demo_ner",
+        "exp_manager.resume_if_exists=false",
+    ])
+    trainer = build_trainer(cfg.trainer, cfg.parallel)
+    exp_manager(trainer, cfg.exp_manager)
+    model = TokenClassificationModel(cfg.model, trainer=trainer)
+    trainer.fit(model)
+    scores = model.evaluate(str(SAMPLES / "ner" / "dev.tsv"), output_file=str(out / "ner_dev_predictions.conll"))
+    nemo_file = out / "ner.nemo"
+    model.save_to(str(nemo_file))
+    figures = {"dev_entity_f1": round(scores["f1"], 4)}
+    figures.update({f"f1_{t}": round(s["f1"], 4) for t, s in scores.get("per_type", {}).items()})
+    figures["nemo"] = str(nemo_file)
+    return figures
+
+
+def tag_in_fresh_process(nemo_file: str) -> dict:
+    """Restore the .nemo in a new Python process (nothing shared with this one) and tag."""
+    code = (
+        "import json, sys\n"
+        "from biomegatron_nemo.models.token_classification import TokenClassificationModel\n"
+        "model = TokenClassificationModel.restore_from(sys.argv[1])\n"
+        "print('RESULT ' + json.dumps(model.predict(json.loads(sys.argv[2]))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, nemo_file, json.dumps(EXAMPLE_SENTENCES)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"restoring {nemo_file} in a fresh process failed:\n{done.stderr[-3000:]}")
+    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    for text, entities in zip(EXAMPLE_SENTENCES, result):
+        print(f"  {text}")
+        for e in entities:
+            print(f"      {e['type']:<10} {e['start']:>3}-{e['end']:<3} {e['text']!r}  score={e['score']:.2f}")
+    return {"sentences": len(result), "entities": sum(len(r) for r in result)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default="demo_output", help="folder for everything the demo writes")
+    parser.add_argument("--vocab-size", type=int, default=4000)
+    parser.add_argument("--pretrain-steps", type=int, default=300)
+    parser.add_argument("--ner-epochs", type=int, default=15)
+    args = parser.parse_args(argv)
+
+    out = Path(args.output).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    from biomegatron_nemo.parallel import initialize_megatron
+
+    initialize_megatron(1, 1)  # one process, gloo; the trainers reuse it
+    stages = Stages()
+    vocab = stages.run("1. learn WordPiece vocabulary", lambda: learn_vocabulary(out, args.vocab_size))
+    stages.run("2. preprocess corpus", lambda: preprocess(out, vocab["vocab_file"]))
+    pretrained = stages.run("3. pretrain tiny encoder (MLM)", lambda: pretrain(out, vocab["vocab_file"], args.pretrain_steps))
+    ner = stages.run("4. fine-tune + evaluate NER", lambda: finetune_ner(out, vocab["vocab_file"], pretrained["nemo"], args.ner_epochs))
+    stages.run("5. restore .nemo, tag sentences", lambda: tag_in_fresh_process(ner["nemo"]))
+    print(stages.summary())
+    (out / "summary.json").write_text(json.dumps([{"stage": n, "seconds": s, "figures": f} for n, s, f in stages.rows], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
