@@ -53,8 +53,6 @@ def test_nemo_moves_between_tp2_and_tp1(reference, tmp_path):
     tp2_record = torch.load(tmp / "tp2.pt", weights_only=True)
     restored = BioMegatronPretrainingModel.restore_from(str(tp2_saved))
     _assert_weights_close(restored.layout_free_state_dict(), tp2_record["weights"])
-    # the tokenizer travelled inside the .nemo
-    assert "nemo" not in restored.cfg.tokenizer.vocab_file or restored.tokenizer.vocab_size > 100
 
     tp1_trained = tmp / "tp1_trained.nemo"
     run_distributed(spawned_restore_logits, 2, str(tp1_trained), 2, str(tmp_path / "tp2_restored.pt"))
