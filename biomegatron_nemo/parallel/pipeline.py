@@ -70,6 +70,16 @@ class PipelineRunner:
 
     def step(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Forward and backward of ``batch``; gradients are accumulated, not applied."""
+        loss = self._run(batch, self.schedule.step)
+        finalize_pipeline_grads(self.model)
+        return loss
+
+    @torch.no_grad()
+    def evaluate(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Forward only; the loss of ``batch`` on every stage."""
+        return self._run(batch, self.schedule.eval)
+
+    def _run(self, batch: Dict[str, torch.Tensor], run) -> torch.Tensor:
         if batch["input_ids"].shape[0] % self.num_microbatches:
             raise ValueError(f"batch size {batch['input_ids'].shape[0]} is not divisible by "
                              f"num_microbatches {self.num_microbatches}")
@@ -77,28 +87,12 @@ class PipelineRunner:
         kwargs = {k: v for k, v in batch.items() if k != "input_ids" and isinstance(v, torch.Tensor)}
         losses: list = []
         # The loss function ignores its target; ScheduleGPipe requires one per microbatch.
+        # Outputs are scalar losses, which the schedule cannot concatenate: not returned.
         target = torch.zeros(batch["input_ids"].shape[0])
-        if self.stage.is_first:
-            self.schedule.step(batch["input_ids"], target=target, losses=losses, return_outputs=False, **kwargs)
-        else:
-            self.schedule.step(target=target, losses=losses, return_outputs=False, **kwargs)
+        inputs = (batch["input_ids"],) if self.stage.is_first else ()
+        run(*inputs, target=target, losses=losses, return_outputs=False, **kwargs)
         loss = torch.stack(losses).sum().detach() if losses else torch.zeros(())
-        finalize_pipeline_grads(self.model)
         # Every stage reports the loss (the last computed it).
-        dist.all_reduce(loss, group=self.group)
-        return loss
-
-    @torch.no_grad()
-    def evaluate(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-        self.stage_module.normalizers = self.model.loss_normalizers(batch)
-        kwargs = {k: v for k, v in batch.items() if k != "input_ids" and isinstance(v, torch.Tensor)}
-        losses: list = []
-        target = torch.zeros(batch["input_ids"].shape[0])
-        if self.stage.is_first:
-            self.schedule.eval(batch["input_ids"], target=target, losses=losses, **kwargs)
-        else:
-            self.schedule.eval(target=target, losses=losses, **kwargs)
-        loss = torch.stack(losses).sum().detach() if losses else torch.zeros(())
         dist.all_reduce(loss, group=self.group)
         return loss
 
