@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -238,3 +239,23 @@ def test_dice_loss_by_hand():
     # confident and right → near 0; confident and wrong → near 1
     assert float(dice_loss(torch.tensor([[[20.0, -20.0], [-20.0, 20.0]]]), LABELS[:, :2], smooth=1e-6)) < 1e-5
     assert float(dice_loss(torch.tensor([[[-20.0, 20.0], [20.0, -20.0]]]), LABELS[:, :2], smooth=1e-6)) > 0.99
+
+
+def test_example_config_composes_to_a_model_on_the_shipped_samples(workdir, megatron_single):
+    """conf/token_classification.yaml as examples/token_classification.py loads it."""
+    import importlib.util
+
+    from hydra import compose, initialize_config_dir
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("ner_example", root / "examples" / "token_classification.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))  # registers ${samples:...}
+    with initialize_config_dir(config_dir=str(root / "conf"), version_base=None):
+        cfg = compose("token_classification", overrides=[
+            f"model.tokenizer.vocab_file={workdir / 'vocab.txt'}", "model.encoder.preset=micro",
+            "model.labelling_mode=all_subtokens"])
+    OmegaConf.resolve(cfg)
+    assert Path(cfg.model.train_ds.file) == SAMPLES / "ner" / "train.tsv"
+    model = TokenClassificationModel(cfg.model)
+    assert model.label_map.labels == ["O", "B-Chemical", "I-Chemical", "B-Disease", "I-Disease"]
+    assert model.labelling_mode == "all_subtokens" and model.classifier.mlp[-1].out_features == 5
