@@ -131,7 +131,7 @@ def test_predict_returns_character_spans_and_handles_long_texts(trained):
 
 
 @pytest.mark.parametrize("trained", ["first_subtoken"], indirect=True)
-def test_nemo_round_trip_in_a_fresh_process(trained, tmp_path):
+def test_nemo_round_trip_in_a_fresh_process(trained, workdir, tmp_path):
     model, train_file, _ = trained
     path = tmp_path / "ner.nemo"
     model.save_to(str(path))
@@ -153,6 +153,15 @@ def test_nemo_round_trip_in_a_fresh_process(trained, tmp_path):
     result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT="))[7:])
     assert result["labels"] == model.label_map.labels
     assert result["pred"] == before
+    # the same file as a pretrained encoder for a new task model (language_model.nemo_file)
+    cfg = OmegaConf.merge(OmegaConf.to_container(model.cfg), {
+        "language_model": {"nemo_file": str(path)}, "label_map": None, "label_map_file": None,
+        "train_ds": {"file": str(workdir / "train32.tsv")}})
+    fresh = TokenClassificationModel(cfg)
+    trained_weights, fresh_weights = model.layout_free_state_dict(), fresh.layout_free_state_dict()
+    encoder_keys = [k for k in trained_weights if k.startswith("encoder.")]
+    assert encoder_keys and all(torch.equal(fresh_weights[k], trained_weights[k]) for k in encoder_keys)
+    assert not torch.equal(fresh_weights["classifier.mlp.1.weight"], trained_weights["classifier.mlp.1.weight"])
 
 
 @pytest.mark.parametrize("trained", ["first_subtoken"], indirect=True)

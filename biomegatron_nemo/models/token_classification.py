@@ -126,9 +126,7 @@ class TokenClassificationModel(BioMegatronModelPT):
         return path
 
     def read_sentences(self, path: str) -> List[Sentence]:
-        """Sentences of a CoNLL file with tags converted to IOB2 (conlleval chunk semantics)."""
-        scheme = self.cfg.get("tag_scheme", "IOB2")
-        return [Sentence(s.words, to_iob2(s.tags), s.line, s.source) for s in read_conll(path, scheme)]
+        return read_iob2(path, self.cfg.get("tag_scheme", "IOB2"))
 
     def check_known_tags(self, sentences: Sequence[Sentence]) -> None:
         """A tag the model was not trained with cannot be predicted nor scored fairly: refuse it."""
@@ -391,6 +389,11 @@ def _with_deferred_data(cfg) -> DictConfig:
             if cfg.get(key) is not None:
                 cfg[key].defer_setup = True
     return cfg
+
+
+def read_iob2(path: str, scheme: str = "IOB2") -> List[Sentence]:
+    """Sentences of a CoNLL file with tags converted to IOB2 (conlleval chunk semantics)."""
+    return [Sentence(s.words, to_iob2(s.tags), s.line, s.source) for s in read_conll(path, scheme)]
 
 
 def _read_label_file(path: str) -> List[str]:
