@@ -22,8 +22,12 @@ import sys
 import time
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "biomegatron_nemo" / "samples"
+# conf/token_classification.yaml names the shipped samples as ${samples:ner/train.tsv}
+OmegaConf.register_new_resolver("samples", lambda path: str(SAMPLES / path), replace=True)
 CONF = REPO / "conf"
 EXAMPLE_SENTENCES = [
     "Cisplatin induced nephrotoxicity in rats.",
@@ -114,6 +118,7 @@ def finetune_ner(out: Path, vocab_file: str, pretrained: str, epochs: int) -> di
     cfg = compose("token_classification", [
         f"model.tokenizer.vocab_file={vocab_file}", f"model.language_model.nemo_file={pretrained}",
         f"model.train_ds.file={SAMPLES / 'ner' / 'train.tsv'}", f"model.validation_ds.file={SAMPLES / 'ner' / 'dev.tsv'}",
+        f"model.test_ds.file={SAMPLES / 'ner' / 'dev.tsv'}", "model.optim.lr=3e-3",
         f"trainer.max_epochs={epochs}", f"exp_manager.exp_dir={out / 'experiments'}", "exp_manager.name=demo_ner",
         "exp_manager.resume_if_exists=false",
     ])
@@ -155,7 +160,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="demo_output", help="folder for everything the demo writes")
     parser.add_argument("--vocab-size", type=int, default=4000)
     parser.add_argument("--pretrain-steps", type=int, default=300)
-    parser.add_argument("--ner-epochs", type=int, default=15)
+    parser.add_argument("--ner-epochs", type=int, default=30)
     args = parser.parse_args(argv)
 
     out = Path(args.output).resolve()

@@ -45,10 +45,14 @@ def initialize_megatron(tensor_model_parallel_size: int = 1, pipeline_model_para
     Idempotent for the same sizes; re-initialises megatron-core when the sizes change.
     """
     if not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-        dist.init_process_group(backend or default_backend(), rank=int(os.environ.get("RANK", 0)),
-                                world_size=int(os.environ.get("WORLD_SIZE", 1)))
+        if "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ:  # launched by torchrun & co.
+            dist.init_process_group(backend or default_backend())
+        else:
+            # A private one-process group. Nothing goes into os.environ: child processes (a
+            # fresh interpreter restoring a .nemo, Lightning's launchers) must not inherit a
+            # port this process is listening on.
+            dist.init_process_group(backend or default_backend(), init_method=f"tcp://127.0.0.1:{_free_port()}",
+                                    rank=0, world_size=1)
     world = dist.get_world_size()
     if world % (tensor_model_parallel_size * pipeline_model_parallel_size):
         raise ValueError(
