@@ -73,3 +73,16 @@ def test_restore_names_missing_and_unused_weights(tmp_path, tiny_vocab, megatron
     state.pop("mlm_head.output_layer.bias")
     with pytest.raises(ValueError, match="lacks weights the model needs: \\['mlm_head.output_layer.bias'\\]"):
         model.load_layout_free_state_dict(state)
+
+
+def test_restore_with_a_trainer_builds_before_loading(tmp_path, tiny_vocab, megatron_single):
+    """With a trainer, new models wait for configure_model(); restored ones must build at once."""
+    from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
+    from biomegatron_nemo.parallel.trainer import build_trainer
+
+    model = BioMegatronPretrainingModel(pretraining_config(tiny_vocab))
+    batch = synthetic_mlm_batch(model.tokenizer.vocab_size)
+    model.save_to(str(tmp_path / "model.nemo"))
+    trainer = build_trainer({"devices": 1, "max_steps": 1, "enable_progress_bar": False})
+    restored = BioMegatronPretrainingModel.restore_from(str(tmp_path / "model.nemo"), trainer=trainer)
+    torch.testing.assert_close(_logits(restored, batch), _logits(model, batch), rtol=0, atol=0)

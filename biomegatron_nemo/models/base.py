@@ -58,7 +58,8 @@ class BioMegatronModelPT(ModelPT):
         self._being_restored = self._is_model_being_restored()
         self._save_restore_connector = LayoutFreeSaveRestoreConnector()
         self.tokenizer: BioTokenizer = self._setup_tokenizer()
-        if self._can_build_now(trainer):
+        # restore_from loads weights right after construction: the layers must exist then.
+        if self._can_build_now(trainer) or self._being_restored:
             self.configure_model()
 
     # ------------------------------------------------------------------ construction
