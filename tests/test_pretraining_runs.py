@@ -152,3 +152,17 @@ def test_pipeline_parallel_pretraining_through_lightning(tmp_path, tiny_vocab, c
     model = BioMegatronPretrainingModel.restore_from(str(nemo_file))  # strict: all 2 layers + heads
     loss = sum(model.compute_losses(synthetic_mlm_batch(model.tokenizer.vocab_size)).values())
     assert torch.isfinite(loss)
+
+
+def test_sentence_order_head_trains_and_logs(tmp_path, tiny_vocab, corpus):
+    trainer, model = pretrain(tmp_path / "exp", tiny_vocab, corpus, 10, tmp_path / "sop.json",
+                              extra=["model.binary_head=true"])
+    metrics = trainer.callback_metrics
+    assert model.binary_head is not None
+    for key in ("train_mlm_loss", "train_sentence_order_loss", "val_sentence_order_accuracy", "val_perplexity"):
+        assert key in metrics, sorted(metrics)
+    # the reported loss is the sum of the two heads' losses
+    _, losses = _losses(tmp_path / "sop.json")
+    assert float(metrics["train_loss"]) == pytest.approx(
+        float(metrics["train_mlm_loss"]) + float(metrics["train_sentence_order_loss"]), abs=1e-4)
+    assert 0.0 <= float(metrics["val_sentence_order_accuracy"]) <= 1.0 and len(losses) == 10

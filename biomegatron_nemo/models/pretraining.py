@@ -26,7 +26,6 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
     ties_output_to_embeddings = True
 
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
-        self._tokens_seen = 0
         self._step_started: Optional[float] = None
         super().__init__(cfg=cfg, trainer=trainer)
 
@@ -67,7 +66,6 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
             return
         elapsed = time.perf_counter() - self._step_started
         tokens = int(batch["attention_mask"].sum())
-        self._tokens_seen += tokens
         self.log("tokens_per_sec", tokens / max(elapsed, 1e-9))
         if self.trainer is not None and self.trainer.optimizers:
             self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
@@ -76,7 +74,8 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
         super()._log_losses(split, losses, loss, batch)
         sync = split != "train"
         mlm = losses["mlm"].detach()
-        self.log(f"{split}_mlm_loss", mlm, sync_dist=sync)
+        if len(losses) == 1:  # with the binary head the base class logs every named loss
+            self.log(f"{split}_mlm_loss", mlm, sync_dist=sync)
         self.log(f"{split}_perplexity", torch.exp(mlm.clamp(max=50.0)), sync_dist=sync)
         if self.binary_head is not None and getattr(self, "_last_binary", None) is not None:
             logits, labels = self._last_binary
