@@ -22,7 +22,8 @@ import tempfile
 import time
 from typing import Dict, List, Sequence
 
-from biomegatron_nemo.data.preprocess import PreprocessSummary, iter_documents, preprocess_corpus
+from biomegatron_nemo.common.corpus import iter_documents
+from biomegatron_nemo.data.preprocess import PreprocessSummary, preprocess_corpus
 from biomegatron_nemo.data.sentence_split import BiomedicalSentenceSplitter
 from biomegatron_nemo.tokenizers import build_tokenizer
 
@@ -41,7 +42,7 @@ def best_run(path: str, cfg: Dict, workers: int, repeats: int) -> PreprocessSumm
 def breakdown(path: str, cfg: Dict, max_documents: int) -> Dict[str, float]:
     """Seconds spent splitting and tokenizing the first ``max_documents`` documents, 1 process."""
     texts = []
-    for _, text in iter_documents(path, PreprocessSummary(output_prefix="")):
+    for _, text in iter_documents(path):
         texts.append(text)
         if len(texts) == max_documents:
             break

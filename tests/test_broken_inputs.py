@@ -4,7 +4,7 @@ import pytest
 
 from biomegatron_nemo.data.chemprot import read_chemprot
 from biomegatron_nemo.data.conll import read_conll
-from biomegatron_nemo.data.errors import DataFormatError
+from biomegatron_nemo.common.errors import DataFormatError
 from biomegatron_nemo.data.squad import read_bioasq_golden, read_squad
 from biomegatron_nemo.metrics.evaluate import main as evaluate
 

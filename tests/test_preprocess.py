@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from biomegatron_nemo.data.errors import DataFormatError
+from biomegatron_nemo.common.errors import DataFormatError
 from biomegatron_nemo.data.preprocess import main, preprocess_corpus
 from biomegatron_nemo.tokenizers import WordPieceTokenizer
 

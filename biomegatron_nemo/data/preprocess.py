@@ -1,24 +1,19 @@
 """Pretraining corpus → megatron-core indexed dataset (``PREFIX.bin`` / ``PREFIX.idx``).
 
-This module owns the first half of pretraining data: reading corpora, splitting documents into
-sentences (:mod:`biomegatron_nemo.data.sentence_split`), tokenizing each sentence with a
-:class:`~biomegatron_nemo.tokenizers.base.BioTokenizer`, and writing them with megatron-core's
+This module owns the first half of pretraining data: it reads corpora with
+:func:`biomegatron_nemo.common.corpus.iter_documents` (plain text, JSON lines, gzip; bad input
+named by file and line), has each document split into sentences and tokenized
+(:mod:`biomegatron_nemo.data.preprocess_workers`), and writes the sentences with megatron-core's
 ``IndexedDatasetBuilder`` in the layout its BERT dataset expects: **one sequence per sentence**,
 ``end_document()`` after each document (so ``document_indices`` mark document boundaries and the
 sample builder can pack consecutive sentences of one document and cut between them for the
 sentence-order head). No [CLS]/[SEP] are stored; the dataset adds them.
 
-Inputs (any number, concatenated in order into one output prefix):
-
-* plain text, one document per line (PubMed abstract dumps), or with ``blank_line_documents``
-  documents separated by blank lines (lines inside a document are joined with a space);
-* ``.jsonl`` / ``.json`` lines with the document in the ``text`` field (``json_key``);
-* either of them gzip-compressed (recognised by its magic bytes, whatever the file name).
-
-Bad input (DESIGN.md rule 7) raises :class:`~biomegatron_nemo.data.errors.DataFormatError`
-naming file and line: undecodable UTF-8, a corrupt gzip stream, a JSON line that does not parse
-or lacks the text field. With ``skip_bad_lines`` such lines are skipped and counted instead (a
-corrupt gzip stream cannot be resumed: the rest of that file is dropped and the file counted).
+Inputs (any number, concatenated in order into one output prefix) are plain text with one
+document per line (or, with ``blank_line_documents``, separated by blank lines), or JSON lines
+with the document in the ``json_key`` field, either possibly gzipped. With ``skip_bad_lines``
+undecodable or malformed lines are skipped and counted instead of stopping the run (a corrupt
+gzip stream drops the rest of its file).
 
 Two things megatron-core does silently are made visible here: its sample builder drops every
 document that contains a sentence longer than 512 tokens (``LONG_SENTENCE_LEN`` in
@@ -36,37 +31,26 @@ Command line: ``python -m biomegatron_nemo.data.preprocess --help``.
 from __future__ import annotations
 
 import argparse
-import collections
-import gzip
 import json
-import logging
 import multiprocessing
 import os
 import sys
 import time
 import warnings
-import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
-import numpy as np
 from tqdm import tqdm
 
-from biomegatron_nemo.data.errors import DataFormatError
-from biomegatron_nemo.data.sentence_split import BiomedicalSentenceSplitter
-from biomegatron_nemo.tokenizers.base import BioTokenizer
-
-logger = logging.getLogger(__name__)
+from biomegatron_nemo.common.corpus import CorpusCounts, check_files_exist, iter_documents
+from biomegatron_nemo.common.errors import DataFormatError
+from biomegatron_nemo.data.preprocess_workers import (DOCUMENTS_PER_TASK, TokenizerSpec, batched,
+                                                      encode_documents, init_worker,
+                                                      ordered_results)
 
 #: megatron-core's ``LONG_SENTENCE_LEN``: a document with a longer sentence is never sampled.
 MEGATRON_LONG_SENTENCE_LEN = 512
-
-#: Documents sent to a worker at a time (large enough to amortise pickling).
-DOCUMENTS_PER_TASK = 32
-
-_GZIP_MAGIC = b"\x1f\x8b"
-_JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
 @dataclass
@@ -111,191 +95,6 @@ class PreprocessSummary:
 
 
 # ----------------------------------------------------------------------------------------------
-# Reading: (line number, document text), errors named by file and line.
-# ----------------------------------------------------------------------------------------------
-def _is_gzip(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == _GZIP_MAGIC
-
-
-def _is_json_lines(path: str) -> bool:
-    name = path[:-3] if path.endswith(".gz") else path
-    return name.endswith(_JSON_SUFFIXES)
-
-
-def _raw_lines(path: str, summary: PreprocessSummary, skip_bad_lines: bool
-               ) -> Iterator[Tuple[int, bytes]]:
-    """(1-based line number, bytes) of a plain or gzip file; a corrupt stream is an error."""
-    opener = gzip.open if _is_gzip(path) else open
-    line_no = 0
-    with opener(path, "rb") as reader:
-        while True:
-            try:
-                raw = reader.readline()
-            except (gzip.BadGzipFile, EOFError, zlib.error, OSError) as err:
-                if not skip_bad_lines:
-                    raise DataFormatError(
-                        path, line_no + 1, f"corrupt gzip stream ({type(err).__name__}: {err}); "
-                        "re-download the file or pass --skip-bad-lines to keep the "
-                        f"{line_no} lines read before it") from err
-                logger.warning("%s:%d: corrupt gzip stream (%s); dropping the rest of the file",
-                               path, line_no + 1, err)
-                summary.truncated_files.append(path)
-                return
-            if not raw:
-                return
-            line_no += 1
-            yield line_no, raw
-
-
-def _decoded_lines(path: str, summary: PreprocessSummary, skip_bad_lines: bool
-                   ) -> Iterator[Tuple[int, str]]:
-    for line_no, raw in _raw_lines(path, summary, skip_bad_lines):
-        try:
-            yield line_no, raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            if not skip_bad_lines:
-                raise DataFormatError(
-                    path, line_no, f"invalid UTF-8 (byte 0x{raw[err.start]:02x} at column "
-                    f"{err.start + 1}); re-encode the file or pass --skip-bad-lines") from err
-            summary.bad_lines_skipped += 1
-
-
-def iter_documents(path: str, summary: PreprocessSummary, *, blank_line_documents: bool = False,
-                   json_key: str = "text", skip_bad_lines: bool = False
-                   ) -> Iterator[Tuple[int, str]]:
-    """Yield ``(first line number, text)`` per non-empty document of ``path``.
-
-    Empty documents are counted in ``summary.empty_lines_skipped``; bad lines raise
-    :class:`DataFormatError` or, with ``skip_bad_lines``, are counted in
-    ``summary.bad_lines_skipped``.
-    """
-    lines = _decoded_lines(path, summary, skip_bad_lines)
-    if _is_json_lines(path):
-        for line_no, line in lines:
-            if not line.strip():
-                summary.empty_lines_skipped += 1
-                continue
-            try:
-                record = json.loads(line)
-                text = record[json_key]
-                if not isinstance(text, str):
-                    raise TypeError(f"{json_key!r} is {type(text).__name__}, not a string")
-            except (ValueError, KeyError, TypeError) as err:
-                if not skip_bad_lines:
-                    what = (f"no {json_key!r} field" if isinstance(err, KeyError)
-                            else f"{type(err).__name__}: {err}")
-                    raise DataFormatError(path, line_no, f"bad JSON line ({what})",
-                                          field=json_key) from err
-                summary.bad_lines_skipped += 1
-                continue
-            if not text.strip():
-                summary.empty_lines_skipped += 1
-                continue
-            yield line_no, text
-    elif blank_line_documents:
-        block: List[str] = []
-        start = 0
-        for line_no, line in lines:
-            if line.strip():
-                if not block:
-                    start = line_no
-                block.append(line.strip())
-            elif block:
-                yield start, " ".join(block)
-                block = []
-        if block:
-            yield start, " ".join(block)
-    else:
-        for line_no, line in lines:
-            if not line.strip():
-                summary.empty_lines_skipped += 1
-                continue
-            yield line_no, line
-
-
-# ----------------------------------------------------------------------------------------------
-# Splitting + tokenizing (runs in the worker processes, or in-process for workers=1).
-# ----------------------------------------------------------------------------------------------
-#: A tokenizer, or its config for :func:`biomegatron_nemo.tokenizers.build_tokenizer`.
-TokenizerSpec = Union[Mapping, BioTokenizer]
-
-_WORKER: Dict[str, object] = {}
-
-
-def _init_worker(tokenizer_spec, max_sentence_tokens: int, in_pool: bool) -> None:
-    if in_pool:
-        # One core per worker: HF tokenizers' own thread pool would oversubscribe the pool.
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    if isinstance(tokenizer_spec, Mapping):
-        from biomegatron_nemo.tokenizers import build_tokenizer
-
-        tokenizer_spec = build_tokenizer(tokenizer_spec)
-    _WORKER["tokenizer"] = tokenizer_spec
-    _WORKER["splitter"] = BiomedicalSentenceSplitter()
-    _WORKER["max_sentence_tokens"] = max_sentence_tokens
-
-
-# One encoded document: all its token ids, the length of each sentence, long sentences cut.
-EncodedDocument = Tuple[np.ndarray, List[int], int]
-
-
-def _encode_documents(texts: Sequence[str]) -> List[EncodedDocument]:
-    tokenizer = _WORKER["tokenizer"]
-    splitter = _WORKER["splitter"]
-    limit = _WORKER["max_sentence_tokens"]
-    per_document = [splitter.split(text) for text in texts]
-    # One ids-only batch call for the whole task: the tokenizer's fastest path.
-    flat = [sentence for sentences in per_document for sentence in sentences]
-    encoded = iter(tokenizer.tokenize_batch(flat) if flat else [])
-    out: List[EncodedDocument] = []
-    for sentences in per_document:
-        ids: List[int] = []
-        lengths: List[int] = []
-        n_cut = 0
-        for _ in sentences:
-            sentence = next(encoded)
-            if len(sentence) > limit:
-                n_cut += 1
-            for start in range(0, len(sentence), limit):
-                piece = sentence[start:start + limit]
-                ids.extend(piece)
-                lengths.append(len(piece))
-        out.append((np.asarray(ids, dtype=np.int64), lengths, n_cut))
-    return out
-
-
-def _batched(items: Iterator, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _ordered_results(pool: ProcessPoolExecutor, tasks: Iterator[list], max_in_flight: int
-                     ) -> Iterator[list]:
-    """Results of ``_encode_documents`` over ``tasks`` in input order, reading lazily.
-
-    Not ``Pool.imap`` / ``Executor.map``: they drain the whole input into their queue first
-    (a corpus in memory), and read errors would surface in a helper thread. Here the parent
-    reads, keeps at most ``max_in_flight`` batches queued, and yields them first-in first-out.
-    A ``ProcessPoolExecutor`` (not ``multiprocessing.Pool``, which silently respawns a worker
-    that dies in its initializer, forever) raises ``BrokenProcessPool`` when a worker dies.
-    """
-    in_flight = collections.deque()
-    for task in tasks:
-        in_flight.append(pool.submit(_encode_documents, task))
-        if len(in_flight) >= max_in_flight:
-            yield in_flight.popleft().result()
-    while in_flight:
-        yield in_flight.popleft().result()
-
-
-# ----------------------------------------------------------------------------------------------
 # The whole run.
 # ----------------------------------------------------------------------------------------------
 def preprocess_corpus(
@@ -334,9 +133,7 @@ def preprocess_corpus(
     inputs = [os.fspath(p) for p in inputs]
     if not inputs:
         raise ValueError("no input files given")
-    for path in inputs:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"input file {path!r} does not exist")
+    check_files_exist(inputs)
     output_prefix = os.fspath(output_prefix)
     os.makedirs(os.path.dirname(os.path.abspath(output_prefix)), exist_ok=True)
 
@@ -349,25 +146,27 @@ def preprocess_corpus(
     vocab_size = parent_tokenizer.vocab_size
 
     summary = PreprocessSummary(output_prefix=output_prefix, files=len(inputs))
+    counts = CorpusCounts()
     t0 = time.perf_counter()
 
     def documents() -> Iterator[str]:
         for path in inputs:
-            for _, text in iter_documents(path, summary, blank_line_documents=blank_line_documents,
-                                          json_key=json_key, skip_bad_lines=skip_bad_lines):
+            for _, text in iter_documents(path, blank_line_documents=blank_line_documents,
+                                          json_key=json_key, skip_bad_lines=skip_bad_lines,
+                                          counts=counts):
                 yield text
 
-    tasks = _batched(documents(), DOCUMENTS_PER_TASK)
+    tasks = batched(documents(), DOCUMENTS_PER_TASK)
     pool = None
     if workers == 1:
-        _init_worker(parent_tokenizer, max_sentence_tokens, in_pool=False)
-        results = map(_encode_documents, tasks)
+        init_worker(parent_tokenizer, max_sentence_tokens, in_pool=False)
+        results = map(encode_documents, tasks)
     else:
         spec = tokenizer if isinstance(tokenizer, Mapping) else parent_tokenizer
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker,
+                                   initializer=init_worker,
                                    initargs=(spec, max_sentence_tokens, True))
-        results = _ordered_results(pool, tasks, max_in_flight=4 * workers)
+        results = ordered_results(pool, tasks, max_in_flight=4 * workers)
 
     builder = IndexedDatasetBuilder(output_prefix + ".bin", dtype=DType.optimal_dtype(vocab_size))
     bar = tqdm(total=None, unit="docs", desc="preprocess", disable=not progress, smoothing=0.1)
@@ -397,6 +196,9 @@ def preprocess_corpus(
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     builder.finalize(output_prefix + ".idx")
+    summary.empty_lines_skipped = counts.empty_lines
+    summary.bad_lines_skipped = counts.bad_lines
+    summary.truncated_files = counts.truncated_files
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -467,7 +269,11 @@ def main(argv: Optional[Sequence[str]] = None) -> PreprocessSummary:
             min_sentences=args.min_sentences, max_sentence_tokens=args.max_sentence_tokens,
             progress=not args.no_progress)
     except (DataFormatError, FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from err
+        # The reader serves callers without this option, so the hint is added here.
+        hint = ("; --skip-bad-lines skips and counts bad lines (and the rest of a corrupt gzip "
+                "file) instead of stopping"
+                if isinstance(err, DataFormatError) and not args.skip_bad_lines else "")
+        raise SystemExit(f"error: {err}{hint}") from err
     print(summary.format())
     if args.summary_json:
         with open(args.summary_json, "w", encoding="utf-8") as f:

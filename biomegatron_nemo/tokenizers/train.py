@@ -5,10 +5,13 @@ Command line::
     python -m biomegatron_nemo.tokenizers.train --input corpus.txt.gz --kind sentencepiece \\
         --preset pubmed-30k --output vocab/pubmed-30k
 
-Input is one document per line, plain text or ``.jsonl`` with a ``text`` field, either possibly
-gzipped. The files written are the ones the loaders take (``spm.model`` + ``spm.vocab`` for
-SentencePiece, ``vocab.txt`` for WordPiece), with the BERT specials at ids 0-4
-(``[PAD] [UNK] [CLS] [SEP] [MASK]``).
+Input is read by :func:`biomegatron_nemo.common.corpus.iter_documents`: one document per line,
+plain text or JSON lines (``.jsonl``) with a ``text`` field, either possibly gzipped; bad input
+stops training with an error naming file and line. The files written are the ones the loaders
+take (``spm.model`` + ``spm.vocab`` for SentencePiece, ``vocab.txt`` for WordPiece), with the
+BERT specials at ids 0-4 (``[PAD] [UNK] [CLS] [SEP] [MASK]``). Training is deterministic: the
+same input and arguments write the same bytes in any process and on any number of cores
+(``spm.model`` records its output path, so compare models written to the same place).
 
 A corpus too small for the requested size fails with :class:`VocabularyTooLargeError`, which names
 the largest size that fits; ``--soft-limit`` instead writes the vocabulary the corpus supports.
@@ -17,17 +20,14 @@ the largest size that fits; ``--soft-limit`` instead writes the vocabulary the c
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import re
 import sys
-from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
 from tqdm import tqdm
 
-from biomegatron_nemo.data.errors import DataFormatError
+from biomegatron_nemo.common.corpus import check_files_exist, iter_documents
 from biomegatron_nemo.tokenizers.base import SPECIAL_TOKENS
 
 #: The paper's PubMed vocabularies (Shin et al. 2020, Table 4): SentencePiece, 30k and 50k units.
@@ -43,6 +43,14 @@ SPM_MODEL_PREFIX = "spm"
 MAX_CHUNK_CHARS = 4_000
 SPM_MAX_SENTENCE_BYTES = 4 * MAX_CHUNK_CHARS + 1_024
 
+# Not os.cpu_count(): the unigram trainer sums its EM statistics over per-thread shards of the
+# corpus, so the thread count changes the floating-point sums and hence the pieces and scores
+# (seen on PubMed: 1, 2, 4 and 8 threads gave four different models). A fixed count gives the same
+# model on every machine; 16 is sentencepiece's own default.
+SPM_NUM_THREADS = 16
+
+WORDPIECE_PREFIX = "##"
+
 _TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 _TOO_LOW = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
 
@@ -50,57 +58,17 @@ _TOO_LOW = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) v
 class VocabularyTooLargeError(ValueError):
     """The corpus cannot support the requested vocabulary size; ``largest`` is the size that fits."""
 
-    def __init__(self, requested: int, largest: int, detail: str = "", about: bool = False):
+    def __init__(self, requested: int, largest: int, detail: str = ""):
         self.requested = requested
         self.largest = largest
-        approx = "about " if about else ""
         super().__init__(
             f"the corpus is too small for a vocabulary of {requested:,} units{detail}: the largest "
-            f"size that fits is {approx}{largest:,}. Rerun with --vocab-size {largest} (or less), "
+            f"size that fits is {largest:,}. Rerun with --vocab-size {largest} (or less), "
             f"add text, or pass --soft-limit to write the vocabulary the corpus supports.")
 
 
 class VocabularyTooSmallError(ValueError):
     """The requested size cannot even hold the corpus's characters and the specials."""
-
-
-def iter_documents(path: str) -> Iterator[str]:
-    """Non-empty documents of one input file; errors name the file and line."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"input file {path!r} does not exist")
-    name = path[:-3] if path.endswith(".gz") else path
-    is_jsonl = name.endswith(".jsonl")
-    opener = gzip.open if path.endswith(".gz") else open
-    lineno = 0
-    try:
-        with opener(path, "rb") as f:
-            for lineno, raw in enumerate(f, start=1):
-                # Decoding line by line (not a text-mode file) is what lets the error say which line.
-                try:
-                    line = raw.decode("utf-8").strip()
-                except UnicodeDecodeError as err:
-                    raise DataFormatError(path, lineno, f"not valid UTF-8 ({err.reason} at byte "
-                                                        f"{err.start})") from err
-                if not line:
-                    continue
-                if is_jsonl:
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise DataFormatError(path, lineno, f"invalid JSON: {err.msg}") from err
-                    text = record.get("text") if isinstance(record, dict) else None
-                    if not isinstance(text, str):
-                        raise DataFormatError(path, lineno, "expected an object with a string "
-                                                            "'text' field", field="text")
-                    line = text.strip()
-                    if not line:
-                        continue
-                yield line
-    except (gzip.BadGzipFile, EOFError, OSError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
-        raise DataFormatError(path, lineno + 1 if lineno else None,
-                              f"cannot read: {err}") from err
 
 
 def chunk(document: str, max_chars: int = MAX_CHUNK_CHARS) -> Iterator[str]:
@@ -120,19 +88,12 @@ def chunk(document: str, max_chars: int = MAX_CHUNK_CHARS) -> Iterator[str]:
         yield " ".join(words)
 
 
-def check_inputs(paths: Sequence[str]) -> None:
-    """Fail before training, not half-way through it, when an input file is missing."""
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"input file {path!r} does not exist")
-
-
-def iter_corpus(paths: Sequence[str], progress: bool = True) -> Iterator[str]:
+def iter_corpus(paths: Sequence[str], progress: bool = True, stage: str = "") -> Iterator[str]:
     """Training text from all inputs, in chunks sentencepiece will not drop, with a progress bar."""
     for path in paths:
-        with tqdm(iter_documents(path), desc=os.path.basename(path), unit=" docs",
+        with tqdm(iter_documents(path), desc=stage + os.path.basename(path), unit=" docs",
                   disable=not progress, file=sys.stderr) as docs:
-            for doc in docs:
+            for _, doc in docs:
                 yield from chunk(doc)
 
 
@@ -142,7 +103,7 @@ def train_sentencepiece(paths: Sequence[str], output: str, vocab_size: int, case
     """Train ``output/spm.model`` (+ ``.vocab``); returns the written paths."""
     import sentencepiece as spm
 
-    check_inputs(paths)
+    check_files_exist(paths)
     os.makedirs(output, exist_ok=True)
     prefix = os.path.join(output, SPM_MODEL_PREFIX)
     # sentencepiece turns an exception raised by the iterator into a RuntimeError that carries
@@ -169,7 +130,7 @@ def train_sentencepiece(paths: Sequence[str], output: str, vocab_size: int, case
             control_symbols=["[MASK]"],
             max_sentence_length=SPM_MAX_SENTENCE_BYTES,
             hard_vocab_limit=not soft_limit,
-            num_threads=os.cpu_count() or 1,
+            num_threads=SPM_NUM_THREADS,
             minloglevel=2,
         )
     except RuntimeError as err:
@@ -193,26 +154,66 @@ def train_sentencepiece(paths: Sequence[str], output: str, vocab_size: int, case
     return [prefix + ".model", prefix + ".vocab"]
 
 
-def train_wordpiece(paths: Sequence[str], output: str, vocab_size: int, cased: bool = False,
-                    min_frequency: int = 2, soft_limit: bool = False,
-                    progress: bool = True) -> List[str]:
-    """Train ``output/vocab.txt`` with BERT's normalisation and pre-tokenisation; returns its path."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+def _wordpiece_tokenizer(cased: bool):
+    """An empty WordPiece tokenizer with BERT's normalisation and pre-tokenisation."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-    check_inputs(paths)
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=not cased)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=list(SPECIAL_TOKENS),
-                                        continuing_subword_prefix="##", show_progress=False)
-    tok.train_from_iterator(iter_corpus(paths, progress), trainer=trainer)
+    return tok
+
+
+def _wordpiece_trainer(vocab_size: int, min_frequency: int, initial_tokens: Sequence[str]):
+    from tokenizers import trainers
+
+    return trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                     special_tokens=list(initial_tokens),
+                                     continuing_subword_prefix=WORDPIECE_PREFIX,
+                                     show_progress=False)
+
+
+def _initial_wordpiece_tokens(paths: Sequence[str], cased: bool, progress: bool) -> List[str]:
+    """The specials, then the corpus's characters, then their ``##`` forms, each sorted.
+
+    Why this exists: ``tokenizers``' WordPiece trainer (its BPE trainer underneath) numbers the
+    ``##c`` continuation tokens in the iteration order of a Rust hash map that is seeded at random
+    in every process, and it breaks ties between equal-count merges by those ids, so the same
+    corpus gave a different vocabulary in each run. The trainer adds its ``special_tokens`` first
+    and reuses any entry that already exists when it builds the alphabet and the ``##c`` forms,
+    so passing this list as the special tokens fixes every initial id, and with them the merge
+    order. A vocabulary-size-0 run of the same trainer finds the list (it adds the alphabet and
+    the ``##c`` forms, then stops before merging); it costs one more pass over the corpus.
+    One theoretical source of variation remains inside the trainer: two stale queue entries for
+    the same pair with equal counts pop in hash-map order. No run showed it (dozens of fresh
+    processes on the shared PubMed corpora, 1 and 2 Rayon threads, sizes 4k-50k).
+    """
+    tok = _wordpiece_tokenizer(cased)
+    tok.train_from_iterator(iter_corpus(paths, progress, stage="alphabet: "),
+                            trainer=_wordpiece_trainer(0, 0, SPECIAL_TOKENS))
+    learned = [t for t in tok.get_vocab() if t not in SPECIAL_TOKENS]
+    # With no merges every learned entry is one character or a prefixed one ("#" is a character).
+    characters = sorted(t for t in learned if len(t) == 1)
+    continuations = sorted(t for t in learned if len(t) > 1)
+    return list(SPECIAL_TOKENS) + characters + continuations
+
+
+def train_wordpiece(paths: Sequence[str], output: str, vocab_size: int, cased: bool = False,
+                    min_frequency: int = 2, soft_limit: bool = False,
+                    progress: bool = True) -> List[str]:
+    """Train ``output/vocab.txt`` with BERT's normalisation and pre-tokenisation; returns its path.
+
+    The same input and arguments give the same file, byte for byte, in any process.
+    """
+    check_files_exist(paths)
+    initial = _initial_wordpiece_tokens(paths, cased, progress)
+    tok = _wordpiece_tokenizer(cased)
+    tok.train_from_iterator(iter_corpus(paths, progress),
+                            trainer=_wordpiece_trainer(vocab_size, min_frequency, initial))
     learned = tok.get_vocab_size()
     # The WordPiece trainer stops quietly when it runs out of merges; say so like sentencepiece.
-    # Its merge order among equal counts varies between runs, so where it stops varies a little.
     if learned < vocab_size and not soft_limit:
-        raise VocabularyTooLargeError(vocab_size, learned, f" (min frequency {min_frequency})",
-                                      about=True)
+        raise VocabularyTooLargeError(vocab_size, learned, f" (min frequency {min_frequency})")
     os.makedirs(output, exist_ok=True)
     return tok.model.save(output)
 

@@ -1,27 +1,12 @@
-"""The one exception every benchmark reader raises for malformed input (DESIGN.md rule 7), and
-the file loaders the readers share, so that even undecodable bytes or broken JSON get a line number."""
+"""File loaders every stage shares, so that even undecodable bytes or broken JSON get a line number."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator, Optional, Tuple, Union
+from typing import Iterator, Tuple, Union
 
-
-class DataFormatError(ValueError):
-    """A data file does not follow its format.
-
-    The message always starts with ``file:line:`` (or ``file:`` when the problem is the file as
-    a whole) so editors and terminals can jump to it; ``field`` names the column or JSON key.
-    """
-
-    def __init__(self, path, line: Optional[int], message: str, field: Optional[str] = None):
-        self.path = str(path)
-        self.line = line
-        self.field = field
-        where = self.path if line is None else f"{self.path}:{line}"
-        what = f" [{field}]" if field else ""
-        super().__init__(f"{where}:{what} {message}")
+from biomegatron_nemo.common.errors import DataFormatError
 
 
 def iter_lines(path: Union[str, Path]) -> Iterator[Tuple[int, str]]:

@@ -1,0 +1,1 @@
+"""What every stage may use: errors naming file, line or key; line and JSON loaders; config schemas."""
