@@ -96,7 +96,7 @@ def run_hf(args):
 
     from biomegatron_nemo.data.token_classification import LabelMap, TokenClassificationDataset
     from biomegatron_nemo.metrics.ner import ner_scores
-    from biomegatron_nemo.models.token_classification import read_iob2
+    from biomegatron_nemo.data.conll import read_iob2
     from biomegatron_nemo.tokenizers import WordPieceTokenizer
 
     torch.manual_seed(args.seed)

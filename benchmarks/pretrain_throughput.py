@@ -65,7 +65,7 @@ def time_preset(preset: str, vocab_file: Path, batch: int, seq: int, steps: int,
     for step in range(warmup + steps):
         start = time.perf_counter()
         optimizer.zero_grad()
-        loss = sum(model.compute_losses(batch_data).values())
+        loss = model.forward_batch(batch_data).loss
         loss.backward()
         optimizer.step()
         if step >= warmup:

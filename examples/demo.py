@@ -22,12 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from biomegatron_nemo.models.runs import SAMPLES, register_run_configs
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO / "biomegatron_nemo" / "samples"
-# conf/token_classification.yaml names the shipped samples as ${samples:ner/train.tsv}
-OmegaConf.register_new_resolver("samples", lambda path: str(SAMPLES / path), replace=True)
+register_run_configs()  # the schemas conf/*.yaml build on, and ${samples:...}
 CONF = REPO / "conf"
 EXAMPLE_SENTENCES = [
     "Cisplatin induced nephrotoxicity in rats.",

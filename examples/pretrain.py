@@ -6,13 +6,17 @@
 Logs, checkpoints and resume go through NeMo's exp_manager (nemo_experiments/<name>/<version>);
 the final model is written as <name>.nemo in the checkpoints folder. Rerunning the same command
 resumes from the last checkpoint. Continue from an existing model with model.init_from=FILE.nemo.
+Every key: docs/configuration.md.
 """
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
+from biomegatron_nemo.models.runs import register_run_configs
 from biomegatron_nemo.parallel.trainer import build_trainer
+
+register_run_configs()  # the schema conf/pretrain_bert.yaml builds on
 
 
 @hydra.main(config_path="../conf", config_name="pretrain_bert", version_base=None)

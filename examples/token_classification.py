@@ -10,7 +10,8 @@
 Logs and checkpoints go through NeMo's exp_manager (nemo_experiments/<name>/run); the fine-tuned
 model is written as <name>.nemo in its checkpoints folder. Testing logs test_f1 (and per type),
 prints a conlleval-style table and writes test_predictions.conll (word gold pred) in the log folder.
-``${samples:PATH}`` in the config names a file shipped in biomegatron_nemo/samples.
+``${samples:PATH}`` in the config names a file shipped in biomegatron_nemo/samples. Every key:
+docs/configuration.md.
 """
 
 import os
@@ -20,11 +21,11 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from biomegatron_nemo.metrics.ner import format_ner_table
+from biomegatron_nemo.models.runs import register_run_configs
 from biomegatron_nemo.models.token_classification import TokenClassificationModel
 from biomegatron_nemo.parallel.trainer import build_trainer
 
-SAMPLES = Path(__file__).resolve().parents[1] / "biomegatron_nemo" / "samples"
-OmegaConf.register_new_resolver("samples", lambda path: str(SAMPLES / path), replace=True)
+register_run_configs()  # the schema conf/token_classification.yaml builds on, and ${samples:...}
 
 
 def learn_vocabulary(cfg: DictConfig, log_dir: Path) -> None:
@@ -41,7 +42,7 @@ def learn_vocabulary(cfg: DictConfig, log_dir: Path) -> None:
     sentences = read_conll(cfg.model.train_ds.file)
     text.write_text("\n".join(" ".join(s.words) for s in sentences) + "\n", encoding="utf-8")
     vocab = train_wordpiece([str(text)], str(log_dir), vocab_size=int(cfg.learn_vocab_size),
-                            cased=bool(cfg.model.tokenizer.get("cased", False)), soft_limit=True,
+                            cased=bool(cfg.model.tokenizer.cased), soft_limit=True,
                             progress=False)[0]
     with open_dict(cfg):
         cfg.model.tokenizer.vocab_file = vocab
@@ -66,13 +67,13 @@ def main(cfg: DictConfig) -> None:
         print(OmegaConf.to_yaml(model.cfg))
     if cfg.do_training:
         trainer.fit(model)
-    if cfg.do_testing and cfg.model.get("test_ds") and cfg.model.test_ds.get("file"):
+    if cfg.do_testing and cfg.model.test_ds is not None and cfg.model.test_ds.file:
         model.setup_test_data(cfg.model.test_ds)
         trainer.test(model)
         if trainer.is_global_zero:
             output = log_dir / "test_predictions.conll"
             scores = model.evaluate(cfg.model.test_ds.file, output_file=str(output),
-                                    batch_size=int(cfg.model.test_ds.get("batch_size", 64)))
+                                    batch_size=int(cfg.model.test_ds.batch_size))
             print(f"test set {cfg.model.test_ds.file}:\n{format_ner_table(scores)}\npredictions: {output}")
     if trainer.is_global_zero:
         print(f"logs and checkpoints: {log_dir}")

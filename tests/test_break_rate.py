@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from biomegatron_nemo.analysis.break_rate import (break_rates, entity_spans, load_tokenizer_spec,
+from biomegatron_nemo.analysis.break_rate import (break_rates, load_tokenizer_spec,
                                                   main)
-from biomegatron_nemo.data.conll import read_conll
+from biomegatron_nemo.data.conll import Sentence, read_conll
+from biomegatron_nemo.metrics.ner import entity_spans
 from biomegatron_nemo.tokenizers import SPECIAL_TOKENS
 from biomegatron_nemo.tokenizers.train import train_sentencepiece
 
@@ -106,10 +107,11 @@ def test_iobes_files_give_the_same_counts(toy_vocab, tmp_path, capsys):
     assert f"{path}:1:" in capsys.readouterr().err
 
 
-def test_entity_spans_follow_conlleval_chunks():
-    assert entity_spans(["B-A", "I-A", "O", "I-A", "B-A", "I-B"]) == \
-        [("A", 0, 2), ("A", 3, 4), ("A", 4, 5), ("B", 5, 6)]
-    assert entity_spans(["B", "I", "O"]) == [("entity", 0, 2)]
+def test_entities_follow_conlleval_chunks():
+    # I-A after O starts an entity; B-A and I-B split; untyped B / I count as "entity"
+    sentences = [Sentence(["w"] * 6, ["B-A", "I-A", "O", "I-A", "B-A", "I-B"]), Sentence(["w"] * 3, ["B", "I", "O"])]
+    spans = [[(t, s, e + 1) for t, s, e in entity_spans(x.tags)] for x in sentences]
+    assert spans == [[("A", 0, 2), ("A", 3, 4), ("A", 4, 5), ("B", 5, 6)], [("_", 0, 2)]]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -4,7 +4,7 @@ import pytest
 
 from biomegatron_nemo.data.chemprot import (
     CHEMPROT_SPECIAL_TOKENS, SequenceClassificationDataset, read_chemprot, read_classification_tsv)
-from biomegatron_nemo.data.errors import DataFormatError
+from biomegatron_nemo.common.errors import DataFormatError
 from biomegatron_nemo.tokenizers.wordpiece import WordPieceTokenizer
 
 from _data_paths import BROKEN, FIXTURES

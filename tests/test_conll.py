@@ -4,7 +4,7 @@ one clear error (file + line) per broken file."""
 import pytest
 
 from biomegatron_nemo.data.conll import read_conll, to_iob2, write_conll_predictions
-from biomegatron_nemo.data.errors import DataFormatError
+from biomegatron_nemo.common.errors import DataFormatError
 
 from _data_paths import BROKEN, FIXTURES
 

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from biomegatron_nemo.data.squad import BioASQGold
+from biomegatron_nemo.data.squad import question_id
 from biomegatron_nemo.metrics.bioasq import bioasq_scores, merge_nbest, write_submission
 
-GOLD = {"5a1b": BioASQGold("5a1b", "Which drug is a SERM?", ["Tamoxifen", "TAM", "Nolvadex"]),
-        "5c2d": BioASQGold("5c2d", "Which gene is mutated in Marfan syndrome?", ["FBN1"])}
+GOLD = {"5a1b": ["Tamoxifen", "TAM", "Nolvadex"],  # Which drug is a SERM?
+        "5c2d": ["FBN1"]}  # Which gene is mutated in Marfan syndrome?
 
 NBEST = {
     # question 5a1b: "ESTROGEN" duplicates "estrogen" (dropped), the synonym "tam" ranks 2nd
@@ -23,22 +23,22 @@ NBEST = {
 
 
 def test_merge_across_snippets_by_probability_deduplicated_top_five():
-    ranked = merge_nbest(NBEST)
+    ranked = merge_nbest(NBEST, question_of=question_id)
     assert ranked["5a1b"] == ["estrogen", "tam", "Breast cancer"]
     # fbn2 (0.85) and FBN2 (0.8) are one answer scoring 1.65, spelled as its most probable copy
     assert ranked["5c2d"] == ["fbn2", "ELN", "TGFBR1", "TGFBR2", "COL1A1"]
-    assert merge_nbest(NBEST, combine="max")["5c2d"] == ["ELN", "fbn2", "TGFBR1", "TGFBR2", "COL1A1"]
+    assert merge_nbest(NBEST, combine="max", question_of=question_id)["5c2d"] == ["ELN", "fbn2", "TGFBR1", "TGFBR2", "COL1A1"]
 
 
 def test_repeated_answers_add_up_and_overlong_or_empty_answers_are_dropped():
     nbest = {"q_000": [{"text": "estrogen", "probability": 0.5}, {"text": "TAM", "probability": 0.3},
                        {"text": "x" * 101, "probability": 0.9}, {"text": " ", "probability": 0.8}],
              "q_001": [{"text": "tam", "probability": 0.3}]}
-    assert merge_nbest(nbest) == {"q": ["TAM", "estrogen"]}  # 0.3 + 0.3 > 0.5
+    assert merge_nbest(nbest, question_of=question_id) == {"q": ["TAM", "estrogen"]}  # 0.3 + 0.3 > 0.5
 
 
 def test_strict_lenient_mrr_with_ranks_two_and_six():
-    s = bioasq_scores(GOLD, merge_nbest(NBEST))
+    s = bioasq_scores(GOLD, merge_nbest(NBEST, question_of=question_id))
     assert s["rank_of_first_correct"] == {"5a1b": 2, "5c2d": None}
     assert s["strict_accuracy"] == 0.0
     assert s["lenient_accuracy"] == 0.5
@@ -57,7 +57,7 @@ def test_question_without_prediction_counts_as_wrong():
 
 def test_submission_json_has_official_shape(tmp_path):
     out = tmp_path / "sub.json"
-    write_submission(out, merge_nbest(NBEST))
+    write_submission(out, merge_nbest(NBEST, question_of=question_id))
     doc = json.loads(out.read_text())
     q = {x["id"]: x for x in doc["questions"]}
     assert q["5a1b"]["exact_answer"] == [["estrogen"], ["tam"], ["Breast cancer"]]
@@ -66,4 +66,4 @@ def test_submission_json_has_official_shape(tmp_path):
 
 def test_nbest_entry_without_probability_is_rejected():
     with pytest.raises(ValueError, match=r"5a1b_001\[0\]"):
-        merge_nbest({"5a1b_001": [{"text": "x"}]})
+        merge_nbest({"5a1b_001": [{"text": "x"}]}, question_of=question_id)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from biomegatron_nemo.metrics.classification import CHEMPROT_LABELS, classification_scores, format_classification_table
+from biomegatron_nemo.data.chemprot import CHEMPROT_LABELS
+from biomegatron_nemo.metrics.classification import classification_scores, format_classification_table
 
 
 def test_micro_f1_excludes_the_negative_class():

@@ -3,7 +3,6 @@
 import os
 import socket
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -223,28 +222,28 @@ def test_blend_of_two_corpora_follows_the_weights(process_group, corpora, tmp_pa
         build_pretraining_datasets(cfg, tokenizer, (2000, None, 0))
 
 
-def test_dataloader_for_a_model(process_group, corpora, tmp_path, tokenizer):
+def test_dataloader_for_a_split(process_group, corpora, tmp_path, tokenizer):
     from omegaconf import OmegaConf
 
-    model = SimpleNamespace(  # the parts of a ModelPT it reads, with OmegaConf configs
-        cfg=OmegaConf.create({"data": config(corpora, tmp_path)}), tokenizer=tokenizer,
-        _trainer=SimpleNamespace(max_steps=5, accumulate_grad_batches=2))
-    loader = build_pretraining_dataloader(model, OmegaConf.create({"micro_batch_size": 4}), "train")
+    data = OmegaConf.create(config(corpora, tmp_path))
+    # training: the caller's default count (a model passes max_steps x global batch)
+    loader = build_pretraining_dataloader(data, OmegaConf.create({"micro_batch_size": 4}), "train", tokenizer,
+                                          num_samples=5 * 4 * 2)
     assert len(loader.dataset) >= 5 * 4 * 2
     batch = next(iter(loader))
     assert batch["input_ids"].shape == (4, 64) and loader.drop_last
-    valid = build_pretraining_dataloader(model, {"micro_batch_size": 4, "num_samples": 12},
-                                         "validation")
+    valid = build_pretraining_dataloader(data, {"micro_batch_size": 4, "num_samples": 12}, "validation", tokenizer)
     assert len(valid.dataset) >= 12 and not valid.drop_last
-    # Resuming after 3 micro-batches continues exactly where the first run stopped.
-    resumed = build_pretraining_dataloader(
-        model, OmegaConf.create({"micro_batch_size": 4, "consumed_samples": 12}), "train")
-    fourth = [b for _, b in zip(range(4), loader)][3]
-    assert torch.equal(next(iter(resumed))["input_ids"], fourth["input_ids"])
     with pytest.raises(ValueError, match="gives the test split no documents"):
-        build_pretraining_dataloader(model, {"split": "100,0,0", "num_samples": 4}, "test")
-    with pytest.raises(ValueError, match="validation data config needs num_samples"):
-        build_pretraining_dataloader(model, {}, "validation")
+        build_pretraining_dataloader({**config(corpora, tmp_path), "split": "100,0,0"}, {"num_samples": 4},
+                                     "test", tokenizer)
+    with pytest.raises(ValueError, match="the validation split needs num_samples"):
+        build_pretraining_dataloader(data, {}, "validation", tokenizer)
+    with pytest.raises(ValueError, match=r"validation data: micro_batch_siz: unknown key; did you mean micro_batch_size\?"):
+        build_pretraining_dataloader(data, {"micro_batch_siz": 4, "num_samples": 4}, "validation", tokenizer)
+    with pytest.raises(ValueError, match=r"pretraining data: masked_lm_prob: must be in \(0, 1\)"):
+        build_pretraining_dataloader({**config(corpora, tmp_path), "masked_lm_prob": 1.5}, {"num_samples": 4},
+                                     "validation", tokenizer)
 
 
 def test_clear_errors(process_group, corpora, tmp_path, tokenizer):
@@ -259,7 +258,7 @@ def test_clear_errors(process_group, corpora, tmp_path, tokenizer):
     preprocess_corpus([single], tmp_path / "single", tokenizer, progress=False)
     with pytest.raises(ValueError, match=r"yields no samples: it needs documents with 2 sentences"):
         build_pretraining_datasets(config(corpora, tmp_path, data_prefix=str(tmp_path / "single"),
-                                          split="1,0,0"), tokenizer, (10, 0, 0))
+                                          split="1,0,0", binary_head=True), tokenizer, (10, 0, 0))
     with pytest.raises(ValueError, match="weights must be positive"):
         build_pretraining_datasets(config(corpora, tmp_path, data_prefix=[
             0, str(corpora / "first"), 1, str(corpora / "second")]), tokenizer, (10, 0, 0))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from biomegatron_nemo.data.errors import DataFormatError
+from biomegatron_nemo.common.errors import DataFormatError
 from biomegatron_nemo.data.squad import (
     QADataset, build_qa_features, char_to_token_span, decode_predictions, doc_windows, question_id,
     read_bioasq_golden, read_squad)

@@ -20,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 
 from biomegatron_nemo.data.conll import read_conll
-from biomegatron_nemo.data.errors import DataFormatError
+from biomegatron_nemo.common.errors import DataFormatError
 from biomegatron_nemo.encoder.losses import (
     balanced_class_weights,
     cross_entropy_normalizer,
@@ -188,9 +188,9 @@ def test_configs_and_training_files_are_checked(workdir, tmp_path, megatron_sing
         TokenClassificationModel(ner_config(workdir, empty))
     with pytest.raises(ValueError, match="no train_ds.file"):
         TokenClassificationModel(ner_config(workdir, "x", train_ds=None, validation_ds=None))
-    with pytest.raises(ValueError, match="labelling_mode='words'"):
+    with pytest.raises(ValueError, match="labelling_mode: 'words' is not one of"):
         TokenClassificationModel(ner_config(workdir, empty, "words"))
-    with pytest.raises(ValueError, match="loss.name='focal'"):
+    with pytest.raises(ValueError, match="loss.name: 'focal' is not one of"):
         TokenClassificationModel(ner_config(workdir, empty, loss={"name": "focal"}))
     # a given label map is used as is (O first); a tag outside it in train_ds is refused by line
     cfg = ner_config(workdir, workdir / "train32.tsv", label_map=["B-Chemical", "O"])
@@ -216,9 +216,10 @@ def test_weighted_loss_auto_weights_and_frozen_encoder(workdir, megatron_single)
     assert not any(p.requires_grad for p in model.encoder.parameters())
     assert all(p.requires_grad for p in model.classifier.parameters())
     batch = next(iter(model._train_dl))
-    loss = model.compute_losses(batch)["ner"]
+    output = model.forward_batch(batch)
+    loss = output.losses["ner"]
     w = torch.tensor(weights)
-    expected = torch.nn.functional.cross_entropy(model._last_logits.flatten(0, 1), batch["labels"].flatten(),
+    expected = torch.nn.functional.cross_entropy(output.logits.flatten(0, 1), batch["labels"].flatten(),
                                                  weight=w, ignore_index=-100)
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
 

@@ -305,14 +305,15 @@ def test_build_tokenizer_from_dict_and_omegaconf(wp_vocab, spm_model):
 
 
 @pytest.mark.parametrize("cfg, message", [
-    ({"vocab_file": "v.txt"}, "no 'library' key"),
-    ({"library": "bpe", "vocab_file": "v.txt"}, "tokenizer.library='bpe' is unknown"),
-    ({"library": "wordpiece"}, "tokenizer.vocab_file is required"),
-    ({"library": "sentencepiece", "vocab_file": "v.txt"}, "['vocab_file'] are not used"),
+    ({"library": "bpe", "vocab_file": "v.txt"}, "tokenizer: library: 'bpe' is not one of ['wordpiece', 'sentencepiece']"),
+    ({"library": "wordpiece"}, "tokenizer: vocab_file: is required for library='wordpiece'"),
+    ({"library": "sentencepiece", "vocab_file": "v.txt"}, "vocab_file: ['vocab_file'] are not used"),
+    ({"library": "sentencepiece", "model_file": "m.model", "cased": True}, "cased: ['cased'] are not used"),
     ({"library": "wordpiece", "vocab_file": "/no/such/vocab.txt"},
-     "tokenizer.vocab_file='/no/such/vocab.txt': file does not exist"),
+     "tokenizer: vocab_file: '/no/such/vocab.txt': file does not exist"),
     ({"library": "sentencepiece", "model_file": "/no/such.model"},
-     "tokenizer.model_file='/no/such.model': file does not exist"),
+     "tokenizer: model_file: '/no/such.model': file does not exist"),
+    ({"library": "wordpiece", "vocab_fil": "v.txt"}, "tokenizer: vocab_fil: unknown key; did you mean vocab_file?"),
 ])
 def test_build_tokenizer_errors_name_the_key_and_path(cfg, message):
     with pytest.raises(ValueError) as err:
@@ -321,9 +322,9 @@ def test_build_tokenizer_errors_name_the_key_and_path(cfg, message):
 
 
 def test_bad_values_and_files_are_reported(wp_vocab, tmp_path):
-    with pytest.raises(ValueError, match="tokenizer.cased must be true or false"):
-        build_tokenizer({"library": "wordpiece", "vocab_file": wp_vocab, "cased": "yes"})
-    with pytest.raises(ValueError, match="special_tokens must be a list of strings"):
+    with pytest.raises(ValueError, match="tokenizer: cased: wrong type"):
+        build_tokenizer({"library": "wordpiece", "vocab_file": wp_vocab, "cased": "maybe"})
+    with pytest.raises(ValueError, match="tokenizer: special_tokens: wrong type"):
         build_tokenizer({"library": "wordpiece", "vocab_file": wp_vocab, "special_tokens": "@GENE$"})
     not_a_model = tmp_path / "vocab.model"
     not_a_model.write_text("[PAD]\n[UNK]\n")

@@ -24,7 +24,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from biomegatron_nemo.data.conll import Sentence, read_conll, split_tag, to_iob2
+from biomegatron_nemo.data.conll import Sentence, read_conll
+from biomegatron_nemo.metrics.ner import entity_spans
 from biomegatron_nemo.tokenizers import BioTokenizer, SentencePieceTokenizer, WordPieceTokenizer
 
 ALL_TYPES = "ALL"
@@ -61,26 +62,14 @@ class BreakRate:
                 "subtokens_per_word": round(self.subtokens_per_word, 3)}
 
 
-def entity_spans(tags: Sequence[str]) -> List[Tuple[str, int, int]]:
-    """``(type, start, end)`` word spans of the entities, with conlleval's chunk rules."""
-    spans: List[Tuple[str, int, int]] = []
-    for i, tag in enumerate(to_iob2(tags)):
-        prefix, etype = split_tag(tag)
-        if prefix == "B":
-            spans.append((etype or UNTYPED, i, i + 1))
-        elif prefix == "I":
-            etype_, start, _ = spans[-1]  # to_iob2 guarantees an open entity before an I-
-            spans[-1] = (etype_, start, i + 1)
-    return spans
-
-
 def break_rates(sentences: Iterable[Sentence], tokenizer: BioTokenizer,
                 name: str = "tokenizer") -> List[BreakRate]:
     """One :class:`BreakRate` per entity type (sorted), then the ``ALL`` row."""
     rows: Dict[str, BreakRate] = {}
     total = BreakRate(name, ALL_TYPES)
     for sentence in sentences:
-        spans = entity_spans(sentence.tags)
+        # (type, first, last) word spans by conlleval's chunk rules; untyped tags (B / I) have type "_"
+        spans = [(UNTYPED if t == "_" else t, first, last + 1) for t, first, last in entity_spans(sentence.tags)]
         if not spans:
             continue
         per_word = Counter(tokenizer.encode_words(sentence.words).word_ids)

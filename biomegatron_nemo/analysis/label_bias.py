@@ -20,7 +20,7 @@ import sys
 from collections import Counter
 from typing import Dict
 
-from biomegatron_nemo.data.errors import DataFormatError
+from biomegatron_nemo.common.errors import DataFormatError
 
 
 def label_bias(counts: Counter) -> Dict:

@@ -13,7 +13,9 @@ code from it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Dict, Iterator
 
 import torch
 import torch.distributed as dist
@@ -25,7 +27,7 @@ class LayoutFreeSaveRestoreConnector(SaveRestoreConnector):
 
     def save_to(self, model, save_path: str):
         full_state = model.layout_free_state_dict()  # collective on all ranks
-        with model.state_dict_override(full_state):
+        with _state_dict_override(model, full_state):
             result = super().save_to(model, save_path)  # writes on global rank 0 only
         if dist.is_initialized():
             dist.barrier()
@@ -42,3 +44,13 @@ class LayoutFreeSaveRestoreConnector(SaveRestoreConnector):
     @staticmethod
     def _load_state_dict_from_disk(model_weights, map_location="cpu"):
         return torch.load(model_weights, map_location=map_location, weights_only=True)
+
+
+@contextlib.contextmanager
+def _state_dict_override(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Iterator[None]:
+    """Make ``model.state_dict()`` return ``state`` (NeMo's connector writes what it returns)."""
+    model.state_dict = lambda *args, **kwargs: state  # instance attribute shadows the method
+    try:
+        yield
+    finally:
+        del model.state_dict

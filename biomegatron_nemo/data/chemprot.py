@@ -22,14 +22,17 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 
 from biomegatron_nemo.data.collate import Collator
-from biomegatron_nemo.data.errors import DataFormatError, iter_lines
-from biomegatron_nemo.metrics.classification import CHEMPROT_LABELS
+from biomegatron_nemo.common.errors import DataFormatError
+from biomegatron_nemo.common.files import iter_lines
 from biomegatron_nemo.tokenizers.base import BioTokenizer
 
 logger = logging.getLogger(__name__)
 
 #: Entity masks in BLUE's ChemProt; pass as ``special_tokens`` when building the tokenizer.
 CHEMPROT_SPECIAL_TOKENS = ("@CHEMICAL$", "@GENE$", "@CHEM-GENE$")
+#: ChemProt labels as in the BLUE release; ``false`` is the negative class (left out of micro-F1).
+CHEMPROT_LABELS = ("CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9", "false")
+CHEMPROT_NEGATIVE = "false"
 
 _HEADERS = ({"index", "sentence", "label"}, {"id", "sentence", "label"}, {"sentence", "label"})
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, List, Sequence, Union
 
-from biomegatron_nemo.data.errors import DataFormatError, iter_lines
+from biomegatron_nemo.common.errors import DataFormatError
+from biomegatron_nemo.common.files import iter_lines
 
 #: Tag prefixes allowed per scheme (``O`` is always allowed).
 SCHEMES = {
@@ -167,3 +168,8 @@ def write_conll_predictions(path: Union[str, Path], words: Iterable[Sequence[str
             for w, g, p in zip(ws, gs, ps):
                 f.write(f"{_WHITESPACE.sub('_', w)} {g} {p}\n")
             f.write("\n")
+
+
+def read_iob2(path: str, scheme: str = "IOB2") -> List[Sentence]:
+    """Sentences of a CoNLL file with tags converted to IOB2 (conlleval chunk semantics)."""
+    return [Sentence(s.words, to_iob2(s.tags), s.line, s.source) for s in read_conll(path, scheme)]

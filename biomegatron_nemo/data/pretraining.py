@@ -7,24 +7,16 @@ This module owns the second half of pretraining data (the first half, corpus →
 turning megatron's sample dicts into the batch the pretraining model consumes. Masking,
 sentence packing, truncation and the sentence-order targets are megatron-core's, not ours.
 
-Data config (a mapping or ``DictConfig``; defaults follow Megatron-LM's ``pretrain_bert.py``)::
+Config: the ``data:`` section is :class:`PretrainingDataConfig` (defaults follow Megatron-LM's
+``pretrain_bert.py``; ``docs/configuration.md`` lists every key), e.g.::
 
     data_prefix: [0.7, /data/pubmed_abs, 0.3, /data/pmc]   # or [prefix, ...] or "prefix"
     split: "949,50,1"            # train,valid,test shares of each corpus's documents
-    seq_length: 128              # [CLS] A [SEP] B [SEP] + padding
-    masked_lm_prob: 0.15         # of the tokens; 80% [MASK], 10% random token, 10% unchanged
-    short_seq_prob: 0.1          # samples deliberately shorter than seq_length
-    whole_word_masking: true     # mask all sub-tokens of a word together (## continuations)
-    max_ngram: 3                 # mask n-grams of up to 3 words (P(n) ∝ 1/n); 1 = BERT
-    binary_head: true            # sentence-order targets (segments swapped with p = 0.5)
-    seed: 1234                   # fixes sample order, masking and swaps
-    path_to_cache: null          # sample-index cache; null = "<prefix>/cache/" beside the data
-    # dataloader only (build_pretraining_dataloader):
-    micro_batch_size: 8
-    num_samples: null            # samples of this split; required for validation/test,
-                                 # train defaults to trainer.max_steps x global batch
-    num_workers: 0
-    consumed_samples: 0          # resume: start the loader at this sample (see below)
+
+:func:`build_pretraining_datasets` takes it together with the sample seed and whether the
+sentence-order targets are drawn (:class:`PretrainingDatasetConfig`); a model passes its own
+``seed`` and ``binary_head``. Each split's loader (:func:`build_pretraining_dataloader`) takes a
+:class:`PretrainingSplitConfig` (``micro_batch_size``, ``num_samples``).
 
 Batch contract (:class:`PretrainingCollator`; every tensor ``[b, s]`` unless noted, s =
 ``seq_length``):
@@ -62,37 +54,70 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from biomegatron_nemo.common.config import Schema, option, parse_config
+from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.data.collate import IGNORE_INDEX
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": 0, "training": 0, "validation": 1, "valid": 1, "val": 1, "test": 2}
 
-DEFAULTS: Dict[str, Any] = {
-    "split": "949,50,1",
-    "seq_length": 128,
-    "masked_lm_prob": 0.15,
-    "short_seq_prob": 0.1,
-    "whole_word_masking": True,
-    "max_ngram": 3,
-    "binary_head": True,
-    "seed": 1234,
-    "path_to_cache": None,
-}
+
+@dataclass
+class PretrainingDataConfig(Schema):
+    """The ``data:`` section: which corpora, and how megatron-core's BERT dataset samples them."""
+
+    data_prefix: Any = option(None, "a preprocessed PREFIX (PREFIX.bin/.idx), [PREFIX, ...] or "
+                                    "[weight, PREFIX, weight, PREFIX, ...]")
+    split: str = option("949,50,1", "train,valid,test shares of each corpus's documents")
+    seq_length: int = option(128, "tokens per sample: [CLS] A [SEP] B [SEP] + padding")
+    masked_lm_prob: float = option(0.15, "share of tokens to predict; 80% [MASK], 10% random, 10% kept")
+    short_seq_prob: float = option(0.1, "share of samples deliberately shorter than seq_length")
+    whole_word_masking: bool = option(True, "mask every sub-token of a word together")
+    max_ngram: int = option(3, "mask n-grams of up to this many words, P(n) ~ 1/n (Megatron-LM: 3; BERT: 1)")
+    path_to_cache: Optional[str] = option(None, "sample-index cache folder; null: <prefix folder>/cache")
+    num_workers: int = option(0, "DataLoader worker processes")
+
+    def check(self) -> None:
+        if not 0.0 < self.masked_lm_prob < 1.0:
+            raise ConfigError(f"must be in (0, 1), got {self.masked_lm_prob}", key="masked_lm_prob")
+        if not 0.0 <= self.short_seq_prob <= 1.0:
+            raise ConfigError(f"must be in [0, 1], got {self.short_seq_prob}", key="short_seq_prob")
+        if self.seq_length < 8:
+            raise ConfigError(f"must be at least 8, got {self.seq_length}", key="seq_length")
+        if self.max_ngram < 1:
+            raise ConfigError(f"must be >= 1, got {self.max_ngram}", key="max_ngram")
+        if self.num_workers < 0:
+            raise ConfigError(f"must be >= 0, got {self.num_workers}", key="num_workers")
 
 
-def _as_dict(cfg: Any) -> Dict[str, Any]:
-    if isinstance(cfg, Mapping):
-        return dict(cfg)
-    from omegaconf import DictConfig, OmegaConf
+@dataclass
+class PretrainingDatasetConfig(PretrainingDataConfig):
+    """:class:`PretrainingDataConfig` plus what the model decides: sample seed, sentence-order targets."""
 
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    raise TypeError(f"pretraining data config must be a mapping, got {type(cfg).__name__}")
+    seed: int = option(1234, "fixes sample order, masking and segment swaps")
+    binary_head: bool = option(False, "draw sentence-order targets (segments swapped with p = 0.5)")
+
+
+@dataclass
+class PretrainingSplitConfig(Schema):
+    """A ``train_ds`` / ``validation_ds`` / ``test_ds`` section of the pretraining model."""
+
+    micro_batch_size: int = option(8, "samples per batch and data-parallel rank")
+    num_samples: Optional[int] = option(None, "samples one pass draws; training: null = "
+                                              "trainer.max_steps x global batch")
+    defer_setup: bool = option(True, "build the data in setup(), once the tokenizer exists (keep true)")
+
+    def check(self) -> None:
+        if self.micro_batch_size < 1:
+            raise ConfigError(f"must be >= 1, got {self.micro_batch_size}", key="micro_batch_size")
+        if self.num_samples is not None and self.num_samples < 1:
+            raise ConfigError(f"must be >= 1 (or null), got {self.num_samples}", key="num_samples")
 
 
 def _blend(data_prefix: Any) -> Tuple[List[str], Optional[List[float]]]:
@@ -117,31 +142,28 @@ def _blend(data_prefix: Any) -> Tuple[List[str], Optional[List[float]]]:
 
 
 def make_dataset_config(cfg: Any, tokenizer) -> "BERTMaskedWordPieceDatasetConfig":  # noqa: F821
-    """megatron-core's ``BERTMaskedWordPieceDatasetConfig`` from our data config (see module doc)."""
+    """megatron-core's ``BERTMaskedWordPieceDatasetConfig`` from a :class:`PretrainingDatasetConfig`
+    (mapping, DictConfig or the dataclass)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Transformer Engine and Apex")
         from megatron.core.datasets.bert_dataset import BERTMaskedWordPieceDatasetConfig
 
-    values = {**DEFAULTS, **_as_dict(cfg)}
-    if not 0.0 < float(values["masked_lm_prob"]) < 1.0:
-        raise ValueError(f"masked_lm_prob must be in (0, 1), got {values['masked_lm_prob']}")
-    if int(values["seq_length"]) < 8:
-        raise ValueError(f"seq_length must be at least 8, got {values['seq_length']}")
+    values: PretrainingDatasetConfig = parse_config(cfg, PretrainingDatasetConfig, where="pretraining data")
     return BERTMaskedWordPieceDatasetConfig(
-        random_seed=int(values["seed"]),
-        sequence_length=int(values["seq_length"]),
-        blend=_blend(values.get("data_prefix")),
-        split=str(values["split"]),
-        path_to_cache=values["path_to_cache"],
+        random_seed=values.seed,
+        sequence_length=values.seq_length,
+        blend=_blend(values.data_prefix),
+        split=values.split,
+        path_to_cache=values.path_to_cache,
         tokenizer=tokenizer,  # a BioTokenizer has megatron-core's tokenizer surface
-        masking_probability=float(values["masked_lm_prob"]),
-        short_sequence_probability=float(values["short_seq_prob"]),
-        masking_max_ngram=int(values["max_ngram"]),
-        masking_do_full_word=bool(values["whole_word_masking"]),
+        masking_probability=values.masked_lm_prob,
+        short_sequence_probability=values.short_seq_prob,
+        masking_max_ngram=values.max_ngram,
+        masking_do_full_word=values.whole_word_masking,
         masking_do_permutation=False,
         masking_use_longer_ngrams=False,
         masking_use_geometric_distribution=False,
-        classification_head=bool(values["binary_head"]),
+        classification_head=values.binary_head,
     )
 
 
@@ -262,69 +284,37 @@ class PretrainingCollator:
         }
 
 
-def _default_train_samples(model, micro_batch_size: int) -> Optional[int]:
-    """``max_steps × global batch`` when the trainer fixes the number of steps."""
-    trainer = getattr(model, "_trainer", None)  # ModelPT keeps it here
-    if trainer is None:
-        try:
-            trainer = getattr(model, "trainer", None)
-        except RuntimeError:  # LightningModule.trainer raises when no Trainer is attached
-            trainer = None
-    max_steps = getattr(trainer, "max_steps", -1) if trainer is not None else -1
-    if max_steps is None or max_steps <= 0:
-        return None
-    from megatron.core import parallel_state
+def build_pretraining_dataloader(dataset_cfg: Any, split_cfg: Any, split: str, tokenizer,
+                                 num_samples: Optional[int] = None) -> torch.utils.data.DataLoader:
+    """The ``DataLoader`` of one split.
 
-    data_parallel = (parallel_state.get_data_parallel_world_size()
-                     if parallel_state.model_parallel_is_initialized() else 1)
-    accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
-    return int(max_steps) * micro_batch_size * data_parallel * accumulate
-
-
-def build_pretraining_dataloader(model, data_config: Any, split: str) -> torch.utils.data.DataLoader:
-    """The ``DataLoader`` of one split for ``model`` (its ``tokenizer``; ``cfg.data`` if present).
-
-    ``data_config`` is the split's section (``train_ds`` / ``validation_ds`` / ``test_ds``); the
-    dataset keys may live there or in a shared ``model.cfg.data`` section (the split's section
-    wins). Only the requested split is built; its documents are the same as when all three are.
-    The loader does not shuffle (megatron-core's sample index is already a seeded permutation)
-    and has no sampler: the parallel strategy adds the data-parallel one.
+    ``dataset_cfg`` is a :class:`PretrainingDatasetConfig`, ``split_cfg`` the split's
+    :class:`PretrainingSplitConfig`; ``num_samples`` (the caller's default when the split
+    config gives none, e.g. a training run's ``max_steps x global batch``) is how many samples
+    the split must provide. Only the requested split is built; its documents are the same as
+    when all three are. The loader does not shuffle (megatron-core's sample index is already a
+    seeded permutation) and has no sampler: the caller adds the data-parallel one.
     """
     index = _SPLIT_ALIASES.get(split)
     if index is None:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
-    shared = getattr(model, "cfg", {}).get("data", None) if hasattr(model, "cfg") else None
-    values = {**(_as_dict(shared) if shared is not None else {}), **_as_dict(data_config)}
-    micro_batch_size = int(values.get("micro_batch_size", 8))
-    n = values.get("num_samples")
-    if n is None and index == 0:
-        n = _default_train_samples(model, micro_batch_size)
+    data: PretrainingDatasetConfig = parse_config(dataset_cfg, PretrainingDatasetConfig, where="pretraining data")
+    loader_cfg: PretrainingSplitConfig = parse_config(split_cfg, PretrainingSplitConfig, where=f"{split} data")
+    n = loader_cfg.num_samples or num_samples
     if n is None:
-        raise ValueError(f"the {split} data config needs num_samples (the samples one pass of "
-                         f"{split} should draw{'' if index else '; or set trainer.max_steps'})")
-    num_samples: List[int] = [0, 0, 0]
-    num_samples[index] = n
-    datasets = build_pretraining_datasets(values, model.tokenizer, num_samples)
-    dataset = datasets[index]
+        raise ConfigError(f"the {split} split needs num_samples (the samples one pass of {split} should draw"
+                          f"{'' if index else '; or set trainer.max_steps'})", key="num_samples")
+    counts: List[int] = [0, 0, 0]
+    counts[index] = int(n)
+    dataset = build_pretraining_datasets(data, tokenizer, counts)[index]
     if dataset is None:
-        raise ValueError(f"split={values.get('split', DEFAULTS['split'])!r} gives the {split} "
-                         "split no documents; give it a non-zero share")
-    consumed = int(values.get("consumed_samples", 0) or 0)
-    if consumed:
-        # Resuming: megatron-core's sample order is fixed by the seed, so continuing the run
-        # means starting at the first sample not yet trained on (Megatron-LM's
-        # consumed_samples); Lightning would otherwise restart the loader at sample 0.
-        if consumed >= len(dataset):
-            raise ValueError(f"consumed_samples={consumed} but the {split} split has only "
-                             f"{len(dataset)} samples; raise num_samples")
-        dataset = torch.utils.data.Subset(dataset, range(consumed, len(dataset)))
-    num_workers = int(values.get("num_workers", 0))
+        raise ValueError(f"split={data.split!r} gives the {split} split no documents; give it a non-zero share")
     return torch.utils.data.DataLoader(
         dataset,
-        batch_size=micro_batch_size,
+        batch_size=loader_cfg.micro_batch_size,
         shuffle=False,
-        drop_last=bool(values.get("drop_last", index == 0)),
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-        collate_fn=PretrainingCollator(model.tokenizer.pad_id, model.tokenizer.sep_id),
+        drop_last=index == 0,
+        num_workers=data.num_workers,
+        persistent_workers=data.num_workers > 0,
+        collate_fn=PretrainingCollator(tokenizer.pad_id, tokenizer.sep_id),
     )

@@ -26,7 +26,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 
 from biomegatron_nemo.data.collate import Collator
-from biomegatron_nemo.data.errors import DataFormatError, load_json
+from biomegatron_nemo.common.errors import DataFormatError
+from biomegatron_nemo.common.files import load_json
 from biomegatron_nemo.tokenizers.base import BioTokenizer
 
 logger = logging.getLogger(__name__)

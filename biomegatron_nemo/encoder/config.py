@@ -9,8 +9,11 @@ count, and the translation into megatron-core's :class:`TransformerConfig`.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
+
+from biomegatron_nemo.common.config import Schema, option, to_plain
+from biomegatron_nemo.common.errors import ConfigError
 
 __all__ = ["EncoderConfig", "PRESETS", "padded_vocab_size"]
 
@@ -41,33 +44,56 @@ def padded_vocab_size(vocab_size: int, make_divisible_by: int = 128, tensor_para
     return ((vocab_size + multiple - 1) // multiple) * multiple
 
 
-@dataclass
-class EncoderConfig:
-    """Size and regularisation of a Megatron-BERT (pre-LayerNorm) encoder.
+#: Used when neither a preset nor the sizes are given.
+DEFAULT_PRESET = "tiny"
+#: BERT's WordPiece vocabulary size: the vocabulary of a bare encoder built without a tokenizer.
+BERT_VOCAB_SIZE = 30522
+LAYER_SPECS = ("auto", "te", "local", "portable")
 
-    ``vocab_size`` is the tokenizer's size; the embedding holds ``padded_vocab_size(tp)`` rows.
+
+@dataclass
+class EncoderConfig(Schema):
+    """Size and regularisation of a Megatron-BERT (pre-LayerNorm) encoder — the ``encoder:`` section.
+
+    ``preset`` supplies ``num_layers``/``hidden_size``/``num_attention_heads``; any of them given
+    explicitly wins. After construction every size is concrete. ``vocab_size`` is the tokenizer's
+    size; the embedding holds ``padded_vocab_size(tp)`` rows.
     """
 
-    num_layers: int = 4
-    hidden_size: int = 256
-    num_attention_heads: int = 4
-    ffn_hidden_size: Optional[int] = None  # default 4 x hidden_size
-    vocab_size: int = 30522
-    max_position_embeddings: int = 512
-    num_tokentypes: int = 2
-    layernorm_epsilon: float = 1e-5
-    hidden_dropout: float = 0.1
-    attention_dropout: float = 0.1
-    init_method_std: float = 0.02
-    make_vocab_size_divisible_by: int = 128
-    # Layer spec backend: "auto" | "te" | "local" | "portable" (see encoder/specs.py).
-    layer_spec: str = "auto"
-    preset: Optional[str] = None
-    extra: Dict[str, Any] = field(default_factory=dict)  # passed through to TransformerConfig
+    preset: Optional[str] = option(None, f"size preset; null: {DEFAULT_PRESET} unless the sizes are given",
+                                   choices=tuple(PRESETS))
+    num_layers: Optional[int] = option(None, "transformer layers (default: the preset's)")
+    hidden_size: Optional[int] = option(None, "hidden size (default: the preset's)")
+    num_attention_heads: Optional[int] = option(None, "attention heads (default: the preset's)")
+    ffn_hidden_size: Optional[int] = option(None, "MLP inner size; null: 4 x hidden_size")
+    vocab_size: Optional[int] = option(None, "vocabulary size; models take their tokenizer's "
+                                             f"(a bare encoder: {BERT_VOCAB_SIZE:,}, BERT's)")
+    max_position_embeddings: int = option(512, "longest input in tokens (learned absolute positions)")
+    num_tokentypes: int = option(2, "token-type (segment) embeddings; 0: none")
+    layernorm_epsilon: float = option(1e-5, "LayerNorm epsilon (Megatron's 1e-5, not HF's 1e-12)")
+    hidden_dropout: float = option(0.1, "dropout after attention and MLP")
+    attention_dropout: float = option(0.1, "dropout on attention probabilities")
+    init_method_std: float = option(0.02, "standard deviation of the normal weight initialisation")
+    make_vocab_size_divisible_by: int = option(128, "vocabulary rows are padded to a multiple of this x TP")
+    layer_spec: str = option("auto", "layer implementation: auto = te on CUDA with Transformer Engine, "
+                                     "else portable (SDPA attention, CPU and GPU)", choices=LAYER_SPECS)
+    extra: Dict[str, Any] = option(doc="more megatron-core TransformerConfig fields, passed through",
+                                   factory=dict)
 
     def __post_init__(self) -> None:
+        preset = self.preset or DEFAULT_PRESET
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown encoder preset {preset!r}; expected one of {sorted(PRESETS)}", key="preset")
+        for name, value in PRESETS[preset].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if self.ffn_hidden_size is None:
             self.ffn_hidden_size = 4 * self.hidden_size
+        if self.vocab_size is None:
+            self.vocab_size = BERT_VOCAB_SIZE
+        self.validate()
+
+    def check(self) -> None:
         self.validate()
 
     # ------------------------------------------------------------------ construction
@@ -75,26 +101,21 @@ class EncoderConfig:
     def from_preset(cls, name: str, **overrides: Any) -> "EncoderConfig":
         """A preset by name (``tiny``, ``345m``, ...), with any field overridden."""
         if name not in PRESETS:
-            raise ValueError(f"unknown encoder preset {name!r}; expected one of {sorted(PRESETS)}")
-        values: Dict[str, Any] = dict(PRESETS[name])
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        values["preset"] = name
-        return cls(**values)
+            raise ConfigError(f"unknown encoder preset {name!r}; expected one of {sorted(PRESETS)}", key="preset")
+        return cls(preset=name, **{k: v for k, v in overrides.items() if v is not None})
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> "EncoderConfig":
-        """From a plain or OmegaConf mapping; ``preset`` (if given) supplies the defaults.
+        """From a plain or OmegaConf mapping (the ``encoder:`` section).
 
         Unknown keys are an error (a misspelt ``hiden_size`` must not be silently ignored).
         """
-        values = dict(cfg)
+        values = to_plain(cfg)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown encoder config keys {unknown}; known keys are {sorted(known)}")
-        preset = values.pop("preset", None)
-        if preset is not None:
-            return cls.from_preset(preset, **values)
+            raise ConfigError(f"unknown encoder config keys {unknown}; known keys are {sorted(known)}",
+                              key=unknown[0])
         return cls(**{k: v for k, v in values.items() if v is not None})
 
     def to_dict(self) -> Dict[str, Any]:
@@ -102,35 +123,30 @@ class EncoderConfig:
 
     # ------------------------------------------------------------------ checks
     def validate(self, tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1) -> None:
-        """Raise ValueError naming the inconsistent sizes."""
+        """Raise :class:`ConfigError` (a ValueError) naming the inconsistent sizes."""
         for name in ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size",
                      "vocab_size", "max_position_embeddings"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"must be positive, got {getattr(self, name)}", key=name)
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
-                f"{self.num_attention_heads}"
-            )
+            raise ConfigError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                              f"{self.num_attention_heads}", key="num_attention_heads")
         if tensor_parallel_size < 1 or pipeline_parallel_size < 1:
             raise ValueError("tensor and pipeline parallel sizes must be >= 1")
         if self.num_attention_heads % tensor_parallel_size:
-            raise ValueError(
-                f"num_attention_heads {self.num_attention_heads} is not divisible by "
-                f"tensor_model_parallel_size {tensor_parallel_size}"
-            )
+            raise ConfigError(f"num_attention_heads {self.num_attention_heads} is not divisible by "
+                              f"tensor_model_parallel_size {tensor_parallel_size}", key="num_attention_heads")
         if self.hidden_size % tensor_parallel_size or self.ffn_hidden_size % tensor_parallel_size:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} / ffn_hidden_size {self.ffn_hidden_size} not divisible "
-                f"by tensor_model_parallel_size {tensor_parallel_size}"
-            )
+            raise ConfigError(f"hidden_size {self.hidden_size} / ffn_hidden_size {self.ffn_hidden_size} not "
+                              f"divisible by tensor_model_parallel_size {tensor_parallel_size}", key="hidden_size")
         if self.num_layers % pipeline_parallel_size:
-            raise ValueError(
-                f"num_layers {self.num_layers} is not divisible by pipeline_model_parallel_size "
-                f"{pipeline_parallel_size}"
-            )
-        if self.layer_spec not in ("auto", "te", "local", "portable"):
-            raise ValueError(f"layer_spec must be auto|te|local|portable, got {self.layer_spec!r}")
+            raise ConfigError(f"num_layers {self.num_layers} is not divisible by pipeline_model_parallel_size "
+                              f"{pipeline_parallel_size}", key="num_layers")
+        for name in ("hidden_dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"must be in [0, 1), got {getattr(self, name)}", key=name)
+        if self.layer_spec not in LAYER_SPECS:
+            raise ConfigError(f"must be one of {'|'.join(LAYER_SPECS)}, got {self.layer_spec!r}", key="layer_spec")
 
     # ------------------------------------------------------------------ derived sizes
     def padded_vocab_size(self, tensor_parallel_size: int = 1) -> int:

@@ -15,6 +15,7 @@ are identical there, so their gradients stay identical without communication).
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -27,7 +28,26 @@ with warnings.catch_warnings():  # "Apex is not installed": torch LayerNorm is w
     from megatron.core.models.bert.bert_lm_head import BertLMHead
     from megatron.core.models.bert.pooler import Pooler
 
-IGNORE_INDEX = -100
+from biomegatron_nemo.common.config import Schema, option
+from biomegatron_nemo.common.errors import ConfigError
+from biomegatron_nemo.data.collate import IGNORE_INDEX
+
+ACTIVATIONS = {"gelu": torch.nn.GELU, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}
+
+
+@dataclass
+class ClassificationHeadConfig(Schema):
+    """The ``head:`` section of the classification models: an MLP on the encoder's output."""
+
+    num_layers: int = option(2, "fully connected layers (hidden ones keep the hidden size)")
+    dropout: float = option(0.1, "dropout before every layer")
+    activation: str = option("gelu", "activation between layers", choices=tuple(ACTIVATIONS))
+
+    def check(self) -> None:
+        if self.num_layers < 1:
+            raise ConfigError(f"must be >= 1, got {self.num_layers}", key="num_layers")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"must be in [0, 1), got {self.dropout}", key="dropout")
 
 
 class MaskedLMHead(torch.nn.Module):
@@ -110,14 +130,12 @@ class _MLP(torch.nn.Sequential):
     """``num_layers`` linear layers; hidden ones are followed by activation and dropout."""
 
     def __init__(self, hidden_size: int, out_size: int, num_layers: int, dropout: float, activation: str):
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        acts = {"gelu": torch.nn.GELU, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}
-        if activation not in acts:
-            raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")
+        ClassificationHeadConfig(num_layers, dropout, activation).check()
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"must be one of {sorted(ACTIVATIONS)}, got {activation!r}", key="activation")
         layers = [torch.nn.Dropout(dropout)]
         for _ in range(num_layers - 1):
-            layers += [torch.nn.Linear(hidden_size, hidden_size), acts[activation](), torch.nn.Dropout(dropout)]
+            layers += [torch.nn.Linear(hidden_size, hidden_size), ACTIVATIONS[activation](), torch.nn.Dropout(dropout)]
         layers.append(torch.nn.Linear(hidden_size, out_size))
         super().__init__(*layers)
 
@@ -125,7 +143,7 @@ class _MLP(torch.nn.Sequential):
 class TokenClassificationHead(torch.nn.Module):
     """Per-position label logits ``[b, s, num_labels]`` (NER)."""
 
-    def __init__(self, hidden_size: int, num_labels: int, num_layers: int = 1, dropout: float = 0.1,
+    def __init__(self, hidden_size: int, num_labels: int, num_layers: int = 2, dropout: float = 0.1,
                  activation: str = "gelu"):
         super().__init__()
         self.mlp = _MLP(hidden_size, num_labels, num_layers, dropout, activation)

@@ -11,12 +11,42 @@ Shared by the token- and sequence-classification models; labels equal to ``-100`
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from biomegatron_nemo.encoder.heads import IGNORE_INDEX
+from biomegatron_nemo.common.config import Schema, option
+from biomegatron_nemo.common.errors import ConfigError
+from biomegatron_nemo.data.collate import IGNORE_INDEX
+
+LOSSES = ("cross_entropy", "weighted_cross_entropy", "dice")
+
+
+@dataclass
+class ClassificationLossConfig(Schema):
+    """The ``loss:`` section of the classification models (the paper's section 5.5)."""
+
+    name: str = option("cross_entropy", "loss over the labels", choices=LOSSES)
+    class_weights: Any = option(None, "weighted_cross_entropy: auto (balanced, from the training labels) "
+                                      "or one weight per label")
+    dice_smooth: float = option(1.0, "dice: smoothing added to numerator and denominator")
+
+    def check(self) -> None:
+        weights = self.class_weights
+        if weights is not None and self.name != "weighted_cross_entropy":
+            raise ConfigError(f"is set but loss.name={self.name!r} does not use it (use weighted_cross_entropy)",
+                              key="class_weights")
+        if isinstance(weights, str) and weights != "auto":
+            raise ConfigError(f"must be auto or a list of numbers, got {weights!r}", key="class_weights")
+        if isinstance(weights, (list, tuple)) and not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in weights):
+            raise ConfigError(f"weights must be positive numbers, got {list(weights)}", key="class_weights")
+        if not isinstance(weights, (type(None), str, list, tuple)):
+            raise ConfigError(f"must be auto or a list of numbers, got {weights!r}", key="class_weights")
+        if self.dice_smooth < 0:
+            raise ConfigError(f"must be >= 0, got {self.dice_smooth}", key="dice_smooth")
 
 
 def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,

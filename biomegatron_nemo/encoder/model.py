@@ -38,6 +38,9 @@ def padding_mask_to_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor
 class MegatronBertEncoder(MegatronModule):
     """Embeddings + pre-LN transformer stack + final LayerNorm, for one pipeline stage."""
 
+    #: state-dict key of the (vocab-parallel) word-embedding matrix, relative to the encoder
+    WORD_EMBEDDINGS_KEY = "embedding.word_embeddings.weight"
+
     def __init__(
         self,
         encoder_config: EncoderConfig,

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence, Union
-
-from biomegatron_nemo.data.squad import BioASQGold, question_id
+from typing import Callable, Dict, List, Mapping, Sequence, Union
 
 MAX_ANSWERS = 5
 
@@ -27,9 +25,14 @@ def _key(text: str) -> str:
     return text.strip().lower()
 
 
-def merge_nbest(nbest: Mapping[str, Sequence[Mapping]], max_answers: int = MAX_ANSWERS,
-                combine: str = "sum", max_answer_chars: int = 100) -> Dict[str, List[str]]:
-    """Snippet id → n-best ``[{"text", "probability"}]``  ⇒  question id → ranked answers."""
+def merge_nbest(nbest: Mapping[str, Sequence[Mapping]], *, question_of: Callable[[str], str],
+                max_answers: int = MAX_ANSWERS, combine: str = "sum", max_answer_chars: int = 100
+                ) -> Dict[str, List[str]]:
+    """Snippet id → n-best ``[{"text", "probability"}]``  ⇒  question id → ranked answers.
+
+    ``question_of`` maps a snippet id to its question id (the data set's convention, e.g.
+    :func:`biomegatron_nemo.data.squad.question_id`).
+    """
     if combine not in ("sum", "max"):
         raise ValueError(f"combine must be 'sum' or 'max', got {combine!r}")
     pooled: Dict[str, List[tuple]] = {}
@@ -39,7 +42,7 @@ def merge_nbest(nbest: Mapping[str, Sequence[Mapping]], max_answers: int = MAX_A
                 raise ValueError(f"n-best entry {snippet_id}[{k}] needs 'text' and 'probability'")
             text = e["text"].strip()
             if text and len(text) <= max_answer_chars:
-                pooled.setdefault(question_id(snippet_id), []).append((float(e["probability"]), text))
+                pooled.setdefault(question_of(snippet_id), []).append((float(e["probability"]), text))
     ranked = {}
     for qid, cands in pooled.items():
         score: Dict[str, float] = {}
@@ -55,14 +58,20 @@ def merge_nbest(nbest: Mapping[str, Sequence[Mapping]], max_answers: int = MAX_A
     return ranked
 
 
-def bioasq_scores(gold: Mapping[str, BioASQGold], ranked: Mapping[str, Sequence[str]]) -> Dict:
-    """SAcc, LAcc, MRR over the golden questions; ``ranked``: question id → answers, best first."""
+def bioasq_scores(gold: Mapping[str, Sequence[str]], ranked: Mapping[str, Sequence[str]]) -> Dict:
+    """SAcc, LAcc, MRR over the golden questions.
+
+    ``gold``: question id → every synonym of its golden ``exact_answer``; ``ranked``: question
+    id → answers, best first.
+    """
     if not gold:
         raise ValueError("no golden questions")
     strict = lenient = rr = 0.0
     per_question = {}
-    for qid, g in gold.items():
-        syn = {_key(s) for s in g.synonyms}
+    for qid, synonyms in gold.items():
+        if isinstance(synonyms, str):
+            raise TypeError(f"gold[{qid!r}] must be a list of synonyms, not a string")
+        syn = {_key(s) for s in synonyms}
         answers = list(ranked.get(qid, []))[:MAX_ANSWERS]
         rank = next((i + 1 for i, a in enumerate(answers) if _key(a) in syn), None)
         strict += rank == 1

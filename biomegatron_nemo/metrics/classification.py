@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Dict, Iterable, Optional, Sequence
 
-#: ChemProt labels as in the BLUE release; ``false`` is the negative class.
-CHEMPROT_LABELS = ("CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9", "false")
-CHEMPROT_NEGATIVE = "false"
+#: The negative class of BLUE's relation data sets (ChemProt, DDI).
+NEGATIVE_LABEL = "false"
 
 
 def _prf(tp: int, n_pred: int, n_gold: int) -> Dict[str, float]:
@@ -24,7 +23,7 @@ def _prf(tp: int, n_pred: int, n_gold: int) -> Dict[str, float]:
     return {"precision": p, "recall": r, "f1": f}
 
 
-def classification_scores(gold: Sequence[str], pred: Sequence[str], negative_label: str = CHEMPROT_NEGATIVE,
+def classification_scores(gold: Sequence[str], pred: Sequence[str], negative_label: str = NEGATIVE_LABEL,
                           labels: Optional[Iterable[str]] = None) -> Dict:
     """Micro P/R/F1 over positive classes, per-class table, confusion matrix and accuracy.
 

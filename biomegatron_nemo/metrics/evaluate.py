@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 from typing import List, Tuple
 
-from biomegatron_nemo.data.errors import DataFormatError, iter_lines, load_json
+from biomegatron_nemo.common.errors import DataFormatError
+from biomegatron_nemo.common.files import iter_lines, load_json
 
 
 def _eval_ner(args) -> tuple:
@@ -75,7 +76,8 @@ def _read_re_predictions(path: Path, n_gold: int, ids: List[str]) -> Tuple[List[
 
 def _eval_re(args) -> tuple:
     from biomegatron_nemo.data.chemprot import read_classification_tsv
-    from biomegatron_nemo.metrics.classification import CHEMPROT_LABELS, classification_scores, format_classification_table
+    from biomegatron_nemo.data.chemprot import CHEMPROT_LABELS
+    from biomegatron_nemo.metrics.classification import classification_scores, format_classification_table
 
     labels = args.labels.split(",") if args.labels else list(CHEMPROT_LABELS)
     gold = read_classification_tsv(args.gold, labels=labels)
@@ -105,7 +107,7 @@ def _eval_squad(args) -> tuple:
 
 
 def _eval_bioasq(args) -> tuple:
-    from biomegatron_nemo.data.squad import read_bioasq_golden
+    from biomegatron_nemo.data.squad import question_id, read_bioasq_golden
     from biomegatron_nemo.metrics.bioasq import bioasq_scores, merge_nbest, write_submission
 
     gold = read_bioasq_golden(args.gold)
@@ -113,12 +115,12 @@ def _eval_bioasq(args) -> tuple:
     if not isinstance(nbest, dict) or not all(isinstance(v, list) for v in nbest.values()):
         raise DataFormatError(args.pred, None, "expected n-best JSON {snippet id: [{text, probability}]}")
     try:
-        ranked = merge_nbest(nbest)
+        ranked = merge_nbest(nbest, question_of=question_id)
     except ValueError as e:
         raise DataFormatError(args.pred, None, str(e)) from None
     if args.submission:
         write_submission(args.submission, {q: ranked.get(q, []) for q in gold})
-    scores = bioasq_scores(gold, ranked)
+    scores = bioasq_scores({qid: g.synonyms for qid, g in gold.items()}, ranked)
     table = (f"questions: {scores['questions']} (with predictions: {scores['answered']})\n"
              f"strict accuracy (SAcc): {scores['strict_accuracy']:.4f}\n"
              f"lenient accuracy (LAcc): {scores['lenient_accuracy']:.4f}\n"

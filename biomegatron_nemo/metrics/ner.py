@@ -79,5 +79,7 @@ def format_ner_table(scores: Dict) -> str:
 
 
 def entity_spans(tags: Sequence[str]) -> List[tuple]:
-    """``(type, first_word, last_word)`` spans of one sentence, conlleval chunking."""
+    """``(type, first_word, last_word)`` spans of one sentence (``last_word`` included), by
+    conlleval's chunk rules (an ``I-`` after ``O`` or another type starts an entity); untyped
+    tags (plain ``B`` / ``I``) have type ``"_"``. The package's one entity chunker."""
     return [(t, s, e) for t, s, e in get_entities(list(tags))]

@@ -1,28 +1,49 @@
-"""``BioMegatronModelPT``: the NeMo ``ModelPT`` that every BioMegatron task model shares.
+"""``BioMegatronModelPT``: the NeMo ``ModelPT`` lifecycle every BioMegatron task model shares.
 
-It owns the model lifecycle around the encoder:
+It owns only the lifecycle around the encoder:
 
+* the config, checked against the model's schema (:attr:`config_class`) before anything is built;
 * the tokenizer, built from ``cfg.tokenizer`` with its files ``register_artifact``-ed so the
   ``.nemo`` carries them;
-* the megatron-core encoder, built from ``cfg.encoder`` for this rank's tensor/pipeline
-  position — in ``__init__`` when there is no trainer (inference, ``restore_from``), else in
-  Lightning's ``configure_model()`` hook, which runs after the strategy has set up
-  ``parallel_state`` (rank 0 of a ``devices=N`` launch even constructs the model before any
-  process group exists);
-* the optimizer and LR schedule through NeMo's ``optim`` config, with weight decay off for
-  biases and LayerNorm weights (BERT's recipe);
-* layout-free ``.nemo`` files through :class:`LayoutFreeSaveRestoreConnector` (TP=2 save →
-  TP=1 restore and the reverse);
-* ``init_from``: weights of another ``.nemo`` (e.g. a pretrained encoder) with a clear error
-  naming every mismatching tensor.
+* the megatron-core encoder and the heads, built for this rank's tensor/pipeline position — in
+  ``__init__`` when there is no trainer (inference, ``restore_from``), else in Lightning's
+  ``configure_model()`` hook, which runs after the strategy has set up ``parallel_state``;
+* training / validation / test steps, on one stage or through the pipeline
+  (:mod:`biomegatron_nemo.parallel.pipeline`), and the optimiser through NeMo's ``optim`` config
+  with weight decay off for biases and LayerNorm weights (BERT's recipe);
+* layout-free ``.nemo`` files and ``init_from`` / ``language_model.nemo_file``, through
+  :mod:`biomegatron_nemo.checkpoints`.
 
-Subclasses add their heads in :meth:`build_heads` and their data, steps and metrics.
+Extension points (what the task models — pretraining, NER, relation extraction, QA — implement):
+
+``config_class``
+    The model's schema: a :class:`~biomegatron_nemo.models.config.BioMegatronModelConfig`
+    subclass with its own sections (head, loss, data), each a dataclass next to its code.
+``build_heads()``
+    Create the task heads (``self.encoder`` exists). Under pipeline parallelism only the last
+    stage (``self.encoder.post_process``) builds them.
+``loss_normalizers(batch)``
+    Whole-batch counts that turn summed losses into means (e.g. labelled tokens), computed once
+    per batch so pipeline microbatches sum to the unsplit batch's loss; use
+    :meth:`data_parallel_normalizer` so DP=N equals DP=1.
+``head_forward(hidden, batch, normalizers)``
+    The heads on the last stage's ``[b, s, h]`` hidden states → a
+    :class:`~biomegatron_nemo.models.outputs.HeadOutput` (named losses + logits), returned and
+    passed on, never stored on ``self``.
+``build_dataloader(data_cfg, split)``
+    The data module: a ``DataLoader`` for ``train`` / ``validation`` / ``test``.
+``on_eval_output(split, batch, output)``
+    Metric collection after each validation/test step, with the heads' output for the whole
+    batch (under pipeline parallelism on the last stage only; other stages are not called).
+    Reduce in ``on_validation_epoch_end`` / ``on_test_epoch_end``, gathering over all ranks.
+``weight_layout()``
+    Which tensors are vocabulary-sized or tied copies (default: the word embeddings); a model
+    whose heads add such tensors extends it.
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, List, Optional, Type
 
 import torch
 from lightning.pytorch import Trainer
@@ -31,16 +52,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from nemo.core.classes import ModelPT
 from nemo.core.classes.common import ALLOWED_TARGET_PREFIXES
 
-from biomegatron_nemo.checkpoints.layout import (
-    gather_layout_free_state_dict,
-    shard_layout_free_state_dict,
-    tensor_shapes,
-)
+from biomegatron_nemo.checkpoints import weights
 from biomegatron_nemo.checkpoints.nemo_connector import LayoutFreeSaveRestoreConnector
+from biomegatron_nemo.common.config import NEMO_MANAGED_KEYS, validate_config
 from biomegatron_nemo.encoder.config import EncoderConfig
-from biomegatron_nemo.tokenizers import BioTokenizer, build_tokenizer
-
-TOKENIZER_FILE_KEYS = ("vocab_file", "model_file")
+from biomegatron_nemo.models.config import BioMegatronModelConfig, nemo_optim_config
+from biomegatron_nemo.models.outputs import HeadOutput
+from biomegatron_nemo.tokenizers import LIBRARIES, BioTokenizer, build_tokenizer
 
 # NeMo 3.0 refuses to instantiate `target:` classes outside an allow-list when restoring.
 if "biomegatron_nemo." not in ALLOWED_TARGET_PREFIXES:
@@ -50,7 +68,13 @@ if "biomegatron_nemo." not in ALLOWED_TARGET_PREFIXES:
 class BioMegatronModelPT(ModelPT):
     """Tokenizer + megatron-core encoder + NeMo lifecycle; task heads come from subclasses."""
 
+    config_class: Type[BioMegatronModelConfig] = BioMegatronModelConfig
+    #: the output layer of a head shares the word-embedding matrix (a class-level declaration:
+    #: every pipeline rank must agree whether to join the embedding-group collectives)
+    ties_output_to_embeddings = False
+
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
+        cfg = validate_config(cfg, self.config_class, where=type(self).__name__, passthrough=NEMO_MANAGED_KEYS)
         self._modules_built = False
         super().__init__(cfg=cfg, trainer=trainer)
         # A restored model gets its weights from the .nemo; init_from applies to new models only.
@@ -59,31 +83,27 @@ class BioMegatronModelPT(ModelPT):
         self._save_restore_connector = LayoutFreeSaveRestoreConnector()
         self.tokenizer: BioTokenizer = self._setup_tokenizer()
         # restore_from loads weights right after construction: the layers must exist then.
-        if self._can_build_now(trainer) or self._being_restored:
+        if trainer is None or self._being_restored:
             self.configure_model()
 
     # ------------------------------------------------------------------ construction
     def _setup_tokenizer(self) -> BioTokenizer:
-        if "tokenizer" not in self.cfg:
-            raise ValueError("model config has no 'tokenizer' section (library, vocab_file | model_file)")
-        # Register the tokenizer's files first: register_artifact returns the path to read —
-        # the user's file when training, the copy inside the unpacked .nemo when restoring.
-        for key in TOKENIZER_FILE_KEYS:
-            if self.cfg.tokenizer.get(key):
-                resolved = self.register_artifact(f"tokenizer.{key}", self.cfg.tokenizer[key])
-                with open_dict(self.cfg):
-                    self.cfg.tokenizer[key] = resolved
+        # Register the tokenizer's file first: register_artifact returns the path to read — the
+        # user's file when training, the copy inside the unpacked .nemo when restoring.
+        key = LIBRARIES[self.cfg.tokenizer.library]
+        if self.cfg.tokenizer.get(key):
+            resolved = self.register_artifact(f"tokenizer.{key}", self.cfg.tokenizer[key])
+            with open_dict(self.cfg):
+                self.cfg.tokenizer[key] = resolved
         return build_tokenizer(self.cfg.tokenizer)
-
-    @staticmethod
-    def _can_build_now(trainer: Optional[Trainer]) -> bool:
-        """Without a trainer (inference, ``restore_from``) build at once; with one, wait for
-        ``configure_model()``: the trainer's strategy sets up the parallel layout first."""
-        return trainer is None
 
     @property
     def encoder_config(self) -> EncoderConfig:
         values = OmegaConf.to_container(self.cfg.encoder, resolve=True)
+        given = values.get("vocab_size")
+        if given is not None and given != self.tokenizer.vocab_size:
+            raise ValueError(f"encoder.vocab_size={given} but the tokenizer has {self.tokenizer.vocab_size} "
+                             "entries; leave encoder.vocab_size null (it follows the tokenizer)")
         values["vocab_size"] = self.tokenizer.vocab_size
         return EncoderConfig.from_dict(values)
 
@@ -97,27 +117,22 @@ class BioMegatronModelPT(ModelPT):
         from biomegatron_nemo.parallel import initialize_megatron
 
         if not parallel_state.model_parallel_is_initialized():
-            initialize_megatron(1, 1, seed=int(self.cfg.get("seed", 1234)))
+            initialize_megatron(1, 1, seed=int(self.cfg.seed))
         else:
-            torch.manual_seed(int(self.cfg.get("seed", 1234)))
+            torch.manual_seed(int(self.cfg.seed))
         self.encoder = build_encoder(self.encoder_config)
         self.build_heads()
         self._modules_built = True
-        # `init_from` (pretraining) or NeMo 1.x's `language_model.nemo_file` (fine-tuning)
-        init_from = self.cfg.get("init_from") or (self.cfg.get("language_model") or {}).get("nemo_file")
-        if init_from and not self._being_restored:
-            self.load_pretrained_weights(init_from)
+        pretrained = self.cfg.init_from or self.cfg.language_model.nemo_file
+        if pretrained and not self._being_restored:
+            weights.load_encoder_weights(self, self.weight_layout(), pretrained)
 
     def build_heads(self) -> None:
-        """Subclasses create their task heads here (``self.encoder`` exists). With pipeline
-        parallelism only the last stage (``self.encoder.post_process``) builds heads."""
+        """Subclasses create their task heads here (see the module docstring)."""
 
-    # ------------------------------------------------------------------ losses and steps
+    # ------------------------------------------------------------------ losses
     def loss_normalizers(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
-        """Whole-batch counts that turn summed losses into means (e.g. masked tokens).
-
-        Computed once per batch, so pipeline microbatches sum to the unsplit batch's loss.
-        """
+        """Whole-batch counts that turn summed losses into means (see the module docstring)."""
         raise NotImplementedError
 
     @staticmethod
@@ -130,27 +145,26 @@ class BioMegatronModelPT(ModelPT):
         """
         from megatron.core import parallel_state
 
-        if not parallel_state.model_parallel_is_initialized():
-            return max(local_count, 1.0)
-        dp = parallel_state.get_data_parallel_world_size()
-        if dp == 1:
+        if not parallel_state.model_parallel_is_initialized() or parallel_state.get_data_parallel_world_size() == 1:
             return max(local_count, 1.0)
         total = torch.tensor([float(local_count)], dtype=torch.float64)
         torch.distributed.all_reduce(total, group=parallel_state.get_data_parallel_group())
-        return max(float(total.item()), 1.0) / dp
+        return max(float(total.item()), 1.0) / parallel_state.get_data_parallel_world_size()
 
-    def head_losses(self, hidden: torch.Tensor, batch: Dict[str, torch.Tensor],
-                    normalizers: Dict[str, float]) -> Dict[str, torch.Tensor]:
-        """Named losses from the last stage's ``[b, s, h]`` hidden states."""
+    def head_forward(self, hidden: torch.Tensor, batch: Dict[str, torch.Tensor],
+                     normalizers: Dict[str, float]) -> HeadOutput:
+        """Losses and head outputs from the last stage's ``[b, s, h]`` hidden states."""
         raise NotImplementedError
 
     def encode(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         """``[b, s, h]`` hidden states of a batch (no pipeline parallelism)."""
         return self.encoder(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
 
-    def compute_losses(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        return self.head_losses(self.encode(batch), batch, self.loss_normalizers(batch))
+    def forward_batch(self, batch: Dict[str, torch.Tensor]) -> HeadOutput:
+        """Encoder and heads on one batch (no pipeline parallelism)."""
+        return self.head_forward(self.encode(batch), batch, self.loss_normalizers(batch))
 
+    # ------------------------------------------------------------------ steps
     @property
     def pipeline_parallel(self) -> bool:
         from megatron.core import parallel_state
@@ -163,8 +177,7 @@ class BioMegatronModelPT(ModelPT):
         if getattr(self, "_pipeline_runner", None) is None:
             from biomegatron_nemo.parallel.pipeline import PipelineRunner
 
-            num_microbatches = int(self.cfg.get("pipeline", {}).get("num_microbatches", 1))
-            object.__setattr__(self, "_pipeline_runner", PipelineRunner(self, num_microbatches))
+            object.__setattr__(self, "_pipeline_runner", PipelineRunner(self, self.cfg.pipeline.num_microbatches))
         return self._pipeline_runner
 
     def on_fit_start(self) -> None:
@@ -181,30 +194,48 @@ class BioMegatronModelPT(ModelPT):
         from biomegatron_nemo.parallel.state import seed_everything_model_parallel
 
         stage = parallel_state.get_pipeline_model_parallel_rank()
-        seed_everything_model_parallel(int(self.cfg.get("seed", 1234)) + 100 * stage + self.trainer.global_step)
+        seed_everything_model_parallel(int(self.cfg.seed) + 100 * stage + self.trainer.global_step)
 
     def training_step(self, batch, batch_idx):
         if self.pipeline_parallel:
-            loss = self._pipeline_training_step(batch)
+            from biomegatron_nemo.parallel.pipeline import pipeline_training_step
+
+            loss = pipeline_training_step(self, self.pipeline_runner, batch)
             self.log("train_loss", loss, prog_bar=True)
             return loss
-        losses = self.compute_losses(batch)
-        loss = sum(losses.values())
-        self._log_losses("train", losses, loss, batch)
+        output = self.forward_batch(batch)
+        self.log_output("train", output, batch)
+        return output.loss
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        return self._evaluation_step("val", batch)
+
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        return self._evaluation_step("test", batch)
+
+    def _evaluation_step(self, split: str, batch) -> torch.Tensor:
+        if self.pipeline_parallel:
+            # the loss is known on every stage, the heads' output on the last one only
+            loss, output = self.pipeline_runner.evaluate(batch)
+            self.log(f"{split}_loss", loss, prog_bar=True, sync_dist=True)
+        else:
+            output = self.forward_batch(batch)
+            loss = output.loss
+            self.log_output(split, output, batch)
+        if output is not None:
+            self.on_eval_output(split, batch, output)
         return loss
 
-    def _pipeline_training_step(self, batch) -> torch.Tensor:
-        optimizer = self.optimizers()
-        optimizer.zero_grad()
-        loss = self.pipeline_runner.step(batch)
-        clip = self.trainer.gradient_clip_val if self.trainer is not None else None
-        if clip:
-            self.configure_gradient_clipping(optimizer, clip, "norm")
-        optimizer.step()
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            scheduler.step()
-        return loss
+    def log_output(self, split: str, output: HeadOutput, batch) -> None:
+        """Log the total loss and, when there are several, each named one."""
+        sync = split != "train"
+        self.log(f"{split}_loss", output.loss, prog_bar=True, sync_dist=sync)
+        if len(output.losses) > 1:
+            for name, value in output.losses.items():
+                self.log(f"{split}_{name}_loss", value, sync_dist=sync)
+
+    def on_eval_output(self, split: str, batch, output: HeadOutput) -> None:
+        """Metric collection hook (see the module docstring); the base collects nothing."""
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         """Clip by the norm of the whole model, across tensor and pipeline ranks."""
@@ -217,121 +248,35 @@ class BioMegatronModelPT(ModelPT):
         params = [p for group in optimizer.param_groups for p in group["params"]]
         clip_grad_norm_model_parallel(params, float(gradient_clip_val))
 
-    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        if self.pipeline_parallel:
-            loss = self.pipeline_runner.evaluate(batch)
-            self.log("val_loss", loss, prog_bar=True, sync_dist=True)
-            return loss
-        losses = self.compute_losses(batch)
-        loss = sum(losses.values())
-        self._log_losses("val", losses, loss, batch)
-        return loss
-
-    def _log_losses(self, split: str, losses: Dict[str, torch.Tensor], loss: torch.Tensor, batch) -> None:
-        sync = split != "train"
-        self.log(f"{split}_loss", loss, prog_bar=True, sync_dist=sync)
-        if len(losses) > 1:
-            for name, value in losses.items():
-                self.log(f"{split}_{name}_loss", value, sync_dist=sync)
-
     # ------------------------------------------------------------------ optimisation
     def setup_optimizer_param_groups(self):
-        if "optim_param_groups" in self.cfg:
-            return super().setup_optimizer_param_groups()
         decay, no_decay = [], []
         for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            (no_decay if param.ndim < 2 or name.endswith(".bias") else decay).append(param)
+            if param.requires_grad:
+                (no_decay if param.ndim < 2 or name.endswith(".bias") else decay).append(param)
         self._optimizer_param_groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
-    # ------------------------------------------------------------------ layout-free weights
-    def _vocab_keys(self) -> List[str]:
+    def setup_optimization(self, optim_config=None, optim_kwargs=None):
+        # NeMo passes every key to the optimiser / scheduler: leave the unset (null) ones out.
+        return super().setup_optimization(nemo_optim_config(optim_config or self.cfg.optim), optim_kwargs)
+
+    # ------------------------------------------------------------------ checkpoints
+    def weight_layout(self) -> weights.WeightLayout:
+        """Vocabulary-sized tensors (the vocab-parallel embeddings) and tied copies (none)."""
         from megatron.core.tensor_parallel import VocabParallelEmbedding
 
-        from biomegatron_nemo.encoder.heads import MaskedLMHead
-
-        keys = []
-        for name, module in self.named_modules():
-            if isinstance(module, VocabParallelEmbedding):
-                keys.append(f"{name}.weight")
-            elif isinstance(module, MaskedLMHead):
-                keys.append(f"{name}.output_layer.bias")
-                if module.output_layer.weight is not None:
-                    keys.append(f"{name}.output_layer.weight")
-        return keys
-
-    def _tied_weight_aliases(self) -> Dict[str, str]:
-        """Local copies of the word embeddings (last pipeline stage) → the canonical key."""
-        from biomegatron_nemo.encoder.heads import MaskedLMHead
-
-        aliases = {}
-        for name, module in self.named_modules():
-            if isinstance(module, MaskedLMHead) and module.output_layer.weight is not None:
-                aliases[f"{name}.output_layer.weight"] = "encoder.embedding.word_embeddings.weight"
-        return aliases
+        vocab = tuple(f"{name}.weight" for name, module in self.named_modules()
+                      if isinstance(module, VocabParallelEmbedding))
+        return weights.WeightLayout(vocab_sized=vocab, vocab_size=self.tokenizer.vocab_size)
 
     def layout_free_state_dict(self) -> Dict[str, torch.Tensor]:
         """Full weights, independent of TP/PP. Collective: call on every rank."""
-        return gather_layout_free_state_dict(
-            self, vocab_keys=self._vocab_keys(), vocab_size=self.tokenizer.vocab_size,
-            drop_keys=self._tied_weight_aliases())
+        return weights.layout_free_state_dict(self, self.weight_layout())
 
     def load_layout_free_state_dict(self, state_dict, strict: bool = True):
         """Load full weights into this rank's shards; ``strict`` names missing/unused tensors."""
-        from megatron.core import parallel_state
+        return weights.load_layout_free_state_dict(self, self.weight_layout(), state_dict, strict)
 
-        aliases = self._tied_weight_aliases()
-        local = shard_layout_free_state_dict(self, state_dict, vocab_keys=self._vocab_keys(), aliases=aliases)
-        if strict:
-            missing = sorted(set(tensor_shapes(self)) - set(local))
-            if missing:
-                raise ValueError(f"checkpoint lacks weights the model needs: {missing}")
-            if parallel_state.get_pipeline_model_parallel_world_size() == 1:
-                unused = sorted(set(state_dict) - {aliases.get(k, k) for k in local})
-                if unused:
-                    raise ValueError(f"checkpoint has weights the model does not use: {unused}")
-        return self.load_state_dict(local, strict=False)
-
-    @contextlib.contextmanager
-    def state_dict_override(self, state: Dict[str, torch.Tensor]) -> Iterator[None]:
-        """Make ``state_dict()`` return ``state`` (NeMo's connector writes what it returns)."""
-        self.state_dict = lambda *args, **kwargs: state  # instance attribute shadows the method
-        try:
-            yield
-        finally:
-            del self.state_dict
-
-    def load_pretrained_weights(self, path: str, prefixes=("encoder.",)) -> None:
-        """Initialise from another ``.nemo`` (e.g. a pretrained encoder), weights under ``prefixes``.
-
-        Shape or vocabulary mismatches raise one ValueError naming every mismatching tensor.
-        """
-        import tarfile
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            with tarfile.open(path) as tar:
-                member = next((m for m in tar.getmembers() if m.name.endswith("model_weights.ckpt")), None)
-                if member is None:
-                    raise ValueError(f"{path}: not a .nemo file (no model_weights.ckpt inside)")
-                tar.extract(member, tmp, filter="data")
-                full = torch.load(f"{tmp}/{member.name}", map_location="cpu", weights_only=True)
-        full = {k: v for k, v in full.items() if k.startswith(tuple(prefixes))}
-        if not full:
-            raise ValueError(f"{path}: no weights under {list(prefixes)}")
-        own = self.layout_free_state_dict()
-        problems = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                    for k, v in full.items() if k in own and own[k].shape != v.shape]
-        missing = sorted(k for k in own if k.startswith(tuple(prefixes)) and k not in full)
-        if problems or missing:
-            details = problems + [f"{k}: missing from checkpoint" for k in missing]
-            raise ValueError(f"cannot initialise from {path}; mismatching tensors:\n  " + "\n  ".join(details))
-        local = shard_layout_free_state_dict(self, full, vocab_keys=self._vocab_keys(),
-                                             aliases=self._tied_weight_aliases())
-        self.load_state_dict(local, strict=False)
-
-    # ------------------------------------------------------------------ NeMo
     @classmethod
     def restore_from(cls, restore_path: str, *args, save_restore_connector=None, **kwargs):
         """NeMo's ``restore_from`` with the layout-free, weights-only connector by default.
@@ -348,16 +293,16 @@ class BioMegatronModelPT(ModelPT):
         checkpoints are Megatron-LM files, imported through ``biomegatron_nemo.checkpoints``."""
         return []
 
+    # ------------------------------------------------------------------ data
     def setup_training_data(self, train_data_config):
-        self._train_dl = self._build_dataloader(train_data_config, "train") if train_data_config else None
+        self._train_dl = self.build_dataloader(train_data_config, "train") if train_data_config else None
 
     def setup_validation_data(self, val_data_config):
-        self._validation_dl = self._build_dataloader(val_data_config, "validation") if val_data_config else None
+        self._validation_dl = self.build_dataloader(val_data_config, "validation") if val_data_config else None
 
     def setup_test_data(self, test_data_config):
-        self._test_dl = self._build_dataloader(test_data_config, "test") if test_data_config else None
+        self._test_dl = self.build_dataloader(test_data_config, "test") if test_data_config else None
 
-    def _build_dataloader(self, data_config, split: str):
-        """Subclasses return a ``DataLoader`` for ``split`` (Lightning adds the data-parallel
-        sampler through the strategy)."""
+    def build_dataloader(self, data_config, split: str):
+        """Subclasses return a ``DataLoader`` for ``split`` (see the module docstring)."""
         raise NotImplementedError(f"{type(self).__name__} does not define {split} data")

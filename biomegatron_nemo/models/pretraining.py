@@ -9,6 +9,7 @@ accuracy, learning rate, tokens/s. Tensor, pipeline and data parallel per the st
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Dict, Optional
 
 import torch
@@ -16,13 +17,31 @@ import torch.nn.functional as F
 from lightning.pytorch import Trainer
 from omegaconf import DictConfig
 
+from biomegatron_nemo.checkpoints.weights import WeightLayout
+from biomegatron_nemo.common.config import option, section, to_plain
+from biomegatron_nemo.data.pretraining import PretrainingDataConfig, PretrainingSplitConfig
 from biomegatron_nemo.encoder.heads import MaskedLMHead, SentenceOrderHead
+from biomegatron_nemo.encoder.model import MegatronBertEncoder
 from biomegatron_nemo.models.base import BioMegatronModelPT
+from biomegatron_nemo.models.config import BioMegatronModelConfig
+from biomegatron_nemo.models.outputs import MaskedLMOutput
+
+
+@dataclass
+class PretrainingModelConfig(BioMegatronModelConfig):
+    """``model:`` of :class:`BioMegatronPretrainingModel`."""
+
+    binary_head: bool = option(False, "sentence-order head and loss (segments swapped with p = 0.5)")
+    data: PretrainingDataConfig = section(PretrainingDataConfig, "corpora and masking, shared by the splits")
+    train_ds: Optional[PretrainingSplitConfig] = section(PretrainingSplitConfig, "training loader")
+    validation_ds: Optional[PretrainingSplitConfig] = section(PretrainingSplitConfig, "validation loader")
+    test_ds: Optional[PretrainingSplitConfig] = option(None, "test loader (needs num_samples)")
 
 
 class BioMegatronPretrainingModel(BioMegatronModelPT):
     """Megatron-BERT pretraining on megatron-core's BERT masked dataset."""
 
+    config_class = PretrainingModelConfig
     ties_output_to_embeddings = True
 
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
@@ -35,7 +54,18 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
         own_weight = not self.encoder.pre_process  # last pipeline stage keeps a tied copy
         self.mlm_head = MaskedLMHead(self.encoder.config, self.encoder.padded_vocab_size,
                                      self.encoder_config.vocab_size, own_output_weight=own_weight)
-        self.binary_head = SentenceOrderHead(self.encoder.config) if self.cfg.get("binary_head", False) else None
+        self.binary_head = SentenceOrderHead(self.encoder.config) if self.cfg.binary_head else None
+
+    def weight_layout(self) -> WeightLayout:
+        layout = super().weight_layout()
+        if getattr(self, "mlm_head", None) is None:
+            return layout
+        vocab = ["mlm_head.output_layer.bias"]
+        tied = {}
+        if self.mlm_head.output_layer.weight is not None:  # the last stage's copy of the embeddings
+            vocab.append("mlm_head.output_layer.weight")
+            tied["mlm_head.output_layer.weight"] = f"encoder.{MegatronBertEncoder.WORD_EMBEDDINGS_KEY}"
+        return WeightLayout(layout.vocab_sized + tuple(vocab), tied, layout.vocab_size)
 
     # ------------------------------------------------------------------ losses
     def loss_normalizers(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
@@ -46,15 +76,15 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
         weight = self.encoder.word_embeddings_weight() if self.encoder.pre_process else None
         return self.mlm_head(hidden, weight)
 
-    def head_losses(self, hidden, batch, normalizers) -> Dict[str, torch.Tensor]:
+    def head_forward(self, hidden, batch, normalizers) -> MaskedLMOutput:
         logits = self.mlm_logits(hidden)
         losses = {"mlm": MaskedLMHead.loss(logits, batch["lm_labels"], batch["loss_mask"], normalizers["mlm"])}
+        binary_logits = None
         if self.binary_head is not None:
             binary_logits = self.binary_head(hidden)
-            self._last_binary = (binary_logits.detach(), batch["sentence_order_labels"])
             losses["sentence_order"] = F.cross_entropy(
                 binary_logits.float(), batch["sentence_order_labels"], reduction="sum") / normalizers["sentence_order"]
-        return losses
+        return MaskedLMOutput(losses, mlm_logits=logits, sentence_order_logits=binary_logits)
 
     # ------------------------------------------------------------------ logging
     def on_train_batch_start(self, batch, batch_idx):
@@ -70,25 +100,38 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
         if self.trainer is not None and self.trainer.optimizers:
             self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
 
-    def _log_losses(self, split, losses, loss, batch) -> None:
-        super()._log_losses(split, losses, loss, batch)
+    def log_output(self, split, output: MaskedLMOutput, batch) -> None:
+        super().log_output(split, output, batch)
         sync = split != "train"
-        mlm = losses["mlm"].detach()
-        if len(losses) == 1:  # with the binary head the base class logs every named loss
+        mlm = output.losses["mlm"].detach()
+        if len(output.losses) == 1:  # with the binary head the base class logs every named loss
             self.log(f"{split}_mlm_loss", mlm, sync_dist=sync)
         self.log(f"{split}_perplexity", torch.exp(mlm.clamp(max=50.0)), sync_dist=sync)
-        if self.binary_head is not None and getattr(self, "_last_binary", None) is not None:
-            logits, labels = self._last_binary
-            self.log(f"{split}_sentence_order_accuracy", (logits.argmax(-1) == labels).float().mean(), sync_dist=sync)
+        if output.sentence_order_logits is not None:
+            correct = output.sentence_order_logits.argmax(-1) == batch["sentence_order_labels"]
+            self.log(f"{split}_sentence_order_accuracy", correct.float().mean(), sync_dist=sync)
 
     # ------------------------------------------------------------------ data
-    def _build_dataloader(self, data_config, split: str):
+    def _default_num_samples(self, split: str, micro_batch_size: int) -> Optional[int]:
+        """Training: ``max_steps × global batch`` when the trainer fixes the number of steps."""
+        from megatron.core import parallel_state
+
+        trainer = self._trainer
+        if split != "train" or trainer is None or trainer.max_steps is None or trainer.max_steps <= 0:
+            return None
+        accumulate = int(trainer.accumulate_grad_batches or 1)
+        return int(trainer.max_steps) * micro_batch_size * parallel_state.get_data_parallel_world_size() * accumulate
+
+    def build_dataloader(self, data_config, split: str):
+        from megatron.core import parallel_state
+
         from biomegatron_nemo.data.pretraining import build_pretraining_dataloader
         from biomegatron_nemo.data.resumable import DataParallelSequentialSampler, SkipConsumedSamples
 
-        from megatron.core import parallel_state
-
-        loader = build_pretraining_dataloader(self, data_config, split)
+        dataset_cfg = {**to_plain(self.cfg.data), "seed": int(self.cfg.seed), "binary_head": bool(self.cfg.binary_head)}
+        loader = build_pretraining_dataloader(
+            dataset_cfg, data_config, split, self.tokenizer,
+            num_samples=self._default_num_samples(split, int(data_config.micro_batch_size)))
         dataset = SkipConsumedSamples(loader.dataset) if split == "train" else loader.dataset
         # megatron-core's sample index is already a seeded permutation. Our own data-parallel
         # sampler keeps that order: Lightning would otherwise inject a *shuffling*

@@ -19,27 +19,33 @@ live in :mod:`biomegatron_nemo.data.token_classification`; chunking and scores i
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import tempfile
 import weakref
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from lightning.pytorch import Trainer
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
-from biomegatron_nemo.data.conll import Sentence, read_conll, to_iob2, write_conll_predictions
-from biomegatron_nemo.data.errors import DataFormatError, iter_lines
+from biomegatron_nemo.common.config import option, section
+from biomegatron_nemo.common.errors import ConfigError, DataFormatError
+from biomegatron_nemo.data.collate import IGNORE_INDEX
+from biomegatron_nemo.data.conll import SCHEMES, Sentence, read_iob2, write_conll_predictions
 from biomegatron_nemo.data.token_classification import (
     ALIGNMENT_MODES,
+    FineTuningDataConfig,
     LabelMap,
     TokenClassificationDataset,
     continuation_tag,
+    read_label_file,
+    word_spans,
 )
-from biomegatron_nemo.encoder.heads import IGNORE_INDEX, TokenClassificationHead
+from biomegatron_nemo.encoder.heads import ClassificationHeadConfig, TokenClassificationHead
 from biomegatron_nemo.encoder.losses import (
+    ClassificationLossConfig,
     balanced_class_weights,
     cross_entropy_normalizer,
     dice_loss,
@@ -47,28 +53,43 @@ from biomegatron_nemo.encoder.losses import (
 )
 from biomegatron_nemo.metrics.ner import entity_spans, ner_scores
 from biomegatron_nemo.models.base import BioMegatronModelPT
+from biomegatron_nemo.models.config import BioMegatronModelConfig
+from biomegatron_nemo.models.outputs import TokenClassifierOutput
 
-LOSSES = ("cross_entropy", "weighted_cross_entropy", "dice")
 DATA_SPLITS = {"train": "train_ds", "validation": "validation_ds", "test": "test_ds"}
-DEFAULT_MAX_SEQ_LENGTH = 128
 LABEL_MAP_KEY = "label_map_file"
 
 
-class TokenClassificationModel(BioMegatronModelPT):
-    """Encoder + :class:`TokenClassificationHead` for IOB-tagged NER.
+@dataclass
+class TokenClassificationModelConfig(BioMegatronModelConfig):
+    """``model:`` of :class:`TokenClassificationModel`."""
 
-    Config (beyond the base's ``tokenizer``, ``encoder``, ``language_model.nemo_file``, ``optim``):
-    ``label_map`` (list of tags) or ``label_map_file`` (one tag a line), else built from
-    ``train_ds.file``; ``labelling_mode`` (``first_subtoken`` | ``all_subtokens``);
-    ``tag_scheme`` of the files (IOB1 | IOB2 | IOBES, converted to IOB2); ``window_overlap``;
-    ``head: {num_layers, dropout, activation}``; ``loss: {name, class_weights, dice_smooth}``;
-    ``freeze_encoder``; ``train_ds/validation_ds/test_ds: {file, max_seq_length, batch_size,
-    num_workers, shuffle}``.
-    """
+    label_map: Optional[List[str]] = option(None, "the tags; null: every tag of label_map_file or train_ds.file")
+    label_map_file: Optional[str] = option(None, "one tag a line; copied into the .nemo")
+    labelling_mode: str = option("first_subtoken", "first_subtoken: a word's first sub-token carries its "
+                                 "tag; all_subtokens: every sub-token is labelled", choices=ALIGNMENT_MODES)
+    tag_scheme: str = option("IOB2", "tag scheme of the files (converted to IOB2)", choices=tuple(SCHEMES))
+    window_overlap: int = option(32, "sub-tokens shared by consecutive windows of a long sentence")
+    freeze_encoder: bool = option(False, "train the head only")
+    head: ClassificationHeadConfig = section(ClassificationHeadConfig, "the classifier on every position")
+    loss: ClassificationLossConfig = section(ClassificationLossConfig, "the training loss")
+    train_ds: Optional[FineTuningDataConfig] = section(FineTuningDataConfig, "training data")
+    validation_ds: Optional[FineTuningDataConfig] = section(FineTuningDataConfig, "validation data (entity F1 per epoch)")
+    test_ds: Optional[FineTuningDataConfig] = section(FineTuningDataConfig, "test data")
+
+    def check(self) -> None:
+        super().check()
+        if self.window_overlap < 0:
+            raise ConfigError(f"must be >= 0, got {self.window_overlap}", key="window_overlap")
+
+
+class TokenClassificationModel(BioMegatronModelPT):
+    """Encoder + :class:`TokenClassificationHead` for IOB-tagged NER; config:
+    :class:`TokenClassificationModelConfig` (every key in ``docs/configuration.md``)."""
+
+    config_class = TokenClassificationModelConfig
 
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
-        cfg = _with_deferred_data(cfg)
-        _check_config(cfg)
         self._label_map: Optional[LabelMap] = None
         self._class_weights: Optional[torch.Tensor] = None
         self._eval_rows: Dict[str, list] = {"val": [], "test": []}
@@ -77,12 +98,8 @@ class TokenClassificationModel(BioMegatronModelPT):
 
     # ------------------------------------------------------------------ config and labels
     @property
-    def _loss_cfg(self) -> DictConfig:
-        return self.cfg.get("loss") or OmegaConf.create({})
-
-    @property
     def labelling_mode(self) -> str:
-        return self.cfg.get("labelling_mode", "first_subtoken")
+        return self.cfg.labelling_mode
 
     @property
     def label_map(self) -> LabelMap:
@@ -92,17 +109,17 @@ class TokenClassificationModel(BioMegatronModelPT):
         return self._label_map
 
     def _setup_label_map(self) -> LabelMap:
-        labels = list(self.cfg.get("label_map") or [])
-        label_file = self.cfg.get(LABEL_MAP_KEY)
+        labels = list(self.cfg.label_map or [])
+        label_file = self.cfg[LABEL_MAP_KEY]
         if label_file:
             # the user's file, or the copy inside the unpacked .nemo when restoring
             label_file = self.register_artifact(LABEL_MAP_KEY, label_file)
-            from_file = _read_label_file(label_file)
+            from_file = read_label_file(label_file)
             if labels and LabelMap(labels).labels != LabelMap(from_file).labels:
                 raise ValueError(f"label_map {labels} differs from {LABEL_MAP_KEY} {label_file}: {from_file}")
             labels = from_file
         if not labels:
-            train_file = (self.cfg.get("train_ds") or {}).get("file")
+            train_file = (self.cfg.train_ds or {}).get("file")
             if not train_file:
                 raise ValueError("label_map is not set and there is no train_ds.file to build it from")
             labels = LabelMap.from_sentences(self.read_sentences(train_file)).labels
@@ -126,7 +143,7 @@ class TokenClassificationModel(BioMegatronModelPT):
         return path
 
     def read_sentences(self, path: str) -> List[Sentence]:
-        return read_iob2(path, self.cfg.get("tag_scheme", "IOB2"))
+        return read_iob2(path, self.cfg.tag_scheme)
 
     def check_known_tags(self, sentences: Sequence[Sentence]) -> None:
         """A tag the model was not trained with cannot be predicted nor scored fairly: refuse it."""
@@ -143,24 +160,24 @@ class TokenClassificationModel(BioMegatronModelPT):
     def configure_model(self) -> None:
         first_build = not self._modules_built
         super().configure_model()
-        if first_build and self.cfg.get("freeze_encoder", False):
+        if first_build and self.cfg.freeze_encoder:
             self.encoder.requires_grad_(False)
 
     def build_heads(self) -> None:
         if not self.encoder.post_process:
             return
-        head = self.cfg.get("head") or {}
+        head = self.cfg.head
         self.classifier = TokenClassificationHead(
-            self.encoder.config.hidden_size, len(self.label_map), num_layers=int(head.get("num_layers", 1)),
-            dropout=float(head.get("dropout", 0.1)), activation=head.get("activation", "gelu"))
+            self.encoder.config.hidden_size, len(self.label_map), num_layers=head.num_layers,
+            dropout=head.dropout, activation=head.activation)
 
     # ------------------------------------------------------------------ losses
     def class_weights(self) -> Optional[torch.Tensor]:
         """Weights of weighted_cross_entropy (None for the other losses)."""
-        if self._loss_cfg.get("name", "cross_entropy") != "weighted_cross_entropy":
+        if self.cfg.loss.name != "weighted_cross_entropy":
             return None
         if self._class_weights is None:
-            weights = self._loss_cfg.get("class_weights", "auto")
+            weights = self.cfg.loss.class_weights
             if weights in (None, "auto"):
                 raise ValueError("loss.class_weights=auto is computed from the training data; set up "
                                  "train_ds (or give the weights as a list)")
@@ -173,9 +190,7 @@ class TokenClassificationModel(BioMegatronModelPT):
 
     def _resolve_auto_class_weights(self, dataset: TokenClassificationDataset) -> None:
         # Stored back into the config: a restored or resumed model trains with the same weights.
-        if self._loss_cfg.get("name") != "weighted_cross_entropy":
-            return
-        if self._loss_cfg.get("class_weights", "auto") not in (None, "auto"):
+        if self.cfg.loss.name != "weighted_cross_entropy" or self.cfg.loss.class_weights not in (None, "auto"):
             return
         counts = [0] * len(self.label_map)
         for w in dataset.windows:
@@ -190,32 +205,17 @@ class TokenClassificationModel(BioMegatronModelPT):
         weights = self.class_weights()
         return {"ner": self.data_parallel_normalizer(cross_entropy_normalizer(batch["labels"], weights))}
 
-    def head_losses(self, hidden, batch, normalizers) -> Dict[str, torch.Tensor]:
+    def head_forward(self, hidden, batch, normalizers) -> TokenClassifierOutput:
         logits = self.classifier(hidden)
-        self._last_logits = logits.detach()
-        if self._loss_cfg.get("name", "cross_entropy") == "dice":
-            return {"ner": dice_loss(logits, batch["labels"], float(self._loss_cfg.get("dice_smooth", 1.0)))}
-        return {"ner": summed_cross_entropy(logits, batch["labels"], self.class_weights()) / normalizers["ner"]}
+        if self.cfg.loss.name == "dice":
+            loss = dice_loss(logits, batch["labels"], self.cfg.loss.dice_smooth)
+        else:
+            loss = summed_cross_entropy(logits, batch["labels"], self.class_weights()) / normalizers["ner"]
+        return TokenClassifierOutput({"ner": loss}, logits=logits)
 
     # ------------------------------------------------------------------ validation / test F1
-    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        loss = super().validation_step(batch, batch_idx, dataloader_idx)
-        if not self.pipeline_parallel:
-            self._collect_predictions("val", batch)
-        return loss
-
-    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        if self.pipeline_parallel:
-            raise NotImplementedError("NER testing with pipeline parallelism is not supported; "
-                                      "restore the .nemo with pipeline_model_parallel_size=1")
-        losses = self.compute_losses(batch)
-        loss = sum(losses.values())
-        self._log_losses("test", losses, loss, batch)
-        self._collect_predictions("test", batch)
-        return loss
-
-    def _collect_predictions(self, split: str, batch) -> None:
-        labels = self._last_logits.argmax(-1).cpu()
+    def on_eval_output(self, split: str, batch, output: TokenClassifierOutput) -> None:
+        labels = output.logits.argmax(-1).cpu()
         lengths = batch["attention_mask"].sum(-1).tolist()
         for wi, row, n in zip(batch["window_index"].tolist(), labels, lengths):
             self._eval_rows[split].append((wi, row[:n].tolist()))
@@ -230,7 +230,7 @@ class TokenClassificationModel(BioMegatronModelPT):
         rows, self._eval_rows[split] = self._eval_rows[split], []
         if self.trainer is not None and self.trainer.sanity_checking or loader is None:
             return
-        rows = _gather_data_parallel(rows)
+        rows = _gather_all_ranks(rows)
         dataset: TokenClassificationDataset = loader.dataset
         labels = dict(rows)  # windows the distributed sampler repeated count once
         values = dataset.word_values(list(labels.values()), list(labels))
@@ -265,28 +265,28 @@ class TokenClassificationModel(BioMegatronModelPT):
                              f"max_position_embeddings={limit}")
         return TokenClassificationDataset(sentences, self.tokenizer, self.label_map, max_seq_length,
                                           mode=self.labelling_mode,
-                                          window_overlap=int(self.cfg.get("window_overlap", 32)))
+                                          window_overlap=int(self.cfg.window_overlap))
 
     def _inference_max_seq_length(self) -> int:
         for key in ("test_ds", "validation_ds", "train_ds"):
-            section = self.cfg.get(key) or {}
-            if section.get("max_seq_length"):
-                return int(section["max_seq_length"])
-        return DEFAULT_MAX_SEQ_LENGTH
+            if self.cfg[key] is not None:
+                return int(self.cfg[key].max_seq_length)
+        return FineTuningDataConfig.max_seq_length
 
-    def _build_dataloader(self, data_config, split: str):
+    def build_dataloader(self, data_config, split: str):
         if not data_config.get("file"):
-            raise ValueError(f"{DATA_SPLITS[split]}.file is not set")
+            if split == "train":
+                raise ConfigError("is required for training", key="train_ds.file", where=type(self).__name__)
+            return None
         sentences = self.read_sentences(data_config.file)
         self.check_known_tags(sentences)
-        dataset = self.make_dataset(sentences, data_config.get("max_seq_length", DEFAULT_MAX_SEQ_LENGTH))
+        dataset = self.make_dataset(sentences, data_config.max_seq_length)
         if split == "train":
             self._resolve_auto_class_weights(dataset)
+        shuffle = data_config.shuffle if data_config.shuffle is not None else split == "train"
         return torch.utils.data.DataLoader(
-            dataset, batch_size=int(data_config.get("batch_size", 32)),
-            shuffle=bool(data_config.get("shuffle", split == "train")),
-            num_workers=int(data_config.get("num_workers", 0)), collate_fn=dataset.collate_fn,
-            drop_last=False)
+            dataset, batch_size=int(data_config.batch_size), shuffle=bool(shuffle),
+            num_workers=int(data_config.num_workers), collate_fn=dataset.collate_fn, drop_last=False)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -346,7 +346,7 @@ class TokenClassificationModel(BioMegatronModelPT):
         spans_per_text: Dict[int, List[Tuple[int, int]]] = {}
         sentences = []
         for ti, text in enumerate(texts):
-            spans = _word_spans(self.tokenizer.encode(text)) if text.strip() else []
+            spans = word_spans(self.tokenizer.encode(text)) if text.strip() else []
             if spans:
                 spans_per_text[ti] = spans
                 sentences.append(Sentence([text[s:e] for s, e in spans], ["O"] * len(spans)))
@@ -367,68 +367,12 @@ class TokenClassificationModel(BioMegatronModelPT):
         return results
 
 
-def _check_config(cfg: DictConfig) -> None:
-    mode = cfg.get("labelling_mode", "first_subtoken")
-    if mode not in ALIGNMENT_MODES:
-        raise ValueError(f"labelling_mode={mode!r}; choose one of {list(ALIGNMENT_MODES)}")
-    loss = cfg.get("loss") or {}
-    name = loss.get("name", "cross_entropy")
-    if name not in LOSSES:
-        raise ValueError(f"loss.name={name!r}; choose one of {list(LOSSES)}")
-    if loss.get("class_weights") is not None and name != "weighted_cross_entropy":
-        raise ValueError(f"loss.class_weights is set but loss.name={name!r} does not use it "
-                         "(use weighted_cross_entropy)")
-
-
-def _with_deferred_data(cfg) -> DictConfig:
-    """A copy of ``cfg`` whose data sections set up in ``setup()``: reading them needs the
-    tokenizer and label map, which exist only after ``ModelPT.__init__`` (KNOWN-TRAPS)."""
-    cfg = copy.deepcopy(cfg) if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
-    with open_dict(cfg):
-        for key in DATA_SPLITS.values():
-            if cfg.get(key) is not None:
-                cfg[key].defer_setup = True
-    return cfg
-
-
-def read_iob2(path: str, scheme: str = "IOB2") -> List[Sentence]:
-    """Sentences of a CoNLL file with tags converted to IOB2 (conlleval chunk semantics)."""
-    return [Sentence(s.words, to_iob2(s.tags), s.line, s.source) for s in read_conll(path, scheme)]
-
-
-def _read_label_file(path: str) -> List[str]:
-    labels = []
-    for lineno, line in iter_lines(path):
-        tag = line.strip()
-        if not tag:
-            continue
-        if tag in labels:
-            raise DataFormatError(path, lineno, f"label {tag!r} repeats", field="label")
-        labels.append(tag)
-    if not labels:
-        raise DataFormatError(path, None, "no labels in label map file")
-    return labels
-
-
-def _word_spans(encoding) -> List[Tuple[int, int]]:
-    """``(start, end)`` characters of each of the tokenizer's words, in order."""
-    spans: Dict[int, List[int]] = {}
-    for wid, (start, end) in zip(encoding.word_ids, encoding.offsets):
-        if wid is None or end <= start:
-            continue
-        span = spans.setdefault(wid, [start, end])
-        span[0], span[1] = min(span[0], start), max(span[1], end)
-    return [tuple(spans[w]) for w in sorted(spans)]
-
-
-def _gather_data_parallel(rows: list) -> list:
-    """All data-parallel ranks' rows on every rank (each scored the whole set identically)."""
-    from megatron.core import parallel_state
-
-    if not (torch.distributed.is_initialized() and parallel_state.model_parallel_is_initialized()):
+def _gather_all_ranks(rows: list) -> list:
+    """Every rank's rows on every rank: data-parallel ranks hold different windows, and under
+    pipeline parallelism only the last stage holds any (repeats across TP ranks collapse when
+    rows are keyed by window)."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
         return rows
-    if parallel_state.get_data_parallel_world_size() == 1:
-        return rows
-    gathered = [None] * parallel_state.get_data_parallel_world_size()
-    torch.distributed.all_gather_object(gathered, rows, group=parallel_state.get_data_parallel_group())
+    gathered = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, rows)
     return [r for part in gathered for r in part]

@@ -18,21 +18,42 @@ the data-parallel group.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
 
+from biomegatron_nemo.common.config import Schema, option
+from biomegatron_nemo.common.errors import ConfigError
+
+
+@dataclass
+class PipelineConfig(Schema):
+    """The ``pipeline:`` section: how a batch flows through pipeline stages (PP > 1 only)."""
+
+    num_microbatches: int = option(1, "GPipe microbatches per batch; must divide the batch size")
+
+    def check(self) -> None:
+        if self.num_microbatches < 1:
+            raise ConfigError(f"must be >= 1, got {self.num_microbatches}", key="num_microbatches")
+
 
 class _StageModule(torch.nn.Module):
-    """One pipeline stage of a BioMegatron model: its encoder part (+ the loss on the last)."""
+    """One pipeline stage of a BioMegatron model: its encoder part (+ the heads on the last).
+
+    On the last stage, evaluation keeps each microbatch's head output (detached) so that the
+    runner can hand the whole batch's output back to the model's metric collection.
+    """
 
     def __init__(self, model):
         super().__init__()
         self.model = model
         self.normalizers: Dict[str, float] = {}
+        self.keep_outputs = False
+        self.outputs: List = []
 
     def forward(self, x: torch.Tensor, **batch: torch.Tensor) -> torch.Tensor:
         encoder = self.model.encoder
@@ -42,12 +63,14 @@ class _StageModule(torch.nn.Module):
             hidden = encoder(None, batch["attention_mask"], hidden_states=x)
         if not encoder.post_process:
             return hidden
-        losses = self.model.head_losses(hidden, batch, self.normalizers)
-        return sum(losses.values())
+        output = self.model.head_forward(hidden, batch, self.normalizers)
+        if self.keep_outputs:
+            self.outputs.append(output.detach())
+        return output.loss
 
 
 class PipelineRunner:
-    """Runs forward + backward of one batch through the pipeline; returns the loss on every stage."""
+    """Runs one batch through the pipeline: forward + backward for training, forward for evaluation."""
 
     def __init__(self, model, num_microbatches: int = 1):
         self.model = model
@@ -75,14 +98,21 @@ class PipelineRunner:
         return loss
 
     @torch.no_grad()
-    def evaluate(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """Forward only; the loss of ``batch`` on every stage."""
-        return self._run(batch, self.schedule.eval)
+    def evaluate(self, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, Optional[object]]:
+        """Forward only: the loss of ``batch`` on every stage, and on the last stage the heads'
+        output for the whole batch (microbatches merged in order; None on other stages)."""
+        self.stage_module.keep_outputs, self.stage_module.outputs = True, []
+        try:
+            loss = self._run(batch, self.schedule.eval)
+            parts = self.stage_module.outputs
+        finally:
+            self.stage_module.keep_outputs, self.stage_module.outputs = False, []
+        return loss, (type(parts[0]).concat(parts) if parts else None)
 
     def _run(self, batch: Dict[str, torch.Tensor], run) -> torch.Tensor:
         if batch["input_ids"].shape[0] % self.num_microbatches:
             raise ValueError(f"batch size {batch['input_ids'].shape[0]} is not divisible by "
-                             f"num_microbatches {self.num_microbatches}")
+                             f"pipeline.num_microbatches {self.num_microbatches}")
         self.stage_module.normalizers = self.model.loss_normalizers(batch)
         kwargs = {k: v for k, v in batch.items() if k != "input_ids" and isinstance(v, torch.Tensor)}
         losses: list = []
@@ -97,20 +127,36 @@ class PipelineRunner:
         return loss
 
 
+def pipeline_training_step(model, runner: PipelineRunner, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """One optimiser step of a pipeline stage (Lightning's manual optimisation: the stages run
+    their backward inside the schedule): zero, forward + backward, clip, step, schedule."""
+    optimizer = model.optimizers()
+    optimizer.zero_grad()
+    loss = runner.step(batch)
+    clip = model.trainer.gradient_clip_val if model.trainer is not None else None
+    if clip:
+        model.configure_gradient_clipping(optimizer, clip, "norm")
+    optimizer.step()
+    scheduler = model.lr_schedulers()
+    if scheduler is not None:
+        scheduler.step()
+    return loss
+
+
 def _tied_weights(model) -> Optional[torch.nn.Parameter]:
-    """The word-embedding matrix on the first stage, or its copy on the last stage."""
+    """The word-embedding matrix on the first stage, or the last stage's copy of it (the model's
+    ``weight_layout().tied_copies`` names it)."""
     if parallel_state.get_pipeline_model_parallel_world_size() == 1:
         return None
     if model.encoder.pre_process:
         return model.encoder.word_embeddings_weight()
-    head = getattr(model, "mlm_head", None)
-    if head is not None and head.output_layer.weight is not None:
-        return head.output_layer.weight
-    return None
+    params = dict(model.named_parameters())
+    copies = [params[k] for k in model.weight_layout().tied_copies if k in params]
+    return copies[0] if copies else None
 
 
 def _has_tied_head(model) -> bool:
-    # Every rank must agree whether to join the embedding-group collective.
+    # A class-level declaration: every rank must agree whether to join the embedding-group collective.
     return getattr(model, "ties_output_to_embeddings", False)
 
 

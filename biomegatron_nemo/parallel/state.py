@@ -15,6 +15,24 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state, tensor_parallel
 
+from biomegatron_nemo.common.config import Schema, option
+from biomegatron_nemo.common.errors import ConfigError
+
+
+@dataclass
+class ParallelConfig(Schema):
+    """The ``parallel:`` section of a run: the model-parallel layout (the rest of the devices are
+    data parallel) and the seed every rank starts from."""
+
+    tensor_model_parallel_size: int = option(1, "ranks that split every layer's weights (TP)")
+    pipeline_model_parallel_size: int = option(1, "ranks that split the layers into stages (PP)")
+    seed: int = option(1234, "random seed of initialisation and dropout, identical on every rank")
+
+    def check(self) -> None:
+        for key in ("tensor_model_parallel_size", "pipeline_model_parallel_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"must be >= 1, got {getattr(self, key)}", key=key)
+
 
 @dataclass(frozen=True)
 class ParallelLayout:

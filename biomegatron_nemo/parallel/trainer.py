@@ -8,35 +8,46 @@ parallel groups. Logging and checkpointing are left to NeMo's ``exp_manager`` (w
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from typing import Any, Mapping, Optional
 
 import torch
 from lightning.pytorch import Trainer
-from omegaconf import DictConfig, OmegaConf
 
+from biomegatron_nemo.common.config import parse_config, to_plain
+from biomegatron_nemo.common.errors import ConfigError
+
+from .state import ParallelConfig
 from .strategy import MegatronDDPStrategy
 
+#: Trainer arguments set here, not by the config
+_OWN_ARGUMENTS = ("strategy",)
 
-def _plain(cfg: Any) -> dict:
-    if cfg is None:
-        return {}
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return dict(cfg)
+
+def _check_trainer_keys(values: Mapping[str, Any]) -> None:
+    """Lightning would raise a bare TypeError deep in Trainer.__init__; name the key instead."""
+    known = [p for p in inspect.signature(Trainer.__init__).parameters if p not in ("self", *_OWN_ARGUMENTS)]
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean trainer.{close[0]}? " if close else ""
+            raise ConfigError(f"not an argument of lightning's Trainer; {hint}", key=f"trainer.{key}")
 
 
 def build_trainer(trainer_cfg: Optional[Mapping[str, Any]], parallel_cfg: Optional[Mapping[str, Any]] = None,
                   **overrides: Any) -> Trainer:
     """``Trainer(**trainer_cfg)`` with :class:`MegatronDDPStrategy` for ``parallel_cfg``.
 
-    ``parallel_cfg``: ``tensor_model_parallel_size``, ``pipeline_model_parallel_size``, ``seed``.
+    ``parallel_cfg``: a :class:`~biomegatron_nemo.parallel.state.ParallelConfig` section. A key
+    ``Trainer`` does not take is a :class:`ConfigError` naming it.
     ``devices`` must be a multiple of TP × PP; the rest is data parallel.
     """
-    values = _plain(trainer_cfg)
+    values = to_plain(trainer_cfg) or {}
+    _check_trainer_keys(values)
     values.update(overrides)
-    parallel = _plain(parallel_cfg)
-    tp = int(parallel.get("tensor_model_parallel_size", 1))
-    pp = int(parallel.get("pipeline_model_parallel_size", 1))
+    parallel: ParallelConfig = parse_config(parallel_cfg or {}, ParallelConfig, where="parallel")
+    tp, pp = parallel.tensor_model_parallel_size, parallel.pipeline_model_parallel_size
     devices = values.get("devices", 1)
     if isinstance(devices, int) and devices % (tp * pp):
         raise ValueError(f"trainer.devices={devices} is not a multiple of tensor ({tp}) x pipeline ({pp}) parallel sizes")
@@ -44,5 +55,5 @@ def build_trainer(trainer_cfg: Optional[Mapping[str, Any]], parallel_cfg: Option
     values.setdefault("logger", False)
     values.setdefault("enable_checkpointing", False)
     strategy = MegatronDDPStrategy(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
-                                   seed=int(parallel.get("seed", 1234)))
+                                   seed=parallel.seed)
     return Trainer(strategy=strategy, **values)

@@ -8,7 +8,12 @@ so a restored model finds its vocabulary again.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, List, Optional
+
+
+from biomegatron_nemo.common.config import Schema, option, parse_config
+from biomegatron_nemo.common.errors import ConfigError
 
 from biomegatron_nemo.tokenizers.base import SPECIAL_TOKENS, BioTokenizer, Encoding
 from biomegatron_nemo.tokenizers.sentencepiece import SentencePieceTokenizer
@@ -19,60 +24,50 @@ __all__ = [
     "BioTokenizer",
     "Encoding",
     "SentencePieceTokenizer",
+    "TokenizerConfig",
     "WordPieceTokenizer",
     "build_tokenizer",
 ]
 
-#: library → (config key of its file, keys it accepts)
-LIBRARIES = {
-    "wordpiece": ("vocab_file", {"library", "vocab_file", "cased", "special_tokens"}),
-    "sentencepiece": ("model_file", {"library", "model_file", "special_tokens"}),
-}
+#: library → the config key of its file
+LIBRARIES = {"wordpiece": "vocab_file", "sentencepiece": "model_file"}
 
 
-def _as_dict(cfg: Any) -> dict:
-    if isinstance(cfg, Mapping):
-        return dict(cfg)
-    try:  # OmegaConf DictConfig, without importing omegaconf when it is not used
-        from omegaconf import DictConfig, OmegaConf
+@dataclass
+class TokenizerConfig(Schema):
+    """The ``tokenizer:`` section: which vocabulary, from which file."""
 
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:
-        pass
-    raise ValueError(f"tokenizer config must be a mapping, got {type(cfg).__name__}")
+    library: str = option("wordpiece", "vocabulary kind", choices=tuple(LIBRARIES))
+    vocab_file: Optional[str] = option(None, "WordPiece vocab.txt (library=wordpiece); copied into the .nemo")
+    model_file: Optional[str] = option(None, "SentencePiece .model (library=sentencepiece); copied into the .nemo")
+    cased: Optional[bool] = option(None, "WordPiece: keep case (cased vocabularies); null/false lower-cases. "
+                                         "A SentencePiece model's casing is fixed when it is trained")
+    special_tokens: List[str] = option(doc="extra tokens never split, e.g. entity markers", factory=list)
+
+    def check(self) -> None:
+        file_key = LIBRARIES[self.library]
+        unused = [k for k in LIBRARIES.values() if k != file_key and getattr(self, k)]
+        if self.library == "sentencepiece" and self.cased is not None:
+            unused.append("cased")
+        if unused:
+            raise ConfigError(f"{unused} are not used by library={self.library!r}", key=unused[0])
 
 
 def build_tokenizer(cfg: Any) -> BioTokenizer:
-    """Build a tokenizer from ``{library, vocab_file | model_file, cased, special_tokens}``.
+    """Build a tokenizer from a ``tokenizer:`` section (:class:`TokenizerConfig`; mapping or DictConfig).
 
-    ``library`` is ``wordpiece`` (needs ``vocab_file``; ``cased`` defaults to False) or
-    ``sentencepiece`` (needs ``model_file``). Unknown or missing keys and missing files raise
-    ``ValueError`` naming the key and the path.
+    Unknown keys, a file key the library does not use, a missing key and a missing file raise
+    :class:`~biomegatron_nemo.common.errors.ConfigError` naming the key and the path.
     """
-    # Keys set to null are unset: one config template can list vocab_file and model_file.
-    cfg = {k: v for k, v in _as_dict(cfg).items() if v is not None}
-    library = cfg.get("library")
-    if library is None:
-        raise ValueError(f"tokenizer config has no 'library' key; set it to one of {sorted(LIBRARIES)}")
-    if library not in LIBRARIES:
-        raise ValueError(f"tokenizer.library={library!r} is unknown; choose one of {sorted(LIBRARIES)}")
-    file_key, allowed = LIBRARIES[library]
-    unknown = sorted(set(cfg) - allowed)
-    if unknown:
-        raise ValueError(f"tokenizer config key(s) {unknown} are not used by library={library!r}; "
-                         f"allowed keys: {sorted(allowed)}")
-    path = cfg.get(file_key)
+    checked: TokenizerConfig = parse_config(cfg, TokenizerConfig, where="tokenizer")
+    # The file is checked here, not in the schema: a model config being restored names it as a
+    # .nemo artifact until NeMo has unpacked it.
+    file_key = LIBRARIES[checked.library]
+    path = getattr(checked, file_key)
     if not path:
-        raise ValueError(f"tokenizer.{file_key} is required for library={library!r}")
+        raise ConfigError(f"is required for library={checked.library!r}", key=file_key, where="tokenizer")
     if not os.path.isfile(path):
-        raise ValueError(f"tokenizer.{file_key}={path!r}: file does not exist")
-    special_tokens = cfg.get("special_tokens") or ()
-    if isinstance(special_tokens, str) or not all(isinstance(t, str) for t in special_tokens):
-        raise ValueError(f"tokenizer.special_tokens must be a list of strings, got {special_tokens!r}")
-    if library == "wordpiece":
-        cased = cfg.get("cased", False)
-        if not isinstance(cased, bool):
-            raise ValueError(f"tokenizer.cased must be true or false, got {cased!r}")
-        return WordPieceTokenizer(path, cased=cased, special_tokens=special_tokens)
-    return SentencePieceTokenizer(path, special_tokens=special_tokens)
+        raise ConfigError(f"{path!r}: file does not exist", key=file_key, where="tokenizer")
+    if checked.library == "wordpiece":
+        return WordPieceTokenizer(path, cased=bool(checked.cased), special_tokens=checked.special_tokens)
+    return SentencePieceTokenizer(path, special_tokens=checked.special_tokens)

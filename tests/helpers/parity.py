@@ -51,7 +51,7 @@ def train_flow(nemo_file: str, tp: int, pp: int, out: str, num_microbatches: int
     for batch in batches:
         optimizer.zero_grad()
         if pp == 1:
-            loss = sum(model.compute_losses(batch).values())
+            loss = model.forward_batch(batch).loss
             loss.backward()
         else:
             loss = model.pipeline_runner.step(batch)

@@ -15,6 +15,9 @@ CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 def compose_pretrain_config(overrides):
     from hydra import compose, initialize_config_dir
 
+    from biomegatron_nemo.models.runs import register_run_configs
+
+    register_run_configs()
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         return compose(config_name="pretrain_bert", overrides=list(overrides))
 
@@ -74,6 +77,7 @@ def pretrain(exp_dir, vocab_file, data_prefix, max_steps, record, devices=1, mic
     cfg = compose_pretrain_config([
         f"model.tokenizer.vocab_file={vocab_file}", f"model.data.data_prefix=[{data_prefix}]",
         "model.encoder.preset=micro", "model.encoder.hidden_dropout=0.1", "model.data.seq_length=32",
+        "model.data.max_ngram=1",  # BERT's single-word masking: the thresholds below were set with it
         "model.data.split='80,20,0'", f"model.train_ds.micro_batch_size={micro_batch_size}",
         f"model.validation_ds.micro_batch_size={micro_batch_size}", "model.validation_ds.num_samples=16",
         f"trainer.max_steps={max_steps}", "trainer.val_check_interval=10", "trainer.limit_val_batches=2",

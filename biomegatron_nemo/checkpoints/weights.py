@@ -1,0 +1,106 @@
+"""A model's weights in and out of checkpoints, whatever its tensor / pipeline layout.
+
+What a model must declare for this is a :class:`WeightLayout` (``model.weight_layout()``): which
+tensors have the padded vocabulary as their first dimension, and which local tensors are copies
+of another (a last pipeline stage's copy of the tied word embeddings). With it:
+
+* :func:`layout_free_state_dict` — the model's full weights (collective over all ranks);
+* :func:`load_layout_free_state_dict` — full weights into this rank's shards, naming missing and
+  unused tensors;
+* :func:`read_nemo_weights` — the weights inside a ``.nemo`` file, read weights-only, with errors
+  that name the file;
+* :func:`load_encoder_weights` — initialise some of a model's weights (e.g. ``encoder.*``) from
+  another ``.nemo``, naming every tensor that does not fit.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Sequence, Tuple
+
+import torch
+
+from biomegatron_nemo.checkpoints.layout import (
+    gather_layout_free_state_dict,
+    shard_layout_free_state_dict,
+    tensor_shapes,
+)
+
+WEIGHTS_FILE = "model_weights.ckpt"
+
+
+@dataclass(frozen=True)
+class WeightLayout:
+    """What layout-free checkpoints need to know about a model's tensors."""
+
+    #: state-dict keys whose dim 0 is the padded vocabulary (trimmed to the tokenizer's size)
+    vocab_sized: Tuple[str, ...] = ()
+    #: local key → the layout-free key it duplicates (left out when saving, filled when loading)
+    tied_copies: Mapping[str, str] = field(default_factory=dict)
+    #: rows the vocabulary-sized tensors keep in a checkpoint (the tokenizer's size)
+    vocab_size: int = 0
+
+
+def layout_free_state_dict(model: torch.nn.Module, layout: WeightLayout) -> Dict[str, torch.Tensor]:
+    """Full weights, independent of TP/PP. Collective: call on every rank."""
+    return gather_layout_free_state_dict(model, vocab_keys=layout.vocab_sized, vocab_size=layout.vocab_size,
+                                         drop_keys=layout.tied_copies)
+
+
+def load_layout_free_state_dict(model: torch.nn.Module, layout: WeightLayout,
+                                state_dict: Mapping[str, torch.Tensor], strict: bool = True):
+    """Load full weights into this rank's shards; ``strict`` names missing and unused tensors."""
+    from megatron.core import parallel_state
+
+    local = shard_layout_free_state_dict(model, state_dict, vocab_keys=layout.vocab_sized,
+                                         aliases=layout.tied_copies)
+    if strict:
+        missing = sorted(set(tensor_shapes(model)) - set(local))
+        if missing:
+            raise ValueError(f"checkpoint lacks weights the model needs: {missing}")
+        # under pipeline parallelism every stage uses only its share of the checkpoint
+        if parallel_state.get_pipeline_model_parallel_world_size() == 1:
+            unused = sorted(set(state_dict) - {layout.tied_copies.get(k, k) for k in local})
+            if unused:
+                raise ValueError(f"checkpoint has weights the model does not use: {unused}")
+    return model.load_state_dict(local, strict=False)
+
+
+def read_nemo_weights(path: str) -> Dict[str, torch.Tensor]:
+    """The layout-free weights stored in a ``.nemo`` file (never unpickles code)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such .nemo file")
+    try:
+        with tempfile.TemporaryDirectory() as tmp, tarfile.open(path) as tar:
+            member = next((m for m in tar.getmembers() if m.name.endswith(WEIGHTS_FILE)), None)
+            if member is None:
+                raise ValueError(f"{path}: not a .nemo file (no {WEIGHTS_FILE} inside)")
+            tar.extract(member, tmp, filter="data")
+            return torch.load(os.path.join(tmp, member.name), map_location="cpu", weights_only=True)
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise ValueError(f"{path}: not a readable .nemo file (a tar archive): {err}") from err
+
+
+def load_encoder_weights(model: torch.nn.Module, layout: WeightLayout, path: str,
+                         prefixes: Sequence[str] = ("encoder.",)) -> None:
+    """Initialise the weights under ``prefixes`` from another ``.nemo`` (e.g. a pretrained encoder).
+
+    Shape or vocabulary mismatches raise one ValueError naming every mismatching tensor.
+    Collective under model parallelism (it gathers the model's own full shapes).
+    """
+    prefixes = tuple(prefixes)
+    full = {k: v for k, v in read_nemo_weights(path).items() if k.startswith(prefixes)}
+    if not full:
+        raise ValueError(f"{path}: no weights under {list(prefixes)}")
+    own = layout_free_state_dict(model, layout)
+    problems = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                for k, v in full.items() if k in own and own[k].shape != v.shape]
+    missing = sorted(k for k in own if k.startswith(prefixes) and k not in full)
+    if problems or missing:
+        details = problems + [f"{k}: missing from checkpoint" for k in missing]
+        raise ValueError(f"cannot initialise from {path}; mismatching tensors:\n  " + "\n  ".join(details))
+    local = shard_layout_free_state_dict(model, full, vocab_keys=layout.vocab_sized, aliases=layout.tied_copies)
+    model.load_state_dict(local, strict=False)

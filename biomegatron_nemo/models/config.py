@@ -1,0 +1,107 @@
+"""The config sections every BioMegatron model shares, and the base model schema.
+
+:class:`BioMegatronModelConfig` is the ``model:`` section common to all models: seed, tokenizer,
+encoder, where pretrained weights come from, optimiser and pipeline settings. Each model extends
+it with its own sections (heads, loss, data) in its module, next to its code. The optimiser
+section is NeMo's ``optim`` config (NeMo builds optimiser and scheduler from it); here it is typed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from biomegatron_nemo.common.config import Schema, option, section, to_plain
+from biomegatron_nemo.common.errors import ConfigError
+from biomegatron_nemo.encoder.config import EncoderConfig
+from biomegatron_nemo.parallel.pipeline import PipelineConfig
+from biomegatron_nemo.tokenizers import TokenizerConfig
+
+#: Optimisers and LR schedules this schema accepts: NeMo's registries, by name.
+OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor", "novograd", "rmsprop", "adagrad", "adamax", "adadelta")
+SCHEDULERS = ("CosineAnnealing", "WarmupAnnealing", "WarmupPolicy", "WarmupHoldPolicy", "SquareRootAnnealing",
+              "PolynomialDecayAnnealing", "InverseSquareRootAnnealing", "NoamAnnealing")
+
+
+@dataclass
+class SchedulerConfig(Schema):
+    """``optim.sched``: NeMo's learning-rate schedule, stepped every optimiser step."""
+
+    name: str = option("CosineAnnealing", "NeMo scheduler", choices=SCHEDULERS)
+    warmup_ratio: Optional[float] = option(0.1, "share of the steps spent warming up (or warmup_steps)")
+    warmup_steps: Optional[int] = option(None, "warm-up steps (instead of warmup_ratio)")
+    min_lr: float = option(1e-5, "learning rate at the end of the decay")
+
+    def check(self) -> None:
+        if self.warmup_ratio is not None and self.warmup_steps is not None:
+            raise ConfigError("give warmup_ratio or warmup_steps, not both", key="warmup_steps")
+        if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"must be in [0, 1), got {self.warmup_ratio}", key="warmup_ratio")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ConfigError(f"must be >= 0, got {self.warmup_steps}", key="warmup_steps")
+        if self.min_lr < 0:
+            raise ConfigError(f"must be >= 0, got {self.min_lr}", key="min_lr")
+
+
+@dataclass
+class OptimConfig(Schema):
+    """``optim``: the optimiser NeMo builds (weight decay is never applied to biases and norms)."""
+
+    name: str = option("adamw", "NeMo optimiser", choices=OPTIMIZERS)
+    lr: float = option(1e-4, "peak learning rate")
+    weight_decay: float = option(0.01, "decoupled weight decay of the weight matrices")
+    betas: Optional[List[float]] = option(None, "Adam-family betas; null: [0.9, 0.999]")
+    eps: Optional[float] = option(None, "Adam-family epsilon; null: the optimiser's (1e-8)")
+    momentum: Optional[float] = option(None, "SGD momentum (optimisers without it: leave null)")
+    foreach: Optional[bool] = option(True, "one multi-tensor update (torch picks the slow per-tensor "
+                                           "loop on CPU when left null)")
+    sched: Optional[SchedulerConfig] = section(SchedulerConfig, "learning-rate schedule; null: constant")
+
+    def check(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"must be > 0, got {self.lr}", key="lr")
+        if self.weight_decay < 0:
+            raise ConfigError(f"must be >= 0, got {self.weight_decay}", key="weight_decay")
+        if self.betas is not None and (len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas)):
+            raise ConfigError(f"must be two numbers in [0, 1), got {self.betas}", key="betas")
+
+
+def nemo_optim_config(optim: Any) -> Dict[str, Any]:
+    """The ``optim`` section as NeMo's ``setup_optimization`` takes it: unset (null) keys left out,
+    so each optimiser and scheduler keeps its own default for them."""
+
+    def drop_none(values):
+        return {k: drop_none(v) if isinstance(v, dict) else v for k, v in values.items() if v is not None}
+
+    return drop_none(to_plain(optim))
+
+
+@dataclass
+class LanguageModelConfig(Schema):
+    """``language_model``: NeMo 1.x's key for the pretrained encoder of a fine-tuning model."""
+
+    nemo_file: Optional[str] = option(None, "a .nemo whose encoder initialises this model (e.g. from "
+                                            "examples/pretrain.py); null: random initialisation")
+
+
+@dataclass
+class BioMegatronModelConfig(Schema):
+    """The ``model:`` keys every BioMegatron model has."""
+
+    seed: int = option(1234, "seed of the weight initialisation")
+    tokenizer: TokenizerConfig = section(TokenizerConfig, "the vocabulary")
+    encoder: EncoderConfig = section(EncoderConfig, "encoder size and regularisation")
+    init_from: Optional[str] = option(None, "a .nemo whose encoder weights initialise this model "
+                                            "(continued pretraining, paper Table 6)")
+    language_model: LanguageModelConfig = section(LanguageModelConfig, "pretrained encoder (fine-tuning)")
+    optim: OptimConfig = section(OptimConfig, "optimiser and learning-rate schedule")
+    pipeline: PipelineConfig = section(PipelineConfig, "pipeline-parallel schedule")
+
+    def check(self) -> None:
+        if self.init_from and self.language_model.nemo_file:
+            raise ConfigError("init_from and language_model.nemo_file both name a checkpoint; give one",
+                              key="init_from")
+
+    def pretrained_weights(self) -> Optional[str]:
+        """The checkpoint that initialises the encoder, if any."""
+        return self.init_from or self.language_model.nemo_file
