@@ -63,4 +63,4 @@ def test_tiny_tagger_learns_the_sample_through_windows(data, mode):
     tags = ds_dev.predictions_to_tags(pred, b["window_index"].tolist())
     assert [len(t) for t in tags] == [len(s) for s in dev]
     f1 = ner_scores([s.tags for s in dev], tags)["f1"]
-    assert f1 > 0.8  # about 0.9-0.95; the WordPiece trainer breaks count ties differently per run
+    assert f1 > 0.8  # about 0.9-0.95 (deterministic: a fixed vocabulary, seed and thread count)

@@ -131,6 +131,33 @@ def test_predict_returns_character_spans_and_handles_long_texts(trained):
 
 
 @pytest.mark.parametrize("trained", ["first_subtoken"], indirect=True)
+def test_pipeline_parallel_validation_computes_the_real_entity_f1(trained, workdir, tmp_path):
+    """Under PP=2 the validation F1 comes from the last stage's predictions (gathered), and it
+    equals the single-stage evaluation of the same weights; the batch runs as 2 microbatches."""
+    from helpers.distributed import run_distributed
+    from helpers.ner import spawned_pipeline_validation
+
+    model, _, _ = trained
+    # a held-out file (not the training sentences), cut to an even number of windows: one batch
+    # of them splits into 2 microbatches
+    blocks = (SAMPLES / "ner" / "dev.tsv").read_text().strip().split("\n\n")
+    for n in range(40, 20, -1):
+        dev = tmp_path / "dev.tsv"
+        dev.write_text("\n\n".join(blocks[:n]) + "\n")
+        windows = len(model.make_dataset(model.read_sentences(str(dev)), 16))
+        if windows % 2 == 0:
+            break
+    expected = model.evaluate(str(dev))["f1"]
+    assert 0.0 < expected < 1.0  # a real, unsaturated score
+    path = tmp_path / "ner.nemo"
+    model.save_to(str(path))
+    run_distributed(spawned_pipeline_validation, 2, str(path), str(dev), windows, str(tmp_path / "pp.json"))
+    record = json.loads((tmp_path / "pp.json").read_text())
+    assert record["val_f1"] == pytest.approx(expected, abs=1e-6)  # logged as float32
+    assert record["last_stage_collected"] and not record["first_stage_collected"]
+
+
+@pytest.mark.parametrize("trained", ["first_subtoken"], indirect=True)
 def test_nemo_round_trip_in_a_fresh_process(trained, workdir, tmp_path):
     model, train_file, _ = trained
     path = tmp_path / "ner.nemo"

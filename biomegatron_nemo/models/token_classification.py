@@ -95,6 +95,9 @@ class TokenClassificationModel(BioMegatronModelPT):
         self._eval_rows: Dict[str, list] = {"val": [], "test": []}
         self.last_scores: Dict[str, Dict] = {}
         super().__init__(cfg=cfg, trainer=trainer)
+        # Now, not on first use: a restored .nemo's label file is readable only while NeMo has
+        # it unpacked, and a pipeline stage without the head would otherwise never read it.
+        _ = self.label_map
 
     # ------------------------------------------------------------------ config and labels
     @property
@@ -103,7 +106,7 @@ class TokenClassificationModel(BioMegatronModelPT):
 
     @property
     def label_map(self) -> LabelMap:
-        """Built on first use: Lightning may set up data before the heads are built."""
+        """Tag ↔ id, from the config, its label file or the training file (built in ``__init__``)."""
         if self._label_map is None:
             self._label_map = self._setup_label_map()
         return self._label_map
@@ -268,9 +271,14 @@ class TokenClassificationModel(BioMegatronModelPT):
                                           window_overlap=int(self.cfg.window_overlap))
 
     def _inference_max_seq_length(self) -> int:
-        for key in ("test_ds", "validation_ds", "train_ds"):
-            if self.cfg[key] is not None:
-                return int(self.cfg[key].max_seq_length)
+        """The window length of the data the model was set up with (test, validation, then
+        training data), else of its training config."""
+        sections = [self.cfg[k] for k in ("test_ds", "validation_ds", "train_ds") if self.cfg[k] is not None]
+        for section in sections:
+            if section.file:
+                return int(section.max_seq_length)
+        if self.cfg.train_ds is not None:
+            return int(self.cfg.train_ds.max_seq_length)
         return FineTuningDataConfig.max_seq_length
 
     def build_dataloader(self, data_config, split: str):

@@ -104,10 +104,16 @@ class PipelineRunner:
         self.stage_module.keep_outputs, self.stage_module.outputs = True, []
         try:
             loss = self._run(batch, self.schedule.eval)
-            parts = self.stage_module.outputs
+            # The microbatches run last and in order; a stage may run an extra forward before
+            # them (the pipelining library's shape inference on a stage's first batch).
+            parts = self.stage_module.outputs[-self.num_microbatches:]
         finally:
             self.stage_module.keep_outputs, self.stage_module.outputs = False, []
-        return loss, (type(parts[0]).concat(parts) if parts else None)
+        if not parts:
+            return loss, None
+        if len(parts) != self.num_microbatches:
+            raise RuntimeError(f"the last stage ran {len(parts)} microbatches, expected {self.num_microbatches}")
+        return loss, type(parts[0]).concat(parts)
 
     def _run(self, batch: Dict[str, torch.Tensor], run) -> torch.Tensor:
         if batch["input_ids"].shape[0] % self.num_microbatches:

@@ -45,6 +45,20 @@ class MegatronDDPStrategy(DDPStrategy):
         super().setup_distributed()
         initialize_megatron(self.tensor_model_parallel_size, self.pipeline_model_parallel_size, seed=self.seed)
 
+    def setup(self, trainer) -> None:
+        # When not fitting, Lightning's DDPStrategy.setup broadcasts global rank 0's parameters
+        # to every rank (there is no DDP wrapper to do it). Under tensor or pipeline parallelism
+        # ranks hold different shards and stages: that broadcast fails on shapes (PP) or silently
+        # overwrites other ranks' shards with rank 0's (TP). Sync over the data-parallel group.
+        from lightning.pytorch.strategies import ddp
+
+        original = ddp._sync_module_states
+        ddp._sync_module_states = _sync_data_parallel_replicas
+        try:
+            super().setup(trainer)
+        finally:
+            ddp._sync_module_states = original
+
     def _setup_model(self, model: torch.nn.Module):
         self._ddp_kwargs["process_group"] = parallel_state.get_data_parallel_group()
         if self.pipeline_model_parallel_size > 1:
@@ -107,3 +121,14 @@ class MegatronDDPStrategy(DDPStrategy):
                     "not optimizer state")
             checkpoint["optimizer_states"] = torch.load(sidecar, map_location="cpu", weights_only=True)["optimizer_states"]
         return checkpoint
+
+
+def _sync_data_parallel_replicas(module: torch.nn.Module) -> None:
+    """Make the data-parallel replicas of this rank's shard equal to the first replica's."""
+    from torch.distributed.utils import _sync_module_states
+
+    group = parallel_state.get_data_parallel_group()
+    if torch.distributed.get_world_size(group) == 1:
+        return
+    _sync_module_states(module, group, 250 * 1024 * 1024, src=torch.distributed.get_process_group_ranks(group)[0],
+                        params_and_buffers_to_ignore=set())
