@@ -35,7 +35,7 @@ def learn_vocabulary(cfg: DictConfig, log_dir: Path) -> None:
     from biomegatron_nemo.tokenizers.train import train_wordpiece
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # every rank would learn its own (the WordPiece trainer breaks ties differently per run)
+        # every rank would train and write the same files into the same folder at once
         raise ValueError("with several processes set model.tokenizer.vocab_file (learn one with "
                          "python -m biomegatron_nemo.tokenizers.train)")
     text = log_dir / "train_text.txt"

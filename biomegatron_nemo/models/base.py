@@ -47,14 +47,14 @@ from typing import Dict, List, Optional, Type
 
 import torch
 from lightning.pytorch import Trainer
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from nemo.core.classes import ModelPT
 from nemo.core.classes.common import ALLOWED_TARGET_PREFIXES
 
 from biomegatron_nemo.checkpoints import weights
 from biomegatron_nemo.checkpoints.nemo_connector import LayoutFreeSaveRestoreConnector
-from biomegatron_nemo.common.config import NEMO_MANAGED_KEYS, validate_config
+from biomegatron_nemo.common.config import NEMO_MANAGED_KEYS, to_plain, validate_config
 from biomegatron_nemo.encoder.config import EncoderConfig
 from biomegatron_nemo.models.config import BioMegatronModelConfig, nemo_optim_config
 from biomegatron_nemo.models.outputs import HeadOutput
@@ -99,7 +99,7 @@ class BioMegatronModelPT(ModelPT):
 
     @property
     def encoder_config(self) -> EncoderConfig:
-        values = OmegaConf.to_container(self.cfg.encoder, resolve=True)
+        values = to_plain(self.cfg.encoder)
         given = values.get("vocab_size")
         if given is not None and given != self.tokenizer.vocab_size:
             raise ValueError(f"encoder.vocab_size={given} but the tokenizer has {self.tokenizer.vocab_size} "

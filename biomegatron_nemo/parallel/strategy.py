@@ -24,7 +24,9 @@ from typing import Any, Dict, Optional
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 from megatron.core import parallel_state
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from biomegatron_nemo.common.config import to_plain
 
 from .state import default_backend, initialize_megatron
 
@@ -95,7 +97,7 @@ class MegatronDDPStrategy(DDPStrategy):
         # Plain containers only, so the checkpoint loads with torch.load(weights_only=True):
         # Lightning stores the hyper-parameters as an OmegaConf object and its class.
         if isinstance(checkpoint.get("hyper_parameters"), DictConfig):
-            checkpoint["hyper_parameters"] = OmegaConf.to_container(checkpoint["hyper_parameters"])
+            checkpoint["hyper_parameters"] = to_plain(checkpoint["hyper_parameters"])
         checkpoint.pop("hparams_type", None)
         if self._model_parallel_world() > 1 and parallel_state.get_data_parallel_rank() == 0:
             torch.save({"optimizer_states": checkpoint.get("optimizer_states", [])},
