@@ -147,3 +147,20 @@ def test_docs_page_is_generated_from_the_schemas():
 def test_schema_checks_run_on_every_model_config():
     with pytest.raises(ConfigError, match="init_from and language_model.nemo_file both name a checkpoint"):
         validate_config({"init_from": "a.nemo", "language_model": {"nemo_file": "b.nemo"}}, PretrainingModelConfig)
+
+
+def test_the_ner_benchmark_config_follows_the_schema(vocab):
+    """benchmarks/ner_bc5cdr.py builds its model config in Python: the schema must accept it."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("ner_bc5cdr", ROOT / "benchmarks" / "ner_bc5cdr.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = SimpleNamespace(seed=1, vocab=str(vocab), init_from=None, mode="first_subtoken", train="t.tsv",
+                           max_seq_length=128, batch_size=32, lr=5e-4, warmup_steps=100)
+    cfg = validate_config(module.model_config(args), TokenClassificationModelConfig)
+    from biomegatron_nemo.models.config import nemo_optim_config
+
+    sched = nemo_optim_config(cfg.optim)["sched"]
+    assert sched["name"] == "WarmupHoldPolicy" and sched["warmup_steps"] == 100 and "warmup_ratio" not in sched

@@ -28,13 +28,16 @@ class SchedulerConfig(Schema):
     """``optim.sched``: NeMo's learning-rate schedule, stepped every optimiser step."""
 
     name: str = option("CosineAnnealing", "NeMo scheduler", choices=SCHEDULERS)
-    warmup_ratio: Optional[float] = option(0.1, "share of the steps spent warming up (or warmup_steps)")
-    warmup_steps: Optional[int] = option(None, "warm-up steps (instead of warmup_ratio)")
+    warmup_ratio: Optional[float] = option(0.1, "share of the steps spent warming up")
+    warmup_steps: Optional[int] = option(None, "warm-up steps; when set, replaces warmup_ratio")
+    hold_steps: Optional[int] = option(None, "WarmupHoldPolicy: steps at the peak after warm-up (or hold_ratio)")
+    hold_ratio: Optional[float] = option(None, "WarmupHoldPolicy: share of the steps at the peak")
     min_lr: float = option(1e-5, "learning rate at the end of the decay")
 
     def check(self) -> None:
-        if self.warmup_ratio is not None and self.warmup_steps is not None:
-            raise ConfigError("give warmup_ratio or warmup_steps, not both", key="warmup_steps")
+        holds = self.hold_steps is not None or self.hold_ratio is not None
+        if holds and self.name != "WarmupHoldPolicy":
+            raise ConfigError(f"applies to WarmupHoldPolicy, not {self.name}", key="hold_steps")
         if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"must be in [0, 1), got {self.warmup_ratio}", key="warmup_ratio")
         if self.warmup_steps is not None and self.warmup_steps < 0:
@@ -73,7 +76,11 @@ def nemo_optim_config(optim: Any) -> Dict[str, Any]:
     def drop_none(values):
         return {k: drop_none(v) if isinstance(v, dict) else v for k, v in values.items() if v is not None}
 
-    return drop_none(to_plain(optim))
+    values = drop_none(to_plain(optim))
+    sched = values.get("sched") or {}
+    if "warmup_steps" in sched:  # NeMo refuses both; warmup_steps is the explicit choice
+        sched.pop("warmup_ratio", None)
+    return values
 
 
 @dataclass

@@ -274,9 +274,9 @@ class TokenClassificationModel(BioMegatronModelPT):
         """The window length of the data the model was set up with (test, validation, then
         training data), else of its training config."""
         sections = [self.cfg[k] for k in ("test_ds", "validation_ds", "train_ds") if self.cfg[k] is not None]
-        for section in sections:
-            if section.file:
-                return int(section.max_seq_length)
+        for data in sections:
+            if data.file:
+                return int(data.max_seq_length)
         if self.cfg.train_ds is not None:
             return int(self.cfg.train_ds.max_seq_length)
         return FineTuningDataConfig.max_seq_length
