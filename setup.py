@@ -32,6 +32,7 @@ setup(
         "pysbd>=0.3.4",  # sentence splitting for pretraining corpora
         "tqdm",
         "tensorboard",
+        "matplotlib>=3.7",  # reports: confusion matrices and bar charts as pictures
     ],
     extras_require={
         "test": ["pytest>=8", "transformers>=4.40"],

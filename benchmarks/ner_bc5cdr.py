@@ -92,6 +92,7 @@ def run_megatron(args):
 def run_hf(args):
     """HF BertForTokenClassification of the same size on the same windows, in a plain loop."""
     import torch
+    from hf_peer import train_within_budget
     from transformers import BertConfig, BertForTokenClassification
 
     from biomegatron_nemo.data.token_classification import LabelMap, TokenClassificationDataset
@@ -112,32 +113,12 @@ def run_hf(args):
                         attention_probs_dropout_prob=0.1, classifier_dropout=0.1, num_labels=len(labels),
                         max_position_embeddings=512, pad_token_id=tokenizer.pad_id)
     model = BertForTokenClassification(config)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and not n.endswith(".bias")]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and not n.endswith(".bias"))]
-    optimizer = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=args.lr, weight_decay=0.01, betas=(0.9, 0.999))
-    # NeMo's WarmupHoldPolicy: lr · (step + 1) / (warmup + 1), then constant
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / (args.warmup_steps + 1)))
     loader = torch.utils.data.DataLoader(train_ds, batch_size=args.batch_size, shuffle=True,
                                          collate_fn=train_ds.collate_fn)
-    budget = args.budget_minutes * 60
-    steps = 0
-    started = time.perf_counter()
-    model.train()
-    while time.perf_counter() - started < budget:
-        for batch in loader:
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        token_type_ids=batch["token_type_ids"], labels=batch["labels"])
-            optimizer.zero_grad()
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            steps += 1
-            if time.perf_counter() - started >= budget:
-                break
-    train_seconds = time.perf_counter() - started
+    steps, train_seconds = train_within_budget(
+        model, loader, lambda m, b: m(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                                     token_type_ids=b["token_type_ids"], labels=b["labels"]).loss,
+        args.lr, args.warmup_steps, args.budget_minutes)
     started = time.perf_counter()
     model.eval()
     indices, rows = [], []

@@ -20,7 +20,8 @@ from helpers.models import write_tiny_vocab
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-YAML_OF = {"token_classification_schema": "token_classification", "pretrain_bert_schema": "pretrain_bert"}
+YAML_OF = {"token_classification_schema": "token_classification", "pretrain_bert_schema": "pretrain_bert",
+           "sequence_classification_schema": "sequence_classification"}
 
 
 @pytest.fixture(scope="module")

@@ -85,17 +85,23 @@ def read_nemo_weights(path: str) -> Dict[str, torch.Tensor]:
 
 
 def load_encoder_weights(model: torch.nn.Module, layout: WeightLayout, path: str,
-                         prefixes: Sequence[str] = ("encoder.",)) -> None:
+                         prefixes: Sequence[str] = ("encoder.",), appended_ids: Sequence[int] = (),
+                         seed: int = 1234, init_std: float = 0.02) -> None:
     """Initialise the weights under ``prefixes`` from another ``.nemo`` (e.g. a pretrained encoder).
 
-    Shape or vocabulary mismatches raise one ValueError naming every mismatching tensor.
-    Collective under model parallelism (it gathers the model's own full shapes).
+    ``appended_ids`` are token ids the model's vocabulary has after the checkpoint's (entity
+    markers added as special tokens): vocabulary-sized tensors grow to them, the checkpoint's rows
+    kept and the new ones drawn from N(0, ``init_std``) with ``seed`` (zeros for biases) — the same
+    on every rank and at every tensor-parallel size. Any other shape or vocabulary mismatch raises
+    one ValueError naming every mismatching tensor. Collective under model parallelism.
     """
     prefixes = tuple(prefixes)
     full = {k: v for k, v in read_nemo_weights(path).items() if k.startswith(prefixes)}
     if not full:
         raise ValueError(f"{path}: no weights under {list(prefixes)}")
     own = layout_free_state_dict(model, layout)
+    full = _grow_vocabulary(full, own, set(layout.vocab_sized) | set(layout.tied_copies.values()),
+                            set(appended_ids), seed, init_std)
     problems = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                 for k, v in full.items() if k in own and own[k].shape != v.shape]
     missing = sorted(k for k in own if k.startswith(prefixes) and k not in full)
@@ -104,3 +110,21 @@ def load_encoder_weights(model: torch.nn.Module, layout: WeightLayout, path: str
         raise ValueError(f"cannot initialise from {path}; mismatching tensors:\n  " + "\n  ".join(details))
     local = shard_layout_free_state_dict(model, full, vocab_keys=layout.vocab_sized, aliases=layout.tied_copies)
     model.load_state_dict(local, strict=False)
+
+
+def _grow_vocabulary(full: Dict[str, torch.Tensor], own: Mapping[str, torch.Tensor], vocab_keys: set,
+                     appended: set, seed: int, init_std: float) -> Dict[str, torch.Tensor]:
+    """Checkpoint tensors with rows added for the appended token ids (see load_encoder_weights)."""
+    out = dict(full)
+    generator = torch.Generator().manual_seed(seed)
+    for key in sorted(vocab_keys & set(full) & set(own)):
+        have, want = full[key], own[key]
+        extra = range(have.shape[0], want.shape[0])
+        if not extra or have.shape[1:] != want.shape[1:] or not set(extra) <= appended:
+            continue
+        if have.dim() == 1:
+            rows = torch.zeros(len(extra), dtype=have.dtype)
+        else:
+            rows = (torch.randn((len(extra),) + tuple(have.shape[1:]), generator=generator) * init_std).to(have.dtype)
+        out[key] = torch.cat([have, rows], dim=0)
+    return out

@@ -17,13 +17,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from biomegatron_nemo.data.collate import Collator
+from biomegatron_nemo.common.config import option
 from biomegatron_nemo.common.errors import DataFormatError
 from biomegatron_nemo.common.files import iter_lines
+from biomegatron_nemo.data.collate import Collator
+from biomegatron_nemo.data.token_classification import FineTuningDataConfig
 from biomegatron_nemo.tokenizers.base import BioTokenizer
 
 logger = logging.getLogger(__name__)
@@ -97,40 +99,83 @@ def read_chemprot(path: Union[str, Path]) -> List[ClassificationExample]:
     return read_classification_tsv(path, labels=CHEMPROT_LABELS, has_id=True)
 
 
-class SequenceClassificationDataset(torch.utils.data.Dataset):
-    """Examples → ``input_ids, attention_mask, token_type_ids, labels`` (``[CLS] text [SEP]``).
+MISSING_MARKER_POLICIES = ("error", "warn")
 
-    Texts longer than ``max_seq_length`` are cut at the end (sequence classification has one
-    label per text, unlike NER); the number cut is logged and kept in ``n_truncated``.
-    ``special_tokens`` (default: the ChemProt masks) must be registered in the tokenizer.
+
+@dataclass
+class RelationDataConfig(FineTuningDataConfig):
+    """A ``train_ds`` / ``validation_ds`` / ``test_ds`` section of the sequence-classification model."""
+
+    oversample: bool = option(False, "training: draw every class equally often (with replacement), "
+                                     "one epoch = as many draws as rows")
+
+
+def _marker_window(ids: Sequence[int], positions: Sequence[int], length: int) -> Tuple[int, bool]:
+    """Start of a ``length``-token window over ``ids`` that holds every marker position, centred
+    on them; and whether they all fit."""
+    first, last = min(positions), max(positions)
+    span = last - first + 1
+    if span > length:
+        return first, False
+    start = first - (length - span) // 2
+    return max(0, min(start, len(ids) - length)), True
+
+
+class SequenceClassificationDataset(torch.utils.data.Dataset):
+    """Examples → ``input_ids, attention_mask, token_type_ids, labels, example_index`` (``[CLS] text [SEP]``).
+
+    ``markers`` are the entity masks; they must be registered in the tokenizer (one token each).
+    A text needs two marker tokens (``pair_marker``, a mention that is both entities, counts as
+    two); one without raises :class:`DataFormatError` naming file and line
+    (``missing_markers="error"``) or is kept and counted in ``n_missing_markers`` (``"warn"``).
+    Texts longer than ``max_seq_length`` keep the window around the markers, so both entities
+    survive (counted in ``n_truncated``; ``n_markers_cut`` when they are too far apart to fit).
+    ``labels`` is the label list (``label_to_id`` its ids); an example without a label gets -100.
     """
 
     def __init__(self, examples: Sequence[ClassificationExample], tokenizer: BioTokenizer,
                  labels: Sequence[str] = CHEMPROT_LABELS, max_seq_length: int = 128,
-                 special_tokens: Sequence[str] = CHEMPROT_SPECIAL_TOKENS):
-        unregistered = [t for t in special_tokens if t not in tokenizer.extra_special_tokens]
+                 markers: Sequence[str] = CHEMPROT_SPECIAL_TOKENS, pair_marker: Optional[str] = "@CHEM-GENE$",
+                 missing_markers: str = "error"):
+        unregistered = [t for t in markers if t not in tokenizer.extra_special_tokens]
         if unregistered:
             raise ValueError(f"tokenizer does not keep {unregistered} whole; build it with "
-                             f"special_tokens={tuple(special_tokens)}")
+                             f"special_tokens={tuple(markers)}")
+        if missing_markers not in MISSING_MARKER_POLICIES:
+            raise ValueError(f"missing_markers must be one of {MISSING_MARKER_POLICIES}, got {missing_markers!r}")
         self.tokenizer = tokenizer
         self.labels = list(labels)
         self.label_to_id: Dict[str, int] = {lab: i for i, lab in enumerate(self.labels)}
         self.examples = list(examples)
+        marker_ids = {tokenizer.token_to_id(t) for t in markers}
+        pair_id = tokenizer.token_to_id(pair_marker) if pair_marker else None
         self.features = []
-        self.n_truncated = 0
+        self.n_truncated = self.n_markers_cut = self.n_missing_markers = 0
+        length = max_seq_length - 2
         for ex in self.examples:
             if ex.label is not None and ex.label not in self.label_to_id:
                 raise DataFormatError(ex.source or "<examples>", ex.line or None,
                                       f"label {ex.label!r} is not one of {self.labels}", field="label")
             ids = tokenizer.encode(ex.text).ids
-            if len(ids) > max_seq_length - 2:
+            positions = [i for i, t in enumerate(ids) if t in marker_ids]
+            if len(positions) + sum(t == pair_id for t in ids) < 2:
+                if missing_markers == "error":
+                    raise DataFormatError(ex.source or "<examples>", ex.line or None,
+                                          f"expected two entity markers of {list(markers)} in {ex.text!r}",
+                                          field="sentence")
+                self.n_missing_markers += 1
+            if len(ids) > length:
                 self.n_truncated += 1
-                ids = ids[: max_seq_length - 2]
-            self.features.append(([tokenizer.cls_id] + ids + [tokenizer.sep_id],
-                                  -100 if ex.label is None else self.label_to_id[ex.label]))
-        if self.n_truncated:
-            logger.warning("%d of %d texts longer than %d tokens were truncated",
-                           self.n_truncated, len(self.examples), max_seq_length)
+                start, fits = _marker_window(ids, positions, length) if positions else (0, True)
+                self.n_markers_cut += not fits
+                ids = ids[start:start + length]
+            label = -100 if ex.label is None else self.label_to_id[ex.label]
+            self.features.append(([tokenizer.cls_id] + ids + [tokenizer.sep_id], label))
+        for count, what in ((self.n_truncated, f"longer than {max_seq_length} tokens were cut around their markers"),
+                            (self.n_markers_cut, "have markers too far apart to keep both"),
+                            (self.n_missing_markers, "lack two entity markers")):
+            if count:
+                logger.warning("%d of %d texts %s", count, len(self.examples), what)
 
     def __len__(self) -> int:
         return len(self.features)
@@ -139,7 +184,10 @@ class SequenceClassificationDataset(torch.utils.data.Dataset):
         ids, label = self.features[i]
         n = len(ids)
         return {"input_ids": ids, "attention_mask": [1] * n, "token_type_ids": [0] * n,
-                "labels": label}
+                "labels": label, "example_index": i}
 
     def collate_fn(self, features):
         return Collator(self.tokenizer.pad_id)(features)
+
+    def label_targets(self) -> List[int]:
+        return [label for _, label in self.features]

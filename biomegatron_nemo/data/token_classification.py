@@ -54,13 +54,18 @@ class FineTuningDataConfig(Schema):
 
 
 class LabelMap:
-    """Tag ↔ id. ``O`` is id 0 so a zero-initialised head predicts "no entity"."""
+    """Label ↔ id. For tags, ``outside`` (``O``) is id 0 so a zero-initialised head predicts "no
+    entity"; ``outside=None`` keeps the labels as given (sequence classification)."""
 
-    def __init__(self, labels: Sequence[str]):
+    def __init__(self, labels: Sequence[str], outside: Optional[str] = "O"):
         labels = list(dict.fromkeys(labels))
-        if "O" in labels:
-            labels.remove("O")
-        self.labels: List[str] = ["O"] + labels
+        if outside is not None:
+            if outside in labels:
+                labels.remove(outside)
+            labels = [outside] + labels
+        if not labels:
+            raise ValueError("a label map needs at least one label")
+        self.labels: List[str] = labels
         self.label_to_id: Dict[str, int] = {lab: i for i, lab in enumerate(self.labels)}
 
     @classmethod

@@ -33,19 +33,24 @@ from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.data.collate import IGNORE_INDEX
 
 ACTIVATIONS = {"gelu": torch.nn.GELU, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}
+#: how a sequence classifier reads the encoder: the [CLS] vector, or it through a tanh pooler
+POOLINGS = ("cls", "pooler")
 
 
 @dataclass
 class ClassificationHeadConfig(Schema):
     """The ``head:`` section of the classification models: an MLP on the encoder's output."""
 
-    num_layers: int = option(2, "fully connected layers (hidden ones keep the hidden size)")
+    num_layers: int = option(2, "fully connected layers")
+    hidden_size: Optional[int] = option(None, "size of the hidden layers; null: the encoder's hidden size")
     dropout: float = option(0.1, "dropout before every layer")
     activation: str = option("gelu", "activation between layers", choices=tuple(ACTIVATIONS))
 
     def check(self) -> None:
         if self.num_layers < 1:
             raise ConfigError(f"must be >= 1, got {self.num_layers}", key="num_layers")
+        if self.hidden_size is not None and self.hidden_size < 1:
+            raise ConfigError(f"must be >= 1, got {self.hidden_size}", key="hidden_size")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"must be in [0, 1), got {self.dropout}", key="dropout")
 
@@ -127,16 +132,21 @@ class SentenceOrderHead(torch.nn.Module):
 
 
 class _MLP(torch.nn.Sequential):
-    """``num_layers`` linear layers; hidden ones are followed by activation and dropout."""
+    """``num_layers`` linear layers; hidden ones (``inner_size`` wide, default the input's) are
+    followed by activation and dropout."""
 
-    def __init__(self, hidden_size: int, out_size: int, num_layers: int, dropout: float, activation: str):
-        ClassificationHeadConfig(num_layers, dropout, activation).check()
+    def __init__(self, hidden_size: int, out_size: int, num_layers: int, dropout: float, activation: str,
+                 inner_size: Optional[int] = None):
+        ClassificationHeadConfig(num_layers, inner_size, dropout, activation).check()
         if activation not in ACTIVATIONS:
             raise ConfigError(f"must be one of {sorted(ACTIVATIONS)}, got {activation!r}", key="activation")
+        inner = inner_size or hidden_size
         layers = [torch.nn.Dropout(dropout)]
+        width = hidden_size
         for _ in range(num_layers - 1):
-            layers += [torch.nn.Linear(hidden_size, hidden_size), ACTIVATIONS[activation](), torch.nn.Dropout(dropout)]
-        layers.append(torch.nn.Linear(hidden_size, out_size))
+            layers += [torch.nn.Linear(width, inner), ACTIVATIONS[activation](), torch.nn.Dropout(dropout)]
+            width = inner
+        layers.append(torch.nn.Linear(width, out_size))
         super().__init__(*layers)
 
 
@@ -144,9 +154,9 @@ class TokenClassificationHead(torch.nn.Module):
     """Per-position label logits ``[b, s, num_labels]`` (NER)."""
 
     def __init__(self, hidden_size: int, num_labels: int, num_layers: int = 2, dropout: float = 0.1,
-                 activation: str = "gelu"):
+                 activation: str = "gelu", inner_size: Optional[int] = None):
         super().__init__()
-        self.mlp = _MLP(hidden_size, num_labels, num_layers, dropout, activation)
+        self.mlp = _MLP(hidden_size, num_labels, num_layers, dropout, activation, inner_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.mlp(hidden_states)
@@ -161,13 +171,13 @@ class SequenceClassificationHead(torch.nn.Module):
     """Sequence label logits ``[b, num_classes]`` from [CLS] (``pooling='cls'``) or a tanh pooler."""
 
     def __init__(self, hidden_size: int, num_classes: int, pooling: str = "cls", num_layers: int = 2,
-                 dropout: float = 0.1, activation: str = "gelu"):
+                 dropout: float = 0.1, activation: str = "gelu", inner_size: Optional[int] = None):
         super().__init__()
-        if pooling not in ("cls", "pooler"):
-            raise ValueError(f"pooling must be 'cls' or 'pooler', got {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ConfigError(f"must be one of {list(POOLINGS)}, got {pooling!r}", key="pooling")
         self.pooling = pooling
         self.pooler = torch.nn.Linear(hidden_size, hidden_size) if pooling == "pooler" else None
-        self.mlp = _MLP(hidden_size, num_classes, num_layers, dropout, activation)
+        self.mlp = _MLP(hidden_size, num_classes, num_layers, dropout, activation, inner_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         first = hidden_states[:, 0]

@@ -50,6 +50,14 @@ def _read_re_predictions(path: Path, n_gold: int, ids: List[str]) -> Tuple[List[
     rows = [(lineno, line.split("\t")) for lineno, line in iter_lines(path) if line.strip()]
     if rows and rows[0][1][0].strip().lower() in ("index", "id"):
         rows = rows[1:]
+    if rows and all(len(r) == 3 for _, r in rows):  # id<TAB>label<TAB>probability (the models' evaluate)
+        for lineno, r in rows:
+            try:
+                float(r[2])
+            except ValueError:
+                raise DataFormatError(path, lineno, f"third column {r[2]!r} is not a probability",
+                                      field="probability") from None
+        rows = [(lineno, r[:2]) for lineno, r in rows]
     if rows and all(len(r) == 2 for _, r in rows):
         if [r[0] for _, r in rows] == ids:  # same rows in gold order (ids need not be unique)
             return [r[1].strip() for _, r in rows], [ln for ln, _ in rows]
@@ -67,7 +75,7 @@ def _read_re_predictions(path: Path, n_gold: int, ids: List[str]) -> Tuple[List[
         return [by_id[i][1] for i in ids], [by_id[i][0] for i in ids]
     bad = next(((ln, r) for ln, r in rows if len(r) != 1), None)
     if bad:
-        raise DataFormatError(path, bad[0], f"expected 'id<TAB>label' or 'label' on every line, "
+        raise DataFormatError(path, bad[0], f"expected 'id<TAB>label[<TAB>probability]' or 'label' on every line, "
                               f"found {len(bad[1])} columns", field="columns")
     if len(rows) != n_gold:
         raise DataFormatError(path, None, f"{len(rows)} predictions for {n_gold} gold rows")

@@ -125,7 +125,11 @@ class BioMegatronModelPT(ModelPT):
         self._modules_built = True
         pretrained = self.cfg.init_from or self.cfg.language_model.nemo_file
         if pretrained and not self._being_restored:
-            weights.load_encoder_weights(self, self.weight_layout(), pretrained)
+            # tokens the tokenizer adds after its vocabulary file (e.g. entity markers) may be
+            # new to the pretrained encoder: their embedding rows are added
+            appended = [self.tokenizer.special_ids[t] for t in self.tokenizer.extra_special_tokens]
+            weights.load_encoder_weights(self, self.weight_layout(), pretrained, appended_ids=appended,
+                                         seed=int(self.cfg.seed), init_std=self.encoder_config.init_method_std)
 
     def build_heads(self) -> None:
         """Subclasses create their task heads here (see the module docstring)."""

@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from biomegatron_nemo.common.config import schema_table
-from biomegatron_nemo.models.runs import PretrainRunConfig, TokenClassificationRunConfig
+from biomegatron_nemo.models.runs import (
+    PretrainRunConfig,
+    SequenceClassificationRunConfig,
+    TokenClassificationRunConfig,
+)
 
 HEADER = """# Configuration reference
 
@@ -23,7 +27,7 @@ Generated from the schemas by `python -m biomegatron_nemo.models.config_docs --o
 docs/configuration.md`; do not edit by hand. Each table lists every key of one example's Hydra
 config (`conf/*.yaml` override some of them; `python examples/SCRIPT.py --cfg job` prints the
 merged result). The `model:` section is also what the model class takes in Python
-(`TokenClassificationModel(cfg)`, `BioMegatronPretrainingModel(cfg)`): an unknown or misspelt key,
+(`TokenClassificationModel(cfg)`, `SequenceClassificationModel(cfg)`, `BioMegatronPretrainingModel(cfg)`): an unknown or misspelt key,
 a wrong type or a value out of range is an error naming the key before anything is built.
 `trainer` holds Lightning `Trainer` arguments and `exp_manager` NeMo's `exp_manager` settings:
 the rows show the ones set by default; any other argument of theirs may be added (a key the
@@ -32,6 +36,8 @@ the rows show the ones set by default; any other argument of theirs may be added
 
 SECTIONS = [
     ("NER: `examples/token_classification.py`, `conf/token_classification.yaml`", TokenClassificationRunConfig),
+    ("Relation extraction: `examples/sequence_classification.py`, `conf/sequence_classification.yaml`",
+     SequenceClassificationRunConfig),
     ("Pretraining: `examples/pretrain.py`, `conf/pretrain_bert.yaml`", PretrainRunConfig),
 ]
 

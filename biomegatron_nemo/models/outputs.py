@@ -69,3 +69,10 @@ class MaskedLMOutput(HeadOutput):
 
     mlm_logits: Optional[torch.Tensor] = None
     sentence_order_logits: Optional[torch.Tensor] = None
+
+
+@dataclass
+class SequenceClassifierOutput(HeadOutput):
+    """Relation extraction / sentence classification: class logits ``[b, num_labels]``."""
+
+    logits: Optional[torch.Tensor] = None

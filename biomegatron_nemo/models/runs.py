@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional
 from biomegatron_nemo.common.config import Schema, option, section
 from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.models.pretraining import PretrainingModelConfig
+from biomegatron_nemo.models.sequence_classification import SequenceClassificationModelConfig
 from biomegatron_nemo.models.token_classification import TokenClassificationModelConfig
 from biomegatron_nemo.parallel.state import ParallelConfig
 
@@ -51,20 +52,35 @@ class RunConfig(Schema):
 
 
 @dataclass
-class TokenClassificationRunConfig(RunConfig):
-    """``examples/token_classification.py``: NER fine-tuning and testing."""
+class FineTuningRunConfig(RunConfig):
+    """The switches of the fine-tuning examples (models/finetuning.py runs them)."""
 
-    name: str = option("biomegatron_ner", "experiment name")
     do_training: bool = option(True, "fine-tune on model.train_ds")
-    do_testing: bool = option(True, "entity F1 table and <log dir>/test_predictions.conll for model.test_ds")
+    do_testing: bool = option(True, "score model.test_ds and write its predictions into the log folder")
     restore_from: Optional[str] = option(None, "a fine-tuned .nemo to test (with do_training=false) or train further")
     learn_vocab_size: int = option(2000, "with model.tokenizer.vocab_file=null: size of the WordPiece "
                                          "vocabulary learned from model.train_ds.file (try-outs only)")
-    model: TokenClassificationModelConfig = section(TokenClassificationModelConfig, "the NER model")
 
     def check(self) -> None:
         if self.learn_vocab_size < 10:
             raise ConfigError(f"must be >= 10, got {self.learn_vocab_size}", key="learn_vocab_size")
+
+
+@dataclass
+class TokenClassificationRunConfig(FineTuningRunConfig):
+    """``examples/token_classification.py``: NER fine-tuning and testing (test_predictions.conll)."""
+
+    name: str = option("biomegatron_ner", "experiment name")
+    model: TokenClassificationModelConfig = section(TokenClassificationModelConfig, "the NER model")
+
+
+@dataclass
+class SequenceClassificationRunConfig(FineTuningRunConfig):
+    """``examples/sequence_classification.py``: relation extraction (ChemProt) fine-tuning and testing
+    (test_predictions.tsv and a confusion-matrix report)."""
+
+    name: str = option("biomegatron_re", "experiment name")
+    model: SequenceClassificationModelConfig = section(SequenceClassificationModelConfig, "the RE model")
 
 
 @dataclass
@@ -78,6 +94,7 @@ class PretrainRunConfig(RunConfig):
 #: Hydra ConfigStore name → run schema (the first entry of each YAML file's defaults list)
 RUN_SCHEMAS = {
     "token_classification_schema": TokenClassificationRunConfig,
+    "sequence_classification_schema": SequenceClassificationRunConfig,
     "pretrain_bert_schema": PretrainRunConfig,
 }
 

@@ -1,12 +1,10 @@
 """``TokenClassificationModel``: named entity recognition on a BioMegatron encoder.
 
-It owns the NER task around the shared encoder lifecycle of :class:`BioMegatronModelPT`:
+It owns the NER task on top of :class:`~biomegatron_nemo.models.classification.ClassificationTaskModel`
+(label map, losses, frozen encoder, gathering):
 
-* the label map — given (``label_map`` / ``label_map_file``) or built from ``train_ds.file`` —
-  stored in the config and ``register_artifact``-ed as a file, so a restored ``.nemo`` needs no
-  data files;
-* the token-classification head and its loss (cross-entropy, class-weighted cross-entropy or
-  soft Dice, the paper's section 5.5), optionally on a frozen encoder;
+* the tags of a CoNLL training file, with the ``I-`` continuations ``all_subtokens`` needs;
+* the token-classification head on every position;
 * entity-level F1 (conlleval) overall and per type for validation and test, on whole sentences
   after windows are mapped back to words, gathered over data-parallel ranks;
 * :meth:`TokenClassificationModel.evaluate` (a CoNLL file → scores, and ``word gold pred`` output
@@ -19,20 +17,13 @@ live in :mod:`biomegatron_nemo.data.token_classification`; chunking and scores i
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import weakref
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from lightning.pytorch import Trainer
-from omegaconf import DictConfig, open_dict
 
 from biomegatron_nemo.common.config import option, section
 from biomegatron_nemo.common.errors import ConfigError, DataFormatError
-from biomegatron_nemo.data.collate import IGNORE_INDEX
 from biomegatron_nemo.data.conll import SCHEMES, Sentence, read_iob2, write_conll_predictions
 from biomegatron_nemo.data.token_classification import (
     ALIGNMENT_MODES,
@@ -40,39 +31,22 @@ from biomegatron_nemo.data.token_classification import (
     LabelMap,
     TokenClassificationDataset,
     continuation_tag,
-    read_label_file,
     word_spans,
 )
-from biomegatron_nemo.encoder.heads import ClassificationHeadConfig, TokenClassificationHead
-from biomegatron_nemo.encoder.losses import (
-    ClassificationLossConfig,
-    balanced_class_weights,
-    cross_entropy_normalizer,
-    dice_loss,
-    summed_cross_entropy,
-)
+from biomegatron_nemo.encoder.heads import TokenClassificationHead
 from biomegatron_nemo.metrics.ner import entity_spans, ner_scores
-from biomegatron_nemo.models.base import BioMegatronModelPT
-from biomegatron_nemo.models.config import BioMegatronModelConfig
+from biomegatron_nemo.models.classification import ClassificationModelConfig, ClassificationTaskModel
 from biomegatron_nemo.models.outputs import TokenClassifierOutput
-
-DATA_SPLITS = {"train": "train_ds", "validation": "validation_ds", "test": "test_ds"}
-LABEL_MAP_KEY = "label_map_file"
 
 
 @dataclass
-class TokenClassificationModelConfig(BioMegatronModelConfig):
+class TokenClassificationModelConfig(ClassificationModelConfig):
     """``model:`` of :class:`TokenClassificationModel`."""
 
-    label_map: Optional[List[str]] = option(None, "the tags; null: every tag of label_map_file or train_ds.file")
-    label_map_file: Optional[str] = option(None, "one tag a line; copied into the .nemo")
     labelling_mode: str = option("first_subtoken", "first_subtoken: a word's first sub-token carries its "
                                  "tag; all_subtokens: every sub-token is labelled", choices=ALIGNMENT_MODES)
     tag_scheme: str = option("IOB2", "tag scheme of the files (converted to IOB2)", choices=tuple(SCHEMES))
     window_overlap: int = option(32, "sub-tokens shared by consecutive windows of a long sentence")
-    freeze_encoder: bool = option(False, "train the head only")
-    head: ClassificationHeadConfig = section(ClassificationHeadConfig, "the classifier on every position")
-    loss: ClassificationLossConfig = section(ClassificationLossConfig, "the training loss")
     train_ds: Optional[FineTuningDataConfig] = section(FineTuningDataConfig, "training data")
     validation_ds: Optional[FineTuningDataConfig] = section(FineTuningDataConfig, "validation data (entity F1 per epoch)")
     test_ds: Optional[FineTuningDataConfig] = section(FineTuningDataConfig, "test data")
@@ -83,67 +57,24 @@ class TokenClassificationModelConfig(BioMegatronModelConfig):
             raise ConfigError(f"must be >= 0, got {self.window_overlap}", key="window_overlap")
 
 
-class TokenClassificationModel(BioMegatronModelPT):
+class TokenClassificationModel(ClassificationTaskModel):
     """Encoder + :class:`TokenClassificationHead` for IOB-tagged NER; config:
     :class:`TokenClassificationModelConfig` (every key in ``docs/configuration.md``)."""
 
     config_class = TokenClassificationModelConfig
-
-    def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
-        self._label_map: Optional[LabelMap] = None
-        self._class_weights: Optional[torch.Tensor] = None
-        self._eval_rows: Dict[str, list] = {"val": [], "test": []}
-        self.last_scores: Dict[str, Dict] = {}
-        super().__init__(cfg=cfg, trainer=trainer)
-        # Now, not on first use: a restored .nemo's label file is readable only while NeMo has
-        # it unpacked, and a pipeline stage without the head would otherwise never read it.
-        _ = self.label_map
+    loss_name = "ner"
 
     # ------------------------------------------------------------------ config and labels
     @property
     def labelling_mode(self) -> str:
         return self.cfg.labelling_mode
 
-    @property
-    def label_map(self) -> LabelMap:
-        """Tag ↔ id, from the config, its label file or the training file (built in ``__init__``)."""
-        if self._label_map is None:
-            self._label_map = self._setup_label_map()
-        return self._label_map
+    def training_labels(self, path: str) -> List[str]:
+        return LabelMap.from_sentences(self.read_sentences(path)).labels
 
-    def _setup_label_map(self) -> LabelMap:
-        labels = list(self.cfg.label_map or [])
-        label_file = self.cfg[LABEL_MAP_KEY]
-        if label_file:
-            # the user's file, or the copy inside the unpacked .nemo when restoring
-            label_file = self.register_artifact(LABEL_MAP_KEY, label_file)
-            from_file = read_label_file(label_file)
-            if labels and LabelMap(labels).labels != LabelMap(from_file).labels:
-                raise ValueError(f"label_map {labels} differs from {LABEL_MAP_KEY} {label_file}: {from_file}")
-            labels = from_file
-        if not labels:
-            train_file = (self.cfg.train_ds or {}).get("file")
-            if not train_file:
-                raise ValueError("label_map is not set and there is no train_ds.file to build it from")
-            labels = LabelMap.from_sentences(self.read_sentences(train_file)).labels
+    def expand_labels(self, labels: List[str]) -> List[str]:
         # all_subtokens labels continuation sub-tokens of a B-X word I-X, even if no I-X was seen
-        labels = labels + [continuation_tag(t) for t in labels if t.startswith("B-") or t == "B"]
-        label_map = LabelMap(labels)
-        if not label_file:
-            label_file = self.register_artifact(LABEL_MAP_KEY, self._write_label_file(label_map))
-        with open_dict(self.cfg):
-            self.cfg.label_map = list(label_map.labels)
-            self.cfg[LABEL_MAP_KEY] = label_file
-        return label_map
-
-    def _write_label_file(self, label_map: LabelMap) -> str:
-        # Lives until the model does: save_to copies it into the .nemo whenever that happens.
-        folder = tempfile.mkdtemp(prefix="biomegatron_labels_")
-        weakref.finalize(self, shutil.rmtree, folder, True)
-        path = os.path.join(folder, "label_map.txt")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("\n".join(label_map.labels) + "\n")
-        return path
+        return labels + [continuation_tag(t) for t in labels if t.startswith("B-") or t == "B"]
 
     def read_sentences(self, path: str) -> List[Sentence]:
         return read_iob2(path, self.cfg.tag_scheme)
@@ -160,61 +91,18 @@ class TokenClassificationModel(BioMegatronModelPT):
                                           field="tag")
 
     # ------------------------------------------------------------------ modules
-    def configure_model(self) -> None:
-        first_build = not self._modules_built
-        super().configure_model()
-        if first_build and self.cfg.freeze_encoder:
-            self.encoder.requires_grad_(False)
-
     def build_heads(self) -> None:
         if not self.encoder.post_process:
             return
         head = self.cfg.head
         self.classifier = TokenClassificationHead(
             self.encoder.config.hidden_size, len(self.label_map), num_layers=head.num_layers,
-            dropout=head.dropout, activation=head.activation)
+            dropout=head.dropout, activation=head.activation, inner_size=head.hidden_size)
 
     # ------------------------------------------------------------------ losses
-    def class_weights(self) -> Optional[torch.Tensor]:
-        """Weights of weighted_cross_entropy (None for the other losses)."""
-        if self.cfg.loss.name != "weighted_cross_entropy":
-            return None
-        if self._class_weights is None:
-            weights = self.cfg.loss.class_weights
-            if weights in (None, "auto"):
-                raise ValueError("loss.class_weights=auto is computed from the training data; set up "
-                                 "train_ds (or give the weights as a list)")
-            weights = list(weights)
-            if len(weights) != len(self.label_map):
-                raise ValueError(f"loss.class_weights has {len(weights)} values but there are "
-                                 f"{len(self.label_map)} labels {self.label_map.labels}")
-            self._class_weights = torch.tensor(weights, dtype=torch.float32)
-        return self._class_weights.to(self.device)
-
-    def _resolve_auto_class_weights(self, dataset: TokenClassificationDataset) -> None:
-        # Stored back into the config: a restored or resumed model trains with the same weights.
-        if self.cfg.loss.name != "weighted_cross_entropy" or self.cfg.loss.class_weights not in (None, "auto"):
-            return
-        counts = [0] * len(self.label_map)
-        for w in dataset.windows:
-            for label in w.labels:
-                if label != IGNORE_INDEX:
-                    counts[label] += 1
-        with open_dict(self.cfg):
-            self.cfg.loss.class_weights = [round(x, 6) for x in balanced_class_weights(counts)]
-        self._class_weights = None
-
-    def loss_normalizers(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
-        weights = self.class_weights()
-        return {"ner": self.data_parallel_normalizer(cross_entropy_normalizer(batch["labels"], weights))}
-
     def head_forward(self, hidden, batch, normalizers) -> TokenClassifierOutput:
         logits = self.classifier(hidden)
-        if self.cfg.loss.name == "dice":
-            loss = dice_loss(logits, batch["labels"], self.cfg.loss.dice_smooth)
-        else:
-            loss = summed_cross_entropy(logits, batch["labels"], self.class_weights()) / normalizers["ner"]
-        return TokenClassifierOutput({"ner": loss}, logits=logits)
+        return TokenClassifierOutput(self.classification_loss(logits, batch["labels"], normalizers), logits=logits)
 
     # ------------------------------------------------------------------ validation / test F1
     def on_eval_output(self, split: str, batch, output: TokenClassifierOutput) -> None:
@@ -230,16 +118,15 @@ class TokenClassificationModel(BioMegatronModelPT):
         self._log_entity_f1("test", self._test_dl)
 
     def _log_entity_f1(self, split: str, loader) -> None:
-        rows, self._eval_rows[split] = self._eval_rows[split], []
-        if self.trainer is not None and self.trainer.sanity_checking or loader is None:
+        rows = self.take_eval_rows(split)
+        if rows is None or loader is None:
             return
-        rows = _gather_all_ranks(rows)
         dataset: TokenClassificationDataset = loader.dataset
         labels = dict(rows)  # windows the distributed sampler repeated count once
         values = dataset.word_values(list(labels.values()), list(labels))
         if len(values) < len(dataset.sentences):
             # e.g. limit_val_batches: scoring only the covered sentences is still exact for them
-            self._warn_once(f"{split} F1 over {len(values)} of {len(dataset.sentences)} sentences "
+            self.warn_once(f"{split} F1 over {len(values)} of {len(dataset.sentences)} sentences "
                             "(the others were not fully predicted)")
         gold = [dataset.sentences[i].tags for i in sorted(values)]
         pred = [self.label_map.decode(values[i]) for i in sorted(values)]
@@ -250,13 +137,6 @@ class TokenClassificationModel(BioMegatronModelPT):
         # identical on every rank after the gather, so averaging over ranks (sync_dist) keeps them
         self.log_dict({k: float(v) for k, v in metrics.items()}, sync_dist=True)
         self.log(f"{split}_f1", float(scores["f1"]), prog_bar=True, sync_dist=True)
-
-    def _warn_once(self, message: str) -> None:
-        from nemo.utils import logging
-
-        if message not in getattr(self, "_warned", set()):
-            object.__setattr__(self, "_warned", getattr(self, "_warned", set()) | {message})
-            logging.warning(message)
 
     # ------------------------------------------------------------------ data
     def make_dataset(self, sentences: Sequence[Sentence], max_seq_length: Optional[int] = None
@@ -290,7 +170,7 @@ class TokenClassificationModel(BioMegatronModelPT):
         self.check_known_tags(sentences)
         dataset = self.make_dataset(sentences, data_config.max_seq_length)
         if split == "train":
-            self._resolve_auto_class_weights(dataset)
+            self.resolve_auto_class_weights([label for w in dataset.windows for label in w.labels])
         shuffle = data_config.shuffle if data_config.shuffle is not None else split == "train"
         return torch.utils.data.DataLoader(
             dataset, batch_size=int(data_config.batch_size), shuffle=bool(shuffle),
@@ -373,14 +253,3 @@ class TokenClassificationModel(BioMegatronModelPT):
                 results[ti].append({"type": etype, "start": start, "end": end, "text": text[start:end],
                                     "score": round(float(score), 6)})
         return results
-
-
-def _gather_all_ranks(rows: list) -> list:
-    """Every rank's rows on every rank: data-parallel ranks hold different windows, and under
-    pipeline parallelism only the last stage holds any (repeats across TP ranks collapse when
-    rows are keyed by window)."""
-    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
-        return rows
-    gathered = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, rows)
-    return [r for part in gathered for r in part]

@@ -1,0 +1,43 @@
+"""The Hugging Face peer's training loop, shared by the side-by-side benchmarks.
+
+The same recipe as our models under NeMo: AdamW without weight decay on biases and LayerNorm
+weights, NeMo's WarmupHoldPolicy (lr · (step + 1) / (warmup + 1), then constant), gradient
+clipping at 1.0, trained until a wall-clock budget runs out.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Tuple
+
+import torch
+
+
+def adamw_with_warmup(model: torch.nn.Module, lr: float, warmup_steps: int):
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and not n.endswith(".bias")]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and not n.endswith(".bias"))]
+    optimizer = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=lr, weight_decay=0.01, betas=(0.9, 0.999))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup_steps + 1)))
+    return optimizer, schedule
+
+
+def train_within_budget(model: torch.nn.Module, loader, loss_of: Callable, lr: float, warmup_steps: int,
+                        minutes: float) -> Tuple[int, float]:
+    """Train ``model`` on ``loader`` (epochs repeat) until ``minutes`` pass; ``loss_of(model,
+    batch)`` gives the loss. Returns (steps, seconds)."""
+    optimizer, schedule = adamw_with_warmup(model, lr, warmup_steps)
+    steps, started, budget = 0, time.perf_counter(), minutes * 60
+    model.train()
+    while time.perf_counter() - started < budget:
+        for batch in loader:
+            loss = loss_of(model, batch)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            steps += 1
+            if time.perf_counter() - started >= budget:
+                break
+    return steps, time.perf_counter() - started

@@ -1,0 +1,201 @@
+"""What the classification task models (NER, relation extraction) share on top of the base lifecycle.
+
+:class:`ClassificationTaskModel` owns
+
+* the label map: given (``label_map`` / ``label_map_file``) or collected from the training file,
+  stored in the config and ``register_artifact``-ed as ``label_map.txt`` so a restored ``.nemo``
+  needs no data files — read in ``__init__``, while NeMo has a restored file unpacked;
+* the loss of the paper's section 5.5 (cross-entropy, class-weighted cross-entropy with ``auto``
+  weights resolved from the training labels and written back into the config, soft Dice),
+  normalised by whole-batch, data-parallel counts;
+* an optionally frozen encoder;
+* the gather of evaluation rows over all ranks (data parallel, and the last pipeline stage).
+
+A subclass provides ``training_labels(path)`` (the labels of a training file, for the label map),
+``label_targets(dataset)`` (label ids the loss sees, for ``auto`` weights), its heads and data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import weakref
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from lightning.pytorch import Trainer
+from omegaconf import DictConfig, open_dict
+
+from biomegatron_nemo.common.config import option, section
+from biomegatron_nemo.data.token_classification import LabelMap, read_label_file
+from biomegatron_nemo.encoder.heads import ClassificationHeadConfig
+from biomegatron_nemo.encoder.losses import (
+    ClassificationLossConfig,
+    balanced_class_weights,
+    cross_entropy_normalizer,
+    dice_loss,
+    summed_cross_entropy,
+)
+from biomegatron_nemo.models.base import BioMegatronModelPT
+from biomegatron_nemo.models.config import BioMegatronModelConfig
+
+LABEL_MAP_KEY = "label_map_file"
+
+
+@dataclass
+class ClassificationModelConfig(BioMegatronModelConfig):
+    """``model:`` keys of every classification model."""
+
+    label_map: Optional[List[str]] = option(None, "the labels; null: every label of label_map_file or train_ds.file")
+    label_map_file: Optional[str] = option(None, "one label a line; copied into the .nemo")
+    freeze_encoder: bool = option(False, "train the head only")
+    head: ClassificationHeadConfig = section(ClassificationHeadConfig, "the classifier")
+    loss: ClassificationLossConfig = section(ClassificationLossConfig, "the training loss")
+
+
+class ClassificationTaskModel(BioMegatronModelPT):
+    """Label map, losses and evaluation gathering of the classification models."""
+
+    config_class = ClassificationModelConfig
+    #: the name of the loss in logs (``train_<name>_loss`` when there are several)
+    loss_name = "classification"
+
+    def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
+        self._label_map: Optional[LabelMap] = None
+        self._class_weights: Optional[torch.Tensor] = None
+        self._eval_rows: Dict[str, list] = {"val": [], "test": []}
+        self.last_scores: Dict[str, Dict] = {}
+        super().__init__(cfg=cfg, trainer=trainer)
+        # Now, not on first use: a restored .nemo's label file is readable only while NeMo has
+        # it unpacked, and a pipeline stage without the head would otherwise never read it.
+        _ = self.label_map
+
+    # ------------------------------------------------------------------ labels
+    def training_labels(self, path: str) -> List[str]:
+        """The labels of a training file, in the order the label map should list them."""
+        raise NotImplementedError
+
+    def expand_labels(self, labels: List[str]) -> List[str]:
+        """Labels the model needs beyond those seen (NER: ``I-X`` continuations); default none."""
+        return labels
+
+    def make_label_map(self, labels: Sequence[str]) -> LabelMap:
+        """The label map of these labels (tags: ``O`` first)."""
+        return LabelMap(labels)
+
+    @property
+    def label_map(self) -> LabelMap:
+        """Label ↔ id, from the config, its label file or the training file (built in ``__init__``)."""
+        if self._label_map is None:
+            self._label_map = self._setup_label_map()
+        return self._label_map
+
+    def _setup_label_map(self) -> LabelMap:
+        labels = list(self.cfg.label_map or [])
+        label_file = self.cfg[LABEL_MAP_KEY]
+        if label_file:
+            # the user's file, or the copy inside the unpacked .nemo when restoring
+            label_file = self.register_artifact(LABEL_MAP_KEY, label_file)
+            from_file = read_label_file(label_file)
+            if labels and self.make_label_map(labels).labels != self.make_label_map(from_file).labels:
+                raise ValueError(f"label_map {labels} differs from {LABEL_MAP_KEY} {label_file}: {from_file}")
+            labels = from_file
+        if not labels:
+            train_file = (self.cfg.train_ds or {}).get("file")
+            if not train_file:
+                raise ValueError("label_map is not set and there is no train_ds.file to build it from")
+            labels = self.training_labels(train_file)
+        label_map = self.make_label_map(self.expand_labels(labels))
+        if not label_file:
+            label_file = self.register_artifact(LABEL_MAP_KEY, self._write_label_file(label_map))
+        with open_dict(self.cfg):
+            self.cfg.label_map = list(label_map.labels)
+            self.cfg[LABEL_MAP_KEY] = label_file
+        return label_map
+
+    def _write_label_file(self, label_map: LabelMap) -> str:
+        # Lives until the model does: save_to copies it into the .nemo whenever that happens.
+        folder = tempfile.mkdtemp(prefix="biomegatron_labels_")
+        weakref.finalize(self, shutil.rmtree, folder, True)
+        path = os.path.join(folder, "label_map.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("\n".join(label_map.labels) + "\n")
+        return path
+
+    # ------------------------------------------------------------------ modules
+    def configure_model(self) -> None:
+        first_build = not self._modules_built
+        super().configure_model()
+        if first_build and self.cfg.freeze_encoder:
+            self.encoder.requires_grad_(False)
+
+    # ------------------------------------------------------------------ losses
+    def class_weights(self) -> Optional[torch.Tensor]:
+        """Weights of weighted_cross_entropy (None for the other losses)."""
+        if self.cfg.loss.name != "weighted_cross_entropy":
+            return None
+        if self._class_weights is None:
+            weights = self.cfg.loss.class_weights
+            if weights in (None, "auto"):
+                raise ValueError("loss.class_weights=auto is computed from the training data; set up "
+                                 "train_ds (or give the weights as a list)")
+            weights = list(weights)
+            if len(weights) != len(self.label_map):
+                raise ValueError(f"loss.class_weights has {len(weights)} values but there are "
+                                 f"{len(self.label_map)} labels {self.label_map.labels}")
+            self._class_weights = torch.tensor(weights, dtype=torch.float32)
+        return self._class_weights.to(self.device)
+
+    def resolve_auto_class_weights(self, targets: Sequence[int]) -> None:
+        """``auto`` weights from the training targets (label ids, -100 ignored), stored back into
+        the config so a restored or resumed model trains with the same weights."""
+        if self.cfg.loss.name != "weighted_cross_entropy" or self.cfg.loss.class_weights not in (None, "auto"):
+            return
+        counts = [0] * len(self.label_map)
+        for label in targets:
+            if label >= 0:
+                counts[label] += 1
+        with open_dict(self.cfg):
+            self.cfg.loss.class_weights = [round(x, 6) for x in balanced_class_weights(counts)]
+        self._class_weights = None
+
+    def loss_normalizers(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        weights = self.class_weights()
+        return {self.loss_name: self.data_parallel_normalizer(cross_entropy_normalizer(batch["labels"], weights))}
+
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor,
+                            normalizers: Dict[str, float]) -> Dict[str, torch.Tensor]:
+        """The configured loss of ``logits`` (``[..., num_labels]``) against ``labels``."""
+        if self.cfg.loss.name == "dice":
+            loss = dice_loss(logits, labels, self.cfg.loss.dice_smooth)
+        else:
+            loss = summed_cross_entropy(logits, labels, self.class_weights()) / normalizers[self.loss_name]
+        return {self.loss_name: loss}
+
+    # ------------------------------------------------------------------ evaluation
+    def take_eval_rows(self, split: str) -> Optional[list]:
+        """The rows collected for ``split`` from every rank, or None during Lightning's sanity check."""
+        rows, self._eval_rows[split] = self._eval_rows[split], []
+        if self.trainer is not None and self.trainer.sanity_checking:
+            return None
+        return gather_all_ranks(rows)
+
+    def warn_once(self, message: str) -> None:
+        from nemo.utils import logging
+
+        if message not in getattr(self, "_warned", set()):
+            object.__setattr__(self, "_warned", getattr(self, "_warned", set()) | {message})
+            logging.warning(message)
+
+
+def gather_all_ranks(rows: list) -> list:
+    """Every rank's rows on every rank: data-parallel ranks hold different examples, and under
+    pipeline parallelism only the last stage holds any (repeats across TP ranks collapse when
+    rows are keyed by example)."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return rows
+    gathered = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, rows)
+    return [r for part in gathered for r in part]

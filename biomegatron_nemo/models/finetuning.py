@@ -1,0 +1,64 @@
+"""The flow of the fine-tuning example scripts (NER, relation extraction), shared so it is written once.
+
+``run_finetuning(cfg, ModelClass, ...)``: trainer and ``exp_manager`` from the run config, the
+model new or restored (``restore_from``), ``do_training`` through ``trainer.fit``, ``do_testing``
+through ``trainer.test`` and the model's own ``evaluate`` for the printed table and files. A run
+without ``model.tokenizer.vocab_file`` learns a WordPiece vocabulary from the training texts
+first (try-outs on the shipped samples only: real runs use the pretrained encoder's vocabulary).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, List
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+
+def learn_vocabulary(cfg: DictConfig, log_dir: Path, texts: List[str]) -> str:
+    """A WordPiece vocabulary of ``cfg.learn_vocab_size`` from ``texts``, set as the model's."""
+    from biomegatron_nemo.tokenizers.train import train_wordpiece
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # every rank would train and write the same files into the same folder at once
+        raise ValueError("with several processes set model.tokenizer.vocab_file (learn one with "
+                         "python -m biomegatron_nemo.tokenizers.train)")
+    text = log_dir / "train_text.txt"
+    text.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    vocab = train_wordpiece([str(text)], str(log_dir), vocab_size=int(cfg.learn_vocab_size),
+                            cased=bool(cfg.model.tokenizer.cased), soft_limit=True, progress=False)[0]
+    with open_dict(cfg):
+        cfg.model.tokenizer.vocab_file = vocab
+    print(f"learned a WordPiece vocabulary from {cfg.model.train_ds.file}: {vocab}")
+    return vocab
+
+
+def run_finetuning(cfg: DictConfig, model_class, training_texts: Callable[[str], List[str]],
+                   report_test: Callable[[object, str, Path], str]) -> None:
+    """Train and/or test ``model_class`` as ``cfg`` (a run config) says; ``report_test(model,
+    test_file, log_dir)`` evaluates, writes its files and returns the text to print."""
+    from nemo.utils.exp_manager import exp_manager
+
+    from biomegatron_nemo.parallel.trainer import build_trainer
+
+    OmegaConf.resolve(cfg)  # the saved .nemo config must not need this script's resolvers
+    trainer = build_trainer(cfg.trainer, cfg.parallel)
+    log_dir = Path(exp_manager(trainer, cfg.exp_manager))
+    if cfg.restore_from:
+        model = model_class.restore_from(cfg.restore_from)  # built at once; fit/test attach the trainer
+    else:
+        if cfg.model.tokenizer.library == "wordpiece" and not cfg.model.tokenizer.vocab_file:
+            learn_vocabulary(cfg, log_dir, training_texts(cfg.model.train_ds.file))
+        model = model_class(cfg.model, trainer=trainer)
+    if trainer.is_global_zero:
+        print(OmegaConf.to_yaml(model.cfg))
+    if cfg.do_training:
+        trainer.fit(model)
+    if cfg.do_testing and cfg.model.test_ds is not None and cfg.model.test_ds.file:
+        model.setup_test_data(cfg.model.test_ds)
+        trainer.test(model)
+        if trainer.is_global_zero:
+            print(f"test set {cfg.model.test_ds.file}:\n{report_test(model, cfg.model.test_ds.file, log_dir)}")
+    if trainer.is_global_zero:
+        print(f"logs and checkpoints: {log_dir}")

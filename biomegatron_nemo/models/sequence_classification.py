@@ -1,0 +1,265 @@
+"""``SequenceClassificationModel``: relation extraction (ChemProt) and other sentence classification.
+
+It owns the RE task on top of :class:`~biomegatron_nemo.models.classification.ClassificationTaskModel`
+(label map, losses, frozen encoder, gathering):
+
+* the entity markers (``@CHEMICAL$``, ``@GENE$``, ``@CHEM-GENE$``, BLUE's masks) as single special
+  tokens, added to the tokenizer config (so the ``.nemo`` records them) and, for a pretrained
+  encoder whose vocabulary lacks them, as new embedding rows (old rows kept);
+* the classifier over [CLS] (or a tanh pooler), 1–2 layers of configurable size;
+* micro-F1 over the positive classes (the negative class ``false`` left out, as BLUE scores
+  ChemProt), per-class P/R/F1 and the confusion matrix for validation and test;
+* :meth:`evaluate` (a TSV file → scores, ``id<TAB>label<TAB>probability`` predictions, a
+  confusion-matrix table and picture) and :meth:`predict` / :meth:`predict_spans` (sentences, or
+  raw text with the two entities' character spans → label and every class's probability).
+
+Reading, marker checks and truncation around the markers live in :mod:`biomegatron_nemo.data.chemprot`;
+scores in :mod:`biomegatron_nemo.metrics.classification`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from omegaconf import open_dict
+
+from biomegatron_nemo.common.config import option, section
+from biomegatron_nemo.common.errors import ConfigError
+from biomegatron_nemo.data.chemprot import (
+    CHEMPROT_NEGATIVE,
+    CHEMPROT_SPECIAL_TOKENS,
+    MISSING_MARKER_POLICIES,
+    ClassificationExample,
+    RelationDataConfig,
+    SequenceClassificationDataset,
+    read_classification_tsv,
+)
+from biomegatron_nemo.data.token_classification import LabelMap
+from biomegatron_nemo.encoder.heads import POOLINGS, SequenceClassificationHead
+from biomegatron_nemo.metrics.classification import classification_scores
+from biomegatron_nemo.models.classification import ClassificationModelConfig, ClassificationTaskModel
+from biomegatron_nemo.models.outputs import SequenceClassifierOutput
+
+
+@dataclass
+class SequenceClassificationModelConfig(ClassificationModelConfig):
+    """``model:`` of :class:`SequenceClassificationModel`."""
+
+    entity_markers: List[str] = option(doc="entity masks, each one token (added to the vocabulary when new)",
+                                       factory=lambda: list(CHEMPROT_SPECIAL_TOKENS))
+    pair_marker: Optional[str] = option("@CHEM-GENE$", "a marker that stands for both entities; null: none")
+    missing_markers: str = option("error", "a sentence without two markers: error (naming file and line) "
+                                           "or warn (kept and counted)", choices=MISSING_MARKER_POLICIES)
+    negative_label: Optional[str] = option(CHEMPROT_NEGATIVE, "the class left out of micro-F1; null: none")
+    pooling: str = option("cls", "what the classifier reads: the [CLS] vector, or it through a tanh pooler",
+                          choices=POOLINGS)
+    train_ds: Optional[RelationDataConfig] = section(RelationDataConfig, "training data: [id<TAB>]sentence<TAB>label")
+    validation_ds: Optional[RelationDataConfig] = section(RelationDataConfig, "validation data (micro-F1 per epoch)")
+    test_ds: Optional[RelationDataConfig] = section(RelationDataConfig, "test data")
+
+    def check(self) -> None:
+        super().check()
+        if not self.entity_markers:
+            raise ConfigError("needs at least one marker", key="entity_markers")
+        if self.pair_marker is not None and self.pair_marker not in self.entity_markers:
+            raise ConfigError(f"{self.pair_marker!r} is not one of entity_markers", key="pair_marker")
+
+
+class SequenceClassificationModel(ClassificationTaskModel):
+    """Encoder + :class:`SequenceClassificationHead`; config :class:`SequenceClassificationModelConfig`."""
+
+    config_class = SequenceClassificationModelConfig
+    loss_name = "re"
+
+    # ------------------------------------------------------------------ tokenizer and labels
+    def _setup_tokenizer(self):
+        # The markers must be single tokens; in the tokenizer config they are saved with the .nemo.
+        markers = [m for m in self.cfg.entity_markers if m not in self.cfg.tokenizer.special_tokens]
+        if markers:
+            with open_dict(self.cfg):
+                self.cfg.tokenizer.special_tokens = list(self.cfg.tokenizer.special_tokens) + markers
+        return super()._setup_tokenizer()
+
+    def training_labels(self, path: str) -> List[str]:
+        return sorted({ex.label for ex in read_classification_tsv(path)})
+
+    def make_label_map(self, labels: Sequence[str]) -> LabelMap:
+        return LabelMap(labels, outside=None)
+
+    # ------------------------------------------------------------------ modules and losses
+    def build_heads(self) -> None:
+        if not self.encoder.post_process:
+            return
+        head = self.cfg.head
+        self.classifier = SequenceClassificationHead(
+            self.encoder.config.hidden_size, len(self.label_map), pooling=self.cfg.pooling,
+            num_layers=head.num_layers, dropout=head.dropout, activation=head.activation,
+            inner_size=head.hidden_size)
+
+    def head_forward(self, hidden, batch, normalizers) -> SequenceClassifierOutput:
+        logits = self.classifier(hidden)
+        return SequenceClassifierOutput(self.classification_loss(logits, batch["labels"], normalizers), logits=logits)
+
+    # ------------------------------------------------------------------ data
+    def read_examples(self, path: str, labelled: bool = True) -> List[ClassificationExample]:
+        """Rows of a TSV file; labels outside the model's label map are refused by line."""
+        return read_classification_tsv(path, labels=self.label_map.labels if labelled else None,
+                                       has_label=labelled)
+
+    def make_dataset(self, examples: Sequence[ClassificationExample],
+                     max_seq_length: Optional[int] = None) -> SequenceClassificationDataset:
+        max_seq_length = int(max_seq_length or (self.cfg.train_ds or RelationDataConfig()).max_seq_length)
+        limit = self.encoder_config.max_position_embeddings
+        if max_seq_length > limit:
+            raise ValueError(f"max_seq_length={max_seq_length} exceeds the encoder's max_position_embeddings={limit}")
+        return SequenceClassificationDataset(examples, self.tokenizer, self.label_map.labels, max_seq_length,
+                                             markers=self.cfg.entity_markers, pair_marker=self.cfg.pair_marker,
+                                             missing_markers=self.cfg.missing_markers)
+
+    def build_dataloader(self, data_config, split: str):
+        if not data_config.get("file"):
+            if split == "train":
+                raise ConfigError("is required for training", key="train_ds.file", where=type(self).__name__)
+            return None
+        dataset = self.make_dataset(self.read_examples(data_config.file), data_config.max_seq_length)
+        sampler = None
+        if split == "train":
+            self.resolve_auto_class_weights(dataset.label_targets())
+            if data_config.oversample:
+                sampler = class_balanced_sampler(dataset.label_targets(), int(self.cfg.seed))
+        shuffle = data_config.shuffle if data_config.shuffle is not None else split == "train"
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=int(data_config.batch_size), sampler=sampler,
+            shuffle=bool(shuffle) and sampler is None, num_workers=int(data_config.num_workers),
+            collate_fn=dataset.collate_fn, drop_last=False)
+
+    # ------------------------------------------------------------------ validation / test scores
+    def on_eval_output(self, split: str, batch, output: SequenceClassifierOutput) -> None:
+        labels = output.logits.argmax(-1).tolist()
+        self._eval_rows[split].extend(zip(batch["example_index"].tolist(), labels))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val", self._validation_dl)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test", self._test_dl)
+
+    def scores(self, gold: Sequence[str], pred: Sequence[str]) -> Dict:
+        """Micro P/R/F1 over the positive classes, per class, confusion matrix, accuracy."""
+        return classification_scores(gold, pred, negative_label=self.cfg.negative_label,
+                                     labels=self.label_map.labels)
+
+    def _log_scores(self, split: str, loader) -> None:
+        rows = self.take_eval_rows(split)
+        if rows is None or loader is None:
+            return
+        predicted = dict(rows)  # examples the distributed sampler repeated count once
+        dataset: SequenceClassificationDataset = loader.dataset
+        order = sorted(predicted)
+        scores = self.scores([dataset.examples[i].label for i in order],
+                             self.label_map.decode([predicted[i] for i in order]))
+        self.last_scores[split] = scores
+        metrics = {f"{split}_precision": scores["precision"], f"{split}_recall": scores["recall"],
+                   f"{split}_accuracy": scores["accuracy"]}
+        metrics.update({f"{split}_f1_{c}": s["f1"] for c, s in scores["per_class"].items()})
+        # identical on every rank after the gather, so averaging over ranks (sync_dist) keeps them
+        self.log_dict({k: float(v) for k, v in metrics.items()}, sync_dist=True)
+        self.log(f"{split}_micro_f1", float(scores["f1"]), prog_bar=True, sync_dist=True)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def class_probabilities(self, dataset: SequenceClassificationDataset, batch_size: int = 32) -> torch.Tensor:
+        """``[n, num_labels]`` probabilities of every example, in eval mode."""
+        if self.pipeline_parallel:
+            raise NotImplementedError("inference with pipeline parallelism is not supported; "
+                                      "restore the .nemo with pipeline_model_parallel_size=1")
+        was_training = self.training
+        self.eval()
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                             collate_fn=dataset.collate_fn)
+        parts = []
+        try:
+            for batch in loader:
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                parts.append(self.classifier(self.encode(batch)).float().softmax(-1).cpu())
+        finally:
+            self.train(was_training)
+        return torch.cat(parts) if parts else torch.zeros(0, len(self.label_map))
+
+    def evaluate(self, file: str, output_file: Optional[str] = None, report_dir: Optional[str] = None,
+                 batch_size: int = 32, max_seq_length: Optional[int] = None) -> Dict:
+        """Scores (:meth:`scores`) on a labelled ``[id<TAB>]sentence<TAB>label`` file.
+
+        ``output_file``: ``id<TAB>label<TAB>probability`` lines (read by ``python -m
+        biomegatron_nemo.metrics.evaluate re``); ``report_dir``: ``per_class.tsv``,
+        ``confusion_matrix.tsv`` and ``confusion_matrix.png``. Truncations and marker counts are in
+        the returned ``data`` entry.
+        """
+        dataset = self.make_dataset(self.read_examples(file), max_seq_length)
+        probs = self.class_probabilities(dataset, batch_size)
+        best, ids = probs.max(-1)
+        pred = self.label_map.decode(ids.tolist())
+        scores = self.scores([ex.label for ex in dataset.examples], pred)
+        scores["data"] = {"truncated": dataset.n_truncated, "markers_cut": dataset.n_markers_cut,
+                          "missing_markers": dataset.n_missing_markers}
+        if output_file:
+            with open(output_file, "w", encoding="utf-8") as f:
+                for ex, label, p in zip(dataset.examples, pred, best.tolist()):
+                    f.write(f"{ex.guid}\t{label}\t{p:.6f}\n")
+        if report_dir:
+            from biomegatron_nemo.models.reports import write_classification_report
+
+            write_classification_report(scores, Path(report_dir))
+        return scores
+
+    def predict(self, sentences: Sequence[str], batch_size: int = 32) -> List[Dict]:
+        """Per sentence (entities masked with the markers): ``{"label", "probability",
+        "probabilities": {label: p}}``."""
+        if isinstance(sentences, str):
+            raise TypeError("predict takes a list of sentences; wrap a single sentence in a list")
+        for i, text in enumerate(sentences):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"sentence {i} is {'empty' if isinstance(text, str) else type(text).__name__}; "
+                                 "expected text with two entity markers")
+        examples = [ClassificationExample(f"text:{i}", t.strip(), None, i + 1, "<predict>") for i, t in enumerate(sentences)]
+        probs = self.class_probabilities(self.make_dataset(examples), batch_size)
+        out = []
+        for row in probs.tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            out.append({"label": self.label_map.labels[best], "probability": round(row[best], 6),
+                        "probabilities": {lab: round(p, 6) for lab, p in zip(self.label_map.labels, row)}})
+        return out
+
+    def predict_spans(self, items: Sequence[Tuple[str, Tuple[int, int], Tuple[int, int]]],
+                      markers: Tuple[str, str] = ("@CHEMICAL$", "@GENE$"), batch_size: int = 32) -> List[Dict]:
+        """Raw text with the character spans ``(start, end)`` of its two entities: the spans are
+        replaced by ``markers`` (BLUE's masking), then classified as :meth:`predict` does."""
+        return self.predict([mask_entities(text, first, second, markers) for text, first, second in items],
+                            batch_size)
+
+
+def mask_entities(text: str, first: Tuple[int, int], second: Tuple[int, int], markers: Tuple[str, str]) -> str:
+    """``text`` with the two entity spans replaced by their markers (spans must not overlap)."""
+    spans = sorted([(tuple(first), markers[0]), (tuple(second), markers[1])])
+    (a, b), (c, d) = spans[0][0], spans[1][0]
+    if not (0 <= a < b <= c < d <= len(text)):
+        raise ValueError(f"entity spans {first} and {second} must be non-empty, inside the text "
+                         f"(length {len(text)}) and not overlap")
+    return f"{text[:a]}{spans[0][1]}{text[b:c]}{spans[1][1]}{text[d:]}"
+
+
+def class_balanced_sampler(targets: Sequence[int], seed: int) -> torch.utils.data.WeightedRandomSampler:
+    """Draws every class equally often (with replacement), ``len(targets)`` draws an epoch.
+
+    Seeded, so every data-parallel rank draws the same sequence, of which Lightning's
+    distributed wrapper gives each rank its share.
+    """
+    counts: Dict[int, int] = {}
+    for t in targets:
+        counts[t] = counts.get(t, 0) + 1
+    weights = torch.tensor([1.0 / counts[t] for t in targets], dtype=torch.double)
+    return torch.utils.data.WeightedRandomSampler(weights, num_samples=len(targets), replacement=True,
+                                                  generator=torch.Generator().manual_seed(seed))
