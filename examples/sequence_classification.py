@@ -36,7 +36,10 @@ def report_test(model, test_file, log_dir):
     output, report = log_dir / "test_predictions.tsv", log_dir / "test_report"
     scores = model.evaluate(test_file, output_file=str(output), report_dir=str(report),
                             batch_size=int(model.cfg.test_ds.batch_size))
-    return f"{format_classification_table(scores)}\npredictions: {output}\nreport: {report}"
+    data = scores["data"]
+    return (f"{format_classification_table(scores)}\n{data['truncated']} sentences cut around their markers "
+            f"({data['markers_cut']} with markers too far apart to keep both), {data['missing_markers']} "
+            f"without two markers\npredictions: {output}\nreport: {report}")
 
 
 @hydra.main(config_path="../conf", config_name="sequence_classification", version_base=None)

@@ -218,3 +218,16 @@ def _batch(model, sentences):
 
     ds = model.make_dataset([ClassificationExample(str(i), s, None) for i, s in enumerate(sentences)])
     return ds.collate_fn([ds[i] for i in range(len(ds))])
+
+
+def test_oversampling_splits_one_draw_sequence_over_data_parallel_ranks():
+    """Under DDP Lightning wraps a custom sampler in its DistributedSamplerWrapper: each rank takes
+    its share of the sequence the (seeded, hence identical) sampler draws on every rank."""
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+
+    targets = [0] * 90 + [1] * 9 + [2]
+    whole = list(class_balanced_sampler(targets, seed=3))
+    shares = [list(DistributedSamplerWrapper(class_balanced_sampler(targets, seed=3), num_replicas=2, rank=r,
+                                             shuffle=False)) for r in range(2)]
+    assert len(shares[0]) == len(shares[1]) == 50
+    assert sorted(shares[0] + shares[1]) == sorted(whole)

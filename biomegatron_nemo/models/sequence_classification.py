@@ -39,7 +39,7 @@ from biomegatron_nemo.data.chemprot import (
 )
 from biomegatron_nemo.data.token_classification import LabelMap
 from biomegatron_nemo.encoder.heads import POOLINGS, SequenceClassificationHead
-from biomegatron_nemo.metrics.classification import classification_scores
+from biomegatron_nemo.metrics.classification import classification_scores, format_classification_table
 from biomegatron_nemo.models.classification import ClassificationModelConfig, ClassificationTaskModel
 from biomegatron_nemo.models.outputs import SequenceClassifierOutput
 
@@ -164,10 +164,20 @@ class SequenceClassificationModel(ClassificationTaskModel):
         self.last_scores[split] = scores
         metrics = {f"{split}_precision": scores["precision"], f"{split}_recall": scores["recall"],
                    f"{split}_accuracy": scores["accuracy"]}
-        metrics.update({f"{split}_f1_{c}": s["f1"] for c, s in scores["per_class"].items()})
+        for c, s in scores["per_class"].items():
+            metrics.update({f"{split}_{m}_{c}": s[m] for m in ("precision", "recall", "f1")})
         # identical on every rank after the gather, so averaging over ranks (sync_dist) keeps them
         self.log_dict({k: float(v) for k, v in metrics.items()}, sync_dist=True)
         self.log(f"{split}_micro_f1", float(scores["f1"]), prog_bar=True, sync_dist=True)
+        self._log_confusion_matrix(split, scores)
+
+    def _log_confusion_matrix(self, split: str, scores: Dict) -> None:
+        """The per-class table and confusion matrix of this epoch, as text in TensorBoard."""
+        logger = self.trainer.logger if self._trainer is not None else None
+        experiment = getattr(logger, "experiment", None)
+        if experiment is not None and hasattr(experiment, "add_text") and self.trainer.is_global_zero:
+            table = format_classification_table(scores)
+            experiment.add_text(f"{split}_confusion_matrix", f"```\n{table}\n```", self.trainer.global_step)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
