@@ -231,3 +231,24 @@ def test_oversampling_splits_one_draw_sequence_over_data_parallel_ranks():
                                              shuffle=False)) for r in range(2)]
     assert len(shares[0]) == len(shares[1]) == 50
     assert sorted(shares[0] + shares[1]) == sorted(whole)
+
+
+def test_the_example_script_runs_as_documented(tmp_path):
+    """examples/sequence_classification.py on the shipped samples: trains, tests, writes its files;
+    then tests the saved .nemo again with do_training=false restore_from=..."""
+    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
+    script = str(Path(__file__).resolve().parents[1] / "examples" / "sequence_classification.py")
+    common = [f"exp_manager.exp_dir={tmp_path}", "trainer.enable_progress_bar=false"]
+    first = subprocess.run([sys.executable, script, "trainer.max_epochs=3", *common], capture_output=True, text=True,
+                           env=env, cwd=tmp_path, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "biomegatron_re" / "run"
+    assert "micro" in first.stdout and (run / "test_report" / "confusion_matrix.png").exists()
+    rows = (run / "test_predictions.tsv").read_text().splitlines()
+    assert len(rows) == 26 and all(len(r.split("\t")) == 3 for r in rows)
+    nemo = run / "checkpoints" / "biomegatron_re.nemo"
+    again = subprocess.run([sys.executable, script, "do_training=false", f"restore_from={nemo}", *common,
+                            "exp_manager.version=again"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "biomegatron_re" / "again" / "test_predictions.tsv").read_text().splitlines() == rows
