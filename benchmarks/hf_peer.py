@@ -13,6 +13,17 @@ from typing import Callable, Tuple
 import torch
 
 
+def hf_loader(dataset, args) -> torch.utils.data.DataLoader:
+    """The peer's training loader: length-grouped (``args.batching == "grouped"``, the sampler our
+    models use, as HF Trainer's ``group_by_length``) or randomly shuffled batches."""
+    from biomegatron_nemo.data.batching import LengthGroupedSampler
+
+    grouped = getattr(args, "batching", "random") == "grouped"
+    sampler = LengthGroupedSampler(dataset.lengths(), args.batch_size, seed=args.seed) if grouped else None
+    return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, shuffle=not grouped,
+                                       collate_fn=dataset.collate_fn)
+
+
 def adamw_with_warmup(model: torch.nn.Module, lr: float, warmup_steps: int):
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and not n.endswith(".bias")]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and not n.endswith(".bias"))]

@@ -48,6 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 keeps runs comparable on a shared machine)")
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--batching", choices=("grouped", "random"), default="grouped",
+                   help="training batches of similar lengths (both systems; HF Trainer's group_by_length) or random")
     p.add_argument("--output", help="append the result as one JSON line to this file")
     p.add_argument("--table", nargs="+", metavar="RESULTS", help="print result rows as markdown and exit")
     return p.parse_args(argv)
@@ -63,7 +65,8 @@ def model_config(args):
         "language_model": {"nemo_file": args.init_from},
         "labelling_mode": args.mode,
         "head": {"num_layers": 1, "dropout": 0.1},
-        "train_ds": {"file": args.train, "max_seq_length": args.max_seq_length, "batch_size": args.batch_size},
+        "train_ds": {"file": args.train, "max_seq_length": args.max_seq_length, "batch_size": args.batch_size,
+                     "group_by_length": args.batching == "grouped"},
         "optim": {"name": "adamw", "lr": args.lr, "weight_decay": 0.01, "betas": [0.9, 0.999],
                   "sched": {"name": "WarmupHoldPolicy", "warmup_steps": args.warmup_steps,
                             "hold_steps": 10**9}},
@@ -92,7 +95,7 @@ def run_megatron(args):
 def run_hf(args):
     """HF BertForTokenClassification of the same size on the same windows, in a plain loop."""
     import torch
-    from hf_peer import train_within_budget
+    from hf_peer import hf_loader, train_within_budget
     from transformers import BertConfig, BertForTokenClassification
 
     from biomegatron_nemo.data.token_classification import LabelMap, TokenClassificationDataset
@@ -113,8 +116,7 @@ def run_hf(args):
                         attention_probs_dropout_prob=0.1, classifier_dropout=0.1, num_labels=len(labels),
                         max_position_embeddings=512, pad_token_id=tokenizer.pad_id)
     model = BertForTokenClassification(config)
-    loader = torch.utils.data.DataLoader(train_ds, batch_size=args.batch_size, shuffle=True,
-                                         collate_fn=train_ds.collate_fn)
+    loader = hf_loader(train_ds, args)
     steps, train_seconds = train_within_budget(
         model, loader, lambda m, b: m(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                                      token_type_ids=b["token_type_ids"], labels=b["labels"]).loss,
@@ -134,13 +136,14 @@ def run_hf(args):
 
 
 def print_table(paths):
-    print("| system | labelling | init | budget (min) | steps | devel P | devel R | devel F1 |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| system | labelling | init | batching | budget (min) | steps | devel P | devel R | devel F1 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for path in paths:
         for line in Path(path).read_text().splitlines():
             r = json.loads(line)
-            print(f"| {r['system']} | {r['mode']} | {r['init']} | {r['budget_minutes']:g} | {r['steps']} | "
-                  f"{100 * r['precision']:.2f} | {100 * r['recall']:.2f} | **{100 * r['f1']:.2f}** |")
+            print(f"| {r['system']} | {r['mode']} | {r['init']} | {r.get('batching', 'random')} | "
+                  f"{r['budget_minutes']:g} | {r['steps']} | {100 * r['precision']:.2f} | {100 * r['recall']:.2f} | "
+                  f"**{100 * r['f1']:.2f}** |")
 
 
 def main(argv=None):
@@ -155,7 +158,8 @@ def main(argv=None):
     scores, steps, train_s, eval_s = (run_megatron if args.system == "megatron" else run_hf)(args)
     result = {"system": args.system, "mode": args.mode,
               "init": Path(args.init_from).name if args.init_from else "random",
-              "budget_minutes": args.budget_minutes, "steps": steps, "train_seconds": round(train_s, 1),
+              "budget_minutes": args.budget_minutes, "batching": args.batching, "steps": steps,
+              "train_seconds": round(train_s, 1),
               "eval_seconds": round(eval_s, 1), "threads": args.threads, "lr": args.lr,
               "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
               "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"],

@@ -189,5 +189,9 @@ class SequenceClassificationDataset(torch.utils.data.Dataset):
     def collate_fn(self, features):
         return Collator(self.tokenizer.pad_id)(features)
 
+    def lengths(self) -> List[int]:
+        """Tokens per example (what a batch is padded to), for length-grouped batching."""
+        return [len(ids) for ids, _ in self.features]
+
     def label_targets(self) -> List[int]:
         return [label for _, label in self.features]

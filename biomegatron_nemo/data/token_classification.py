@@ -40,6 +40,8 @@ class FineTuningDataConfig(Schema):
     batch_size: int = option(32, "examples (windows) per batch and data-parallel rank")
     num_workers: int = option(0, "DataLoader worker processes")
     shuffle: Optional[bool] = option(None, "shuffle every epoch; null: for the training split only")
+    group_by_length: bool = option(True, "shuffled batches of similar lengths (Hugging Face's group_by_length), "
+                                         "so little is padding; evaluation is always sorted by length")
     defer_setup: bool = option(True, "build the data in setup(), once tokenizer and labels exist (keep true)")
 
     def check(self) -> None:
@@ -206,6 +208,10 @@ class TokenClassificationDataset(torch.utils.data.Dataset):
 
     def collate_fn(self, features):
         return Collator(self.tokenizer.pad_id)(features)
+
+    def lengths(self) -> List[int]:
+        """Tokens per window (what a batch is padded to), for length-grouped batching."""
+        return [len(w.input_ids) for w in self.windows]
 
     def predictions_to_tags(self, predictions: Sequence[Sequence[int]],
                             window_indices: Optional[Sequence[int]] = None) -> List[List[str]]:

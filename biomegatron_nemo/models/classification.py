@@ -174,6 +174,35 @@ class ClassificationTaskModel(BioMegatronModelPT):
             loss = summed_cross_entropy(logits, labels, self.class_weights()) / normalizers[self.loss_name]
         return {self.loss_name: loss}
 
+    # ------------------------------------------------------------------ data
+    def make_dataloader(self, dataset, data_config, split: str, sampler=None) -> torch.utils.data.DataLoader:
+        """The loader of a fine-tuning split: training shuffled in length-grouped batches
+        (``group_by_length``), evaluation sorted by length (predictions carry their example
+        index), unless the caller brings its own ``sampler`` (e.g. oversampling)."""
+        from biomegatron_nemo.data.batching import FixedOrderSampler, LengthGroupedSampler, length_sorted_order
+
+        batch_size = int(data_config.batch_size)
+        shuffle = data_config.shuffle if data_config.shuffle is not None else split == "train"
+        if sampler is None and shuffle and data_config.group_by_length:
+            # grouped by global batch: each data-parallel rank takes every world-th index of it
+            from megatron.core import parallel_state
+
+            world = parallel_state.get_data_parallel_world_size() if parallel_state.model_parallel_is_initialized() else 1
+            sampler = LengthGroupedSampler(dataset.lengths(), batch_size * world, seed=int(self.cfg.seed))
+        elif sampler is None and not shuffle:
+            sampler = FixedOrderSampler(length_sorted_order(dataset.lengths()))
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, sampler=sampler, shuffle=bool(shuffle) and sampler is None,
+            num_workers=int(data_config.num_workers), collate_fn=dataset.collate_fn, drop_last=False)
+
+    def inference_loader(self, dataset, batch_size: int) -> torch.utils.data.DataLoader:
+        """``evaluate`` / ``predict``: batches sorted by length (callers map back by index)."""
+        from biomegatron_nemo.data.batching import FixedOrderSampler, length_sorted_order
+
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size,
+                                           sampler=FixedOrderSampler(length_sorted_order(dataset.lengths())),
+                                           collate_fn=dataset.collate_fn)
+
     # ------------------------------------------------------------------ evaluation
     def take_eval_rows(self, split: str) -> Optional[list]:
         """The rows collected for ``split`` from every rank, or None during Lightning's sanity check."""

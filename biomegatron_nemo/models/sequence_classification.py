@@ -130,11 +130,7 @@ class SequenceClassificationModel(ClassificationTaskModel):
             self.resolve_auto_class_weights(dataset.label_targets())
             if data_config.oversample:
                 sampler = class_balanced_sampler(dataset.label_targets(), int(self.cfg.seed))
-        shuffle = data_config.shuffle if data_config.shuffle is not None else split == "train"
-        return torch.utils.data.DataLoader(
-            dataset, batch_size=int(data_config.batch_size), sampler=sampler,
-            shuffle=bool(shuffle) and sampler is None, num_workers=int(data_config.num_workers),
-            collate_fn=dataset.collate_fn, drop_last=False)
+        return self.make_dataloader(dataset, data_config, split, sampler)
 
     # ------------------------------------------------------------------ validation / test scores
     def on_eval_output(self, split: str, batch, output: SequenceClassifierOutput) -> None:
@@ -188,16 +184,14 @@ class SequenceClassificationModel(ClassificationTaskModel):
                                       "restore the .nemo with pipeline_model_parallel_size=1")
         was_training = self.training
         self.eval()
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                             collate_fn=dataset.collate_fn)
-        parts = []
+        probs = torch.zeros(len(dataset), len(self.label_map))
         try:
-            for batch in loader:
+            for batch in self.inference_loader(dataset, batch_size):
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                parts.append(self.classifier(self.encode(batch)).float().softmax(-1).cpu())
+                probs[batch["example_index"].cpu()] = self.classifier(self.encode(batch)).float().softmax(-1).cpu()
         finally:
             self.train(was_training)
-        return torch.cat(parts) if parts else torch.zeros(0, len(self.label_map))
+        return probs
 
     def evaluate(self, file: str, output_file: Optional[str] = None, report_dir: Optional[str] = None,
                  batch_size: int = 32, max_seq_length: Optional[int] = None) -> Dict:

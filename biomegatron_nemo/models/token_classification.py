@@ -171,10 +171,7 @@ class TokenClassificationModel(ClassificationTaskModel):
         dataset = self.make_dataset(sentences, data_config.max_seq_length)
         if split == "train":
             self.resolve_auto_class_weights([label for w in dataset.windows for label in w.labels])
-        shuffle = data_config.shuffle if data_config.shuffle is not None else split == "train"
-        return torch.utils.data.DataLoader(
-            dataset, batch_size=int(data_config.batch_size), shuffle=bool(shuffle),
-            num_workers=int(data_config.num_workers), collate_fn=dataset.collate_fn, drop_last=False)
+        return self.make_dataloader(dataset, data_config, split)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -187,8 +184,7 @@ class TokenClassificationModel(ClassificationTaskModel):
         was_training = self.training
         self.eval()
         indices, label_rows, prob_rows = [], [], []
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                             collate_fn=dataset.collate_fn)
+        loader = self.inference_loader(dataset, batch_size)
         try:
             for batch in loader:
                 batch = {k: v.to(self.device) for k, v in batch.items()}

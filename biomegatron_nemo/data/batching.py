@@ -1,0 +1,88 @@
+"""Batches that waste little padding: length-grouped training order, length-sorted evaluation order.
+
+Batches are padded to their longest example, so random batches of BC5CDR sentences (a few to 128+
+sub-tokens) spend most of their compute on padding. :class:`LengthGroupedSampler` orders the
+training examples the way Hugging Face Trainer's ``group_by_length`` does: a seeded random
+permutation, cut into mega-batches of ``50 × batch_size``, each sorted by length (longest first),
+cut into batches, and the full batches shuffled (the longest first; short ones last). Consecutive ``batch_size`` indices are one batch, so
+it is a plain sampler for a ``DataLoader(batch_size=...)``. Under data parallelism the sampler
+groups by the *global* batch (``batch_size × world``) and Lightning's distributed wrapper hands
+rank ``r`` every ``world``-th index: each rank's batch comes from one group of similar lengths,
+and every rank makes the same number of steps.
+
+The order depends only on the seed and the epoch (``set_epoch``, which Lightning calls; without
+it each new iteration counts as the next epoch). :func:`length_sorted_order` is the evaluation
+order: longest first; callers map predictions back by example index.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, List, Sequence
+
+import torch
+
+MEGA_BATCH_MULTIPLIER = 50  # Hugging Face's LengthGroupedSampler uses the same
+
+
+def length_sorted_order(lengths: Sequence[int]) -> List[int]:
+    """Indices by decreasing length (ties in index order): the least padding for evaluation."""
+    return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+
+
+def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int) -> List[int]:
+    """One epoch's training order (see the module docstring)."""
+    generator = torch.Generator().manual_seed(seed)
+    permutation = torch.randperm(len(lengths), generator=generator).tolist()
+    mega = batch_size * MEGA_BATCH_MULTIPLIER
+    batches: List[List[int]] = []
+    for start in range(0, len(permutation), mega):
+        group = sorted(permutation[start:start + mega], key=lambda i: -lengths[i])
+        batches += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
+    # A short batch (the end of a mega-batch) goes last: the DataLoader cuts the index stream
+    # every batch_size indices, so one in the middle would misalign every batch after it.
+    full = [b for b in batches if len(b) == batch_size]
+    short = [b for b in batches if len(b) < batch_size]
+    order = [full[k] for k in torch.randperm(len(full), generator=generator).tolist()]
+    if order:  # the longest batch first (as Hugging Face does): an out-of-memory error shows at once
+        longest = max(range(len(order)), key=lambda k: lengths[order[k][0]])
+        order.insert(0, order.pop(longest))
+    return [i for batch in order + short for i in batch]
+
+
+class LengthGroupedSampler(torch.utils.data.Sampler):
+    """Training order with batches of similar lengths; deterministic given ``seed`` and the epoch."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 1234):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.lengths = list(lengths)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.epoch = 0
+        self._epoch_set = False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self._epoch_set = int(epoch), True
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        order = length_grouped_order(self.lengths, self.batch_size, self.seed + self.epoch)
+        if not self._epoch_set:
+            self.epoch += 1
+        self._epoch_set = False
+        return iter(order)
+
+
+class FixedOrderSampler(torch.utils.data.Sampler):
+    """The given index order, every epoch (evaluation sorted by length)."""
+
+    def __init__(self, order: Sequence[int]):
+        self.order = list(order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order)
