@@ -4,7 +4,6 @@ deterministic given the seed and epoch, equal shares over data-parallel ranks.""
 import random
 
 import torch
-from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
 from biomegatron_nemo.data.batching import LengthGroupedSampler, length_grouped_order, length_sorted_order
 
@@ -39,11 +38,7 @@ def test_order_depends_on_seed_and_epoch_only():
 
 def test_data_parallel_ranks_take_equal_shares_of_one_order():
     order = length_grouped_order(LENGTHS, 32, seed=3)  # grouped by the global batch: 2 ranks x 16
-    shares = []
-    for rank in range(2):
-        sampler = LengthGroupedSampler(LENGTHS, 32, seed=3)
-        sampler.set_epoch(0)
-        shares.append(list(DistributedSamplerWrapper(sampler, num_replicas=2, rank=rank, shuffle=False)))
+    shares = [list(LengthGroupedSampler(LENGTHS, 16, seed=3, num_replicas=2, rank=rank)) for rank in range(2)]
     assert len(shares[0]) == len(shares[1]) == 500 and sorted(shares[0] + shares[1]) == sorted(order)
     # each rank's batches still group similar lengths
     for share in shares:
@@ -54,3 +49,32 @@ def test_evaluation_order_is_longest_first():
     order = length_sorted_order(LENGTHS)
     assert sorted(order) == list(range(len(LENGTHS)))
     assert [LENGTHS[i] for i in order] == sorted(LENGTHS, reverse=True)
+
+
+def test_lightning_trains_on_the_grouped_order(tmp_path, megatron_single):
+    """Lightning wraps custom training samplers in a *shuffling* distributed sampler; this one is a
+    DistributedSampler, which it leaves alone: the batches trained on are the grouped batches."""
+    from lightning.pytorch import Callback
+    from omegaconf import OmegaConf
+
+    from biomegatron_nemo.models.runs import SAMPLES
+    from biomegatron_nemo.models.token_classification import TokenClassificationModel
+    from biomegatron_nemo.parallel.trainer import build_trainer
+    from biomegatron_nemo.tokenizers.train import train_wordpiece
+
+    vocab = train_wordpiece([str(SAMPLES / "pubmed_sample.txt")], str(tmp_path), 800, soft_limit=True,
+                            progress=False)[0]
+    seen = []
+
+    class Record(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(batch["window_index"].tolist())
+
+    trainer = build_trainer({"max_steps": 5, "enable_progress_bar": False, "enable_model_summary": False,
+                             "limit_val_batches": 0}, callbacks=[Record()])
+    model = TokenClassificationModel(OmegaConf.create({
+        "tokenizer": {"vocab_file": vocab}, "encoder": {"preset": "micro"}, "seed": 5,
+        "train_ds": {"file": str(SAMPLES / "ner" / "train.tsv"), "batch_size": 8}}), trainer=trainer)
+    trainer.fit(model)
+    order = length_grouped_order(model._train_dl.dataset.lengths(), 8, seed=5)  # epoch 0
+    assert seen == [order[i:i + 8] for i in range(0, 40, 8)]

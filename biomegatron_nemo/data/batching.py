@@ -5,10 +5,9 @@ sub-tokens) spend most of their compute on padding. :class:`LengthGroupedSampler
 training examples the way Hugging Face Trainer's ``group_by_length`` does: a seeded random
 permutation, cut into mega-batches of ``50 × batch_size``, each sorted by length (longest first),
 cut into batches, and the full batches shuffled (the longest first; short ones last). Consecutive ``batch_size`` indices are one batch, so
-it is a plain sampler for a ``DataLoader(batch_size=...)``. Under data parallelism the sampler
-groups by the *global* batch (``batch_size × world``) and Lightning's distributed wrapper hands
-rank ``r`` every ``world``-th index: each rank's batch comes from one group of similar lengths,
-and every rank makes the same number of steps.
+it is a plain sampler for a ``DataLoader(batch_size=...)``. Under data parallelism it groups by
+the *global* batch and hands each rank every ``world``-th index of it, so each rank's batch comes
+from one group of similar lengths and every rank makes the same number of steps.
 
 The order depends only on the seed and the epoch (``set_epoch``, which Lightning calls; without
 it each new iteration counts as the next epoch). :func:`length_sorted_order` is the evaluation
@@ -49,30 +48,37 @@ def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int) -> 
     return [i for batch in order + short for i in batch]
 
 
-class LengthGroupedSampler(torch.utils.data.Sampler):
-    """Training order with batches of similar lengths; deterministic given ``seed`` and the epoch."""
+class LengthGroupedSampler(torch.utils.data.distributed.DistributedSampler):
+    """Training order with batches of similar lengths, this data-parallel rank's share of it.
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 1234):
+    A ``DistributedSampler`` so that Lightning uses it as it is: it wraps any other custom sampler
+    in a *shuffling* distributed sampler for training, which would undo the grouping. The global
+    order is grouped by the global batch (``batch_size × num_replicas``); rank ``r`` takes every
+    ``num_replicas``-th index from ``r`` (the order padded by repeating its start, as
+    ``DistributedSampler`` does, so every rank makes the same number of steps). Deterministic
+    given ``seed`` and the epoch (``set_epoch``; without it each new iteration is the next epoch).
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 1234, num_replicas: int = 1,
+                 rank: int = 0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.lengths = list(lengths)
+        super().__init__(self.lengths, num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
         self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.epoch = 0
         self._epoch_set = False
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch, self._epoch_set = int(epoch), True
-
-    def __len__(self) -> int:
-        return len(self.lengths)
+        super().set_epoch(epoch)
+        self._epoch_set = True
 
     def __iter__(self) -> Iterator[int]:
-        order = length_grouped_order(self.lengths, self.batch_size, self.seed + self.epoch)
+        order = length_grouped_order(self.lengths, self.batch_size * self.num_replicas, self.seed + self.epoch)
         if not self._epoch_set:
             self.epoch += 1
         self._epoch_set = False
-        return iter(order)
+        order += order[: self.total_size - len(order)]
+        return iter(order[self.rank:self.total_size:self.num_replicas])
 
 
 class FixedOrderSampler(torch.utils.data.Sampler):

@@ -184,11 +184,13 @@ class ClassificationTaskModel(BioMegatronModelPT):
         batch_size = int(data_config.batch_size)
         shuffle = data_config.shuffle if data_config.shuffle is not None else split == "train"
         if sampler is None and shuffle and data_config.group_by_length:
-            # grouped by global batch: each data-parallel rank takes every world-th index of it
+            # this data-parallel rank's share of batches grouped by the global batch
             from megatron.core import parallel_state
 
-            world = parallel_state.get_data_parallel_world_size() if parallel_state.model_parallel_is_initialized() else 1
-            sampler = LengthGroupedSampler(dataset.lengths(), batch_size * world, seed=int(self.cfg.seed))
+            dp = parallel_state.model_parallel_is_initialized()
+            sampler = LengthGroupedSampler(dataset.lengths(), batch_size, seed=int(self.cfg.seed),
+                                           num_replicas=parallel_state.get_data_parallel_world_size() if dp else 1,
+                                           rank=parallel_state.get_data_parallel_rank() if dp else 0)
         elif sampler is None and not shuffle:
             sampler = FixedOrderSampler(length_sorted_order(dataset.lengths()))
         return torch.utils.data.DataLoader(
