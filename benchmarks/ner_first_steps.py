@@ -21,6 +21,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--output", required=True, help="file for the losses (JSON list)")
+    parser.add_argument("--batching", choices=("random", "grouped"), default="random",
+                        help="random: the batches of checkouts before length grouping (a newer checkout "
+                             "with grouped batches trains on another order by design)")
     args = parser.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
@@ -40,7 +43,8 @@ def main(argv=None) -> None:
     trainer = build_trainer({"max_steps": args.steps, "limit_val_batches": 0, "num_sanity_val_steps": 0,
                              "gradient_clip_val": 1.0, "enable_progress_bar": False, "enable_model_summary": False},
                             callbacks=[Record()])
-    model = TokenClassificationModel(ner_bc5cdr.model_config(ner_bc5cdr.parse_args([])), trainer=trainer)
+    bench_args = ner_bc5cdr.parse_args(["--batching", args.batching])
+    model = TokenClassificationModel(ner_bc5cdr.model_config(bench_args), trainer=trainer)
     trainer.fit(model)
     with open(args.output, "w", encoding="utf-8") as f:
         json.dump(losses, f)
