@@ -76,7 +76,9 @@ def test_the_checked_config_holds_every_default(vocab, megatron_single):
     defaults = defaults_of(TokenClassificationModelConfig)
     assert model.cfg.head.num_layers == defaults["head"]["num_layers"] == 2
     assert model.cfg.window_overlap == 32 and model.cfg.train_ds.batch_size == 32
-    with pytest.raises(Exception):  # struct mode: a misspelt attribute in code fails too
+    from omegaconf.errors import ConfigAttributeError
+
+    with pytest.raises(ConfigAttributeError):  # struct mode: a misspelt attribute in code fails too
         model.cfg.head.num_layer  # noqa: B018
 
 

@@ -89,12 +89,14 @@ class PipelineRunner:
         # batch loss: the schedule must not divide gradients by the number of microbatches.
         self.schedule = ScheduleGPipe(self.stage, n_microbatches=self.num_microbatches,
                                       loss_fn=lambda output, _target: output, scale_grads=False)
-        sync_tied_embeddings(model)
+        # found once: the model's weight layout is walked over all its modules
+        self.tied_weight = _tied_weights(model)
+        sync_tied_embeddings(model, self.tied_weight)
 
     def step(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Forward and backward of ``batch``; gradients are accumulated, not applied."""
         loss = self._run(batch, self.schedule.step)
-        finalize_pipeline_grads(self.model)
+        finalize_pipeline_grads(self.model, self.tied_weight)
         return loss
 
     @torch.no_grad()
@@ -167,20 +169,19 @@ def _has_tied_head(model) -> bool:
 
 
 @torch.no_grad()
-def sync_tied_embeddings(model) -> None:
-    """Make the last stage's output weights equal the first stage's word embeddings."""
+def sync_tied_embeddings(model, weight: Optional[torch.nn.Parameter]) -> None:
+    """Make the last stage's output weights (``weight``) equal the first stage's word embeddings."""
     if not _has_tied_head(model) or not parallel_state.is_rank_in_embedding_group():
         return
-    weight = _tied_weights(model)
     if not model.encoder.pre_process:
         weight.zero_()
     dist.all_reduce(weight.data, group=parallel_state.get_embedding_group())
 
 
-def finalize_pipeline_grads(model) -> None:
-    """All-reduce tied-embedding grads across first/last stage, then average over data parallel."""
+def finalize_pipeline_grads(model, weight: Optional[torch.nn.Parameter]) -> None:
+    """All-reduce the tied-embedding grads (``weight``: this stage's copy) across first/last
+    stage, then average over data parallel."""
     if _has_tied_head(model) and parallel_state.is_rank_in_embedding_group():
-        weight = _tied_weights(model)
         if weight.grad is None:
             weight.grad = torch.zeros_like(weight)
         dist.all_reduce(weight.grad, group=parallel_state.get_embedding_group())
