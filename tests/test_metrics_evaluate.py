@@ -66,3 +66,39 @@ def test_squad_and_bioasq(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "strict accuracy (SAcc): 0.5000" in out and "mean reciprocal rank (MRR): 0.7500" in out
     assert json.loads(sub.read_text())["questions"][0]["exact_answer"] == [["estrogen"], ["Nolvadex"]]
+
+
+OFFICIAL = FIXTURES.parent / "squad_official"  # outputs of the official SQuAD scripts (see its README)
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--gold", "data-v1.1.json", "--pred", "predictions-v1.1.json"], "expected_v1.1.json"),
+    (["--gold", "data-v2.0.json", "--pred", "predictions-v2.0.json"], "expected_v2.0.json"),
+    (["--gold", "data-v2.0.json", "--pred", "predictions-v2.0.json", "--na-prob", "na_prob-v2.0.json",
+      "--na-prob-thresh", "0.5"], "expected_v2.0_na_thresh0.5.json"),
+])
+def test_squad_reproduces_official_scripts(args, expected, capsys):
+    args = [str(OFFICIAL / a) if a.endswith(".json") else a for a in args]
+    assert main(["squad", *args, "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    official = json.loads((OFFICIAL / expected).read_text())
+    assert set(official) <= set(s) <= set(official) | {"total", "missing"}
+    for key, value in official.items():
+        assert s[key] == pytest.approx(value, rel=1e-12), key
+
+
+def test_squad_version_from_is_impossible_keys_or_flag(tmp_path, capsys):
+    for name, keys in (("data-v1.1.json", {"exact_match", "f1"}), ("data-v2.0.json", {"exact", "NoAns_total"})):
+        doc = json.loads((OFFICIAL / name).read_text(encoding="utf-8"))
+        del doc["version"]  # auto: v2.0 only when questions carry is_impossible
+        gold = tmp_path / name
+        gold.write_text(json.dumps(doc), encoding="utf-8")
+        pred = str(OFFICIAL / name.replace("data", "predictions"))
+        assert main(["squad", "--gold", str(gold), "--pred", pred, "--json"]) == 0
+        assert keys <= set(json.loads(capsys.readouterr().out))
+    v2 = ["--gold", str(OFFICIAL / "data-v2.0.json"), "--pred", str(OFFICIAL / "predictions-v2.0.json")]
+    assert main(["squad", *v2, "--version", "1.1"]) == 2  # unanswerable questions: no v1.1 score
+    assert "'v2_noans_empty' has no gold answers" in capsys.readouterr().err
+    v1 = ["--gold", str(OFFICIAL / "data-v1.1.json"), "--pred", str(OFFICIAL / "predictions-v1.1.json")]
+    assert main(["squad", *v1, "--version", "2.0", "--json"]) == 0
+    assert "HasAns_total" in json.loads(capsys.readouterr().out)

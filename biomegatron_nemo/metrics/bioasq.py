@@ -5,10 +5,25 @@ are merged into one ranked list per question as BioBERT's ``transform_nbset2bioa
 before the official evaluation: empty answers and answers over 100 characters are dropped,
 answers equal ignoring case are one answer (the spelling of its most probable occurrence) whose
 probability is the sum over its occurrences (``combine="max"`` keeps the highest instead), and
-the five most probable are kept. An answer is correct when it equals any synonym of the golden
-``exact_answer`` ignoring case and surrounding whitespace.
-SAcc: the first answer is correct; LAcc: any of the five is; MRR: mean of 1/rank of the first
-correct answer (0 when none of the five is). Questions without any prediction score 0.
+the five most probable are kept (the five-answer limit of a factoid submission).
+
+Scoring follows the official Java evaluator (github.com/BioASQ/Evaluation-Measures,
+``EvaluatorTask1b -phaseB -e 5`` or later, i.e. BioASQ 5 onwards; classes
+``QuestionAnswerEvaluator``, ``Task1bData``, ``ExactAnswer``):
+
+* answers and golden synonyms are lower-cased and then compared exactly; whitespace is not
+  trimmed (this scorer used to trim it, which the Java code does not);
+* an answer is correct when it equals any synonym of any of the golden answer's synonym lists;
+* a submitted answer may be a list of synonyms; only its first element counts (an empty list
+  still takes its rank and matches nothing);
+* every submitted answer is scored, not only the first five (the Java code does not cut the
+  list; the limit is a submission rule, which :func:`merge_nbest` applies);
+* SAcc: the first answer is correct; LAcc: any is; MRR: mean of 1/rank of the first correct one
+  (0 when none is);
+* a golden question missing from the submission is left out of the averages, while one listed
+  with no answers scores 0 (the Java code skips questions it cannot find). ``evaluate bioasq``
+  lists every golden question, as the submission it writes does.
+
 Own code because the official scorer is a Java program, not a library.
 """
 
@@ -16,7 +31,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Sequence, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 MAX_ANSWERS = 5
 
@@ -58,11 +73,20 @@ def merge_nbest(nbest: Mapping[str, Sequence[Mapping]], *, question_of: Callable
     return ranked
 
 
-def bioasq_scores(gold: Mapping[str, Sequence[str]], ranked: Mapping[str, Sequence[str]]) -> Dict:
-    """SAcc, LAcc, MRR over the golden questions.
+def _first_synonym(answer) -> Optional[str]:
+    if isinstance(answer, str):
+        return answer
+    return answer[0] if answer else None  # since BioASQ 5 only the first synonym is read
 
-    ``gold``: question id → every synonym of its golden ``exact_answer``; ``ranked``: question
-    id → answers, best first.
+
+def bioasq_scores(gold: Mapping[str, Sequence[str]],
+                  ranked: Mapping[str, Sequence[Union[str, Sequence[str]]]]) -> Dict:
+    """SAcc, LAcc, MRR over the golden questions that ``ranked`` lists (see the module docstring).
+
+    ``gold``: question id → every synonym of its golden ``exact_answer`` (all synonym lists,
+    flattened); ``ranked``: question id → answers, best first, each a string or a list of
+    synonyms (as in a submission's ``exact_answer``). ``questions`` counts the golden questions,
+    ``evaluated`` those in the averages, ``answered`` those with at least one answer.
     """
     if not gold:
         raise ValueError("no golden questions")
@@ -71,17 +95,21 @@ def bioasq_scores(gold: Mapping[str, Sequence[str]], ranked: Mapping[str, Sequen
     for qid, synonyms in gold.items():
         if isinstance(synonyms, str):
             raise TypeError(f"gold[{qid!r}] must be a list of synonyms, not a string")
-        syn = {_key(s) for s in synonyms}
-        answers = list(ranked.get(qid, []))[:MAX_ANSWERS]
-        rank = next((i + 1 for i, a in enumerate(answers) if _key(a) in syn), None)
+        if qid not in ranked:
+            continue  # the official evaluator skips questions missing from the submission
+        if isinstance(ranked[qid], str):
+            raise TypeError(f"ranked[{qid!r}] must be a list of answers, not a string")
+        syn = {s.lower() for s in synonyms}
+        answers = [_first_synonym(a) for a in ranked[qid]]
+        rank = next((i + 1 for i, a in enumerate(answers) if a is not None and a.lower() in syn), None)
         strict += rank == 1
         lenient += rank is not None
         rr += 1.0 / rank if rank else 0.0
         per_question[qid] = rank
-    n = len(gold)
-    return {"strict_accuracy": strict / n, "lenient_accuracy": lenient / n, "mrr": rr / n,
-            "questions": n, "answered": sum(1 for q in gold if ranked.get(q)),
-            "rank_of_first_correct": per_question}
+    n = len(per_question)
+    return {"strict_accuracy": strict / n if n else 0.0, "lenient_accuracy": lenient / n if n else 0.0,
+            "mrr": rr / n if n else 0.0, "questions": len(gold), "evaluated": n,
+            "answered": sum(1 for q in gold if ranked.get(q)), "rank_of_first_correct": per_question}
 
 
 def write_submission(path: Union[str, Path], ranked: Mapping[str, Sequence[str]]) -> None:

@@ -9,7 +9,10 @@ file formats:
 ``re``      TSV, one prediction per line: ``id<TAB>label`` (in gold order, or any order when the
             gold ids are unique) or just ``label`` (one per gold row, in order). An optional ``index``/``id`` header is skipped.
 ``squad``   JSON ``{question id: answer text}`` (the official format; ``""`` = no answer);
-            ``--na-prob FILE`` adds v2.0 no-answer probabilities ``{id: p}``.
+            ``--na-prob FILE`` adds v2.0 no-answer probabilities ``{id: p}``. Scored as the
+            official ``evaluate-v1.1.py`` or ``evaluate-v2.0.py`` would (same JSON keys):
+            ``--version``, else the gold file's ``version`` field, else v2.0 when any question
+            has an ``is_impossible`` key.
 ``bioasq``  JSON n-best ``{snippet id: [{"text": ..., "probability": ...}, ...]}`` (BioBERT's
             ``nbest_predictions.json``, also written by the QA model); gold is an official golden
             file or a SQuAD-format BioASQ file. ``--submission OUT`` writes the BioASQ JSON.
@@ -97,6 +100,22 @@ def _eval_re(args) -> tuple:
     return scores, format_classification_table(scores)
 
 
+def squad_version(doc) -> Tuple[str, str]:
+    """Which official script a SQuAD gold file is meant for: ``("1.1" | "2.0", reason)``.
+
+    The file's ``version`` field when it names one of them (SQuAD ships ``"1.1"`` and
+    ``"v2.0"``), else v2.0 when any question has an ``is_impossible`` key, else v1.1.
+    """
+    field = str(doc.get("version", "")) if isinstance(doc, dict) else ""
+    if field.lstrip("vV") in ("1.1", "2.0"):
+        return field.lstrip("vV"), f"the gold file's version field {field!r}"
+    data = doc.get("data", []) if isinstance(doc, dict) else []
+    if any("is_impossible" in qa for art in data if isinstance(art, dict)
+           for p in art.get("paragraphs", []) if isinstance(p, dict) for qa in p.get("qas", [])):
+        return "2.0", "questions with an is_impossible key"
+    return "1.1", "no version field and no is_impossible key"
+
+
 def _eval_squad(args) -> tuple:
     from dataclasses import asdict
 
@@ -104,13 +123,24 @@ def _eval_squad(args) -> tuple:
     from biomegatron_nemo.metrics.squad import squad_scores
 
     gold = [asdict(e) for e in read_squad(args.gold)]
+    version, why = (args.version, "--version") if args.version else squad_version(load_json(args.gold))
     preds = load_json(args.pred)
     if not isinstance(preds, dict) or not all(isinstance(v, str) for v in preds.values()):
         raise DataFormatError(args.pred, None, "expected a JSON object {question id: answer text}")
     na = load_json(args.na_prob) if args.na_prob else None
-    scores = squad_scores(gold, preds, na_probs=na, version_2=True if args.version_2 else None)
-    table = "\n".join(f"{k:>22}: {v:.4f}" if isinstance(v, float) else f"{k:>22}: {v}"
-                      for k, v in scores.items())
+    if na is not None and (not isinstance(na, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in na.values())):
+        raise DataFormatError(args.na_prob, None, "expected a JSON object {question id: no-answer probability}")
+    if na is not None and version != "2.0":
+        raise DataFormatError(args.na_prob, None, f"no-answer probabilities are a SQuAD v2.0 option, but "
+                              f"{args.gold} is scored as v1.1 ({why}); pass --version 2.0")
+    try:
+        scores = squad_scores(gold, preds, na_probs=na, na_prob_thresh=args.na_prob_thresh,
+                              version_2=version == "2.0")
+    except ValueError as e:
+        raise DataFormatError(args.gold, None, str(e)) from None
+    table = "\n".join([f"SQuAD v{version} ({why})"] + [
+        f"{k:>22}: {v:.4f}" if isinstance(v, float) else f"{k:>22}: {v}" for k, v in scores.items()])
     return scores, table
 
 
@@ -126,9 +156,10 @@ def _eval_bioasq(args) -> tuple:
         ranked = merge_nbest(nbest, question_of=question_id)
     except ValueError as e:
         raise DataFormatError(args.pred, None, str(e)) from None
+    ranked = {q: ranked.get(q, []) for q in gold}  # every golden question, answered or not
     if args.submission:
-        write_submission(args.submission, {q: ranked.get(q, []) for q in gold})
-    scores = bioasq_scores({qid: g.synonyms for qid, g in gold.items()}, ranked)
+        write_submission(args.submission, ranked)
+    scores = bioasq_scores({qid: g.synonyms for qid, g in gold.items()}, ranked)  # = the Java scorer on it
     table = (f"questions: {scores['questions']} (with predictions: {scores['answered']})\n"
              f"strict accuracy (SAcc): {scores['strict_accuracy']:.4f}\n"
              f"lenient accuracy (LAcc): {scores['lenient_accuracy']:.4f}\n"
@@ -162,8 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--labels", help="comma-separated label set (default: ChemProt's)")
             s.add_argument("--negative", default="false", help="negative label excluded from micro-F1")
         if name == "squad":
+            s.add_argument("--version", choices=["1.1", "2.0"],
+                           help="official script to reproduce (default: the gold file's version field, "
+                                "else 2.0 when a question has an is_impossible key)")
+            s.add_argument("--version-2", dest="version", action="store_const", const="2.0",
+                           help=argparse.SUPPRESS)  # older spelling of --version 2.0
             s.add_argument("--na-prob", help="JSON {id: no-answer probability} (v2.0)")
-            s.add_argument("--version-2", action="store_true", help="score as v2.0 even without impossible questions")
+            s.add_argument("--na-prob-thresh", type=float, default=1.0,
+                           help="answer \"\" when the no-answer probability exceeds this (v2.0; default 1.0)")
         if name == "bioasq":
             s.add_argument("--submission", help="write the official BioASQ submission JSON here")
     return p
