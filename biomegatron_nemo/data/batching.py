@@ -12,15 +12,44 @@ from one group of similar lengths and every rank makes the same number of steps.
 The order depends only on the seed and the epoch (``set_epoch``, which Lightning calls; without
 it each new iteration counts as the next epoch). :func:`length_sorted_order` is the evaluation
 order: longest first; callers map predictions back by example index.
+:class:`FineTuningDataConfig` is the loader section every fine-tuning dataset config extends.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, List, Sequence
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence
 
 import torch
 
+from biomegatron_nemo.common.config import Schema, option
+from biomegatron_nemo.common.errors import ConfigError
+
 MEGA_BATCH_MULTIPLIER = 50  # Hugging Face's LengthGroupedSampler uses the same
+
+
+@dataclass
+class FineTuningDataConfig(Schema):
+    """A ``train_ds`` / ``validation_ds`` / ``test_ds`` section of the fine-tuning models."""
+
+    file: Optional[str] = option(None, "the data file (NER: token<TAB>tag lines, a blank line between sentences)")
+    max_seq_length: int = option(128, "window length in sub-tokens, [CLS] and [SEP] included")
+    batch_size: int = option(32, "examples (windows) per batch and data-parallel rank")
+    num_workers: int = option(0, "DataLoader worker processes")
+    shuffle: Optional[bool] = option(None, "shuffle every epoch; null: for the training split only")
+    group_by_length: bool = option(True, "shuffled batches of similar lengths (Hugging Face's group_by_length), "
+                                         "so little is padding; evaluation is always sorted by length")
+    defer_setup: bool = option(True, "build the data in setup(), once tokenizer and labels exist (keep true)")
+
+    def check(self) -> None:
+        if self.max_seq_length < 3:
+            raise ConfigError(f"must be >= 3 ([CLS], a token, [SEP]), got {self.max_seq_length}", key="max_seq_length")
+        if self.batch_size < 1:
+            raise ConfigError(f"must be >= 1, got {self.batch_size}", key="batch_size")
+        if self.num_workers < 0:
+            raise ConfigError(f"must be >= 0, got {self.num_workers}", key="num_workers")
+        if not self.defer_setup:
+            raise ConfigError("must be true: the data needs the model's tokenizer and label map", key="defer_setup")
 
 
 def length_sorted_order(lengths: Sequence[int]) -> List[int]:

@@ -25,7 +25,7 @@ from biomegatron_nemo.common.config import option
 from biomegatron_nemo.common.errors import DataFormatError
 from biomegatron_nemo.common.files import iter_lines
 from biomegatron_nemo.data.collate import Collator
-from biomegatron_nemo.data.token_classification import FineTuningDataConfig
+from biomegatron_nemo.data.batching import FineTuningDataConfig
 from biomegatron_nemo.tokenizers.base import BioTokenizer
 
 logger = logging.getLogger(__name__)

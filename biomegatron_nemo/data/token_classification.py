@@ -21,38 +21,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from biomegatron_nemo.common.config import Schema, option
-from biomegatron_nemo.common.errors import ConfigError, DataFormatError
+from biomegatron_nemo.common.errors import DataFormatError
 from biomegatron_nemo.common.files import iter_lines
 from biomegatron_nemo.data.collate import IGNORE_INDEX, Collator
 from biomegatron_nemo.data.conll import Sentence, split_tag
 from biomegatron_nemo.tokenizers.base import BioTokenizer
 
 ALIGNMENT_MODES = ("first_subtoken", "all_subtokens")
-
-
-@dataclass
-class FineTuningDataConfig(Schema):
-    """A ``train_ds`` / ``validation_ds`` / ``test_ds`` section of the fine-tuning models."""
-
-    file: Optional[str] = option(None, "the data file (NER: token<TAB>tag lines, a blank line between sentences)")
-    max_seq_length: int = option(128, "window length in sub-tokens, [CLS] and [SEP] included")
-    batch_size: int = option(32, "examples (windows) per batch and data-parallel rank")
-    num_workers: int = option(0, "DataLoader worker processes")
-    shuffle: Optional[bool] = option(None, "shuffle every epoch; null: for the training split only")
-    group_by_length: bool = option(True, "shuffled batches of similar lengths (Hugging Face's group_by_length), "
-                                         "so little is padding; evaluation is always sorted by length")
-    defer_setup: bool = option(True, "build the data in setup(), once tokenizer and labels exist (keep true)")
-
-    def check(self) -> None:
-        if self.max_seq_length < 3:
-            raise ConfigError(f"must be >= 3 ([CLS], a token, [SEP]), got {self.max_seq_length}", key="max_seq_length")
-        if self.batch_size < 1:
-            raise ConfigError(f"must be >= 1, got {self.batch_size}", key="batch_size")
-        if self.num_workers < 0:
-            raise ConfigError(f"must be >= 0, got {self.num_workers}", key="num_workers")
-        if not self.defer_setup:
-            raise ConfigError("must be true: the data needs the model's tokenizer and label map", key="defer_setup")
 
 
 class LabelMap:

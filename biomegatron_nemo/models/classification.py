@@ -8,8 +8,10 @@
 * the loss of the paper's section 5.5 (cross-entropy, class-weighted cross-entropy with ``auto``
   weights resolved from the training labels and written back into the config, soft Dice),
   normalised by whole-batch, data-parallel counts;
-* an optionally frozen encoder;
-* the gather of evaluation rows over all ranks (data parallel, and the last pipeline stage).
+* an optionally frozen encoder.
+
+Loaders and the gathering of evaluation rows come from
+:class:`~biomegatron_nemo.models.task.FineTuningTaskModel`.
 
 A subclass provides ``training_labels(path)`` (the labels of a training file, for the label map),
 ``label_targets(dataset)`` (label ids the loss sees, for ``auto`` weights), its heads and data.
@@ -38,8 +40,8 @@ from biomegatron_nemo.encoder.losses import (
     dice_loss,
     summed_cross_entropy,
 )
-from biomegatron_nemo.models.base import BioMegatronModelPT
 from biomegatron_nemo.models.config import BioMegatronModelConfig
+from biomegatron_nemo.models.task import FineTuningTaskModel
 
 LABEL_MAP_KEY = "label_map_file"
 
@@ -55,7 +57,7 @@ class ClassificationModelConfig(BioMegatronModelConfig):
     loss: ClassificationLossConfig = section(ClassificationLossConfig, "the training loss")
 
 
-class ClassificationTaskModel(BioMegatronModelPT):
+class ClassificationTaskModel(FineTuningTaskModel):
     """Label map, losses and evaluation gathering of the classification models."""
 
     config_class = ClassificationModelConfig
@@ -65,8 +67,6 @@ class ClassificationTaskModel(BioMegatronModelPT):
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
         self._label_map: Optional[LabelMap] = None
         self._class_weights: Optional[torch.Tensor] = None
-        self._eval_rows: Dict[str, list] = {"val": [], "test": []}
-        self.last_scores: Dict[str, Dict] = {}
         super().__init__(cfg=cfg, trainer=trainer)
         # Now, not on first use: a restored .nemo's label file is readable only while NeMo has
         # it unpacked, and a pipeline stage without the head would otherwise never read it.
@@ -173,60 +173,3 @@ class ClassificationTaskModel(BioMegatronModelPT):
         else:
             loss = summed_cross_entropy(logits, labels, self.class_weights()) / normalizers[self.loss_name]
         return {self.loss_name: loss}
-
-    # ------------------------------------------------------------------ data
-    def make_dataloader(self, dataset, data_config, split: str, sampler=None) -> torch.utils.data.DataLoader:
-        """The loader of a fine-tuning split: training shuffled in length-grouped batches
-        (``group_by_length``), evaluation sorted by length (predictions carry their example
-        index), unless the caller brings its own ``sampler`` (e.g. oversampling)."""
-        from biomegatron_nemo.data.batching import FixedOrderSampler, LengthGroupedSampler, length_sorted_order
-
-        batch_size = int(data_config.batch_size)
-        shuffle = data_config.shuffle if data_config.shuffle is not None else split == "train"
-        if sampler is None and shuffle and data_config.group_by_length:
-            # this data-parallel rank's share of batches grouped by the global batch
-            from megatron.core import parallel_state
-
-            dp = parallel_state.model_parallel_is_initialized()
-            sampler = LengthGroupedSampler(dataset.lengths(), batch_size, seed=int(self.cfg.seed),
-                                           num_replicas=parallel_state.get_data_parallel_world_size() if dp else 1,
-                                           rank=parallel_state.get_data_parallel_rank() if dp else 0)
-        elif sampler is None and not shuffle:
-            sampler = FixedOrderSampler(length_sorted_order(dataset.lengths()))
-        return torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, shuffle=bool(shuffle) and sampler is None,
-            num_workers=int(data_config.num_workers), collate_fn=dataset.collate_fn, drop_last=False)
-
-    def inference_loader(self, dataset, batch_size: int) -> torch.utils.data.DataLoader:
-        """``evaluate`` / ``predict``: batches sorted by length (callers map back by index)."""
-        from biomegatron_nemo.data.batching import FixedOrderSampler, length_sorted_order
-
-        return torch.utils.data.DataLoader(dataset, batch_size=batch_size,
-                                           sampler=FixedOrderSampler(length_sorted_order(dataset.lengths())),
-                                           collate_fn=dataset.collate_fn)
-
-    # ------------------------------------------------------------------ evaluation
-    def take_eval_rows(self, split: str) -> Optional[list]:
-        """The rows collected for ``split`` from every rank, or None during Lightning's sanity check."""
-        rows, self._eval_rows[split] = self._eval_rows[split], []
-        if self.trainer is not None and self.trainer.sanity_checking:
-            return None
-        return gather_all_ranks(rows)
-
-    def warn_once(self, message: str) -> None:
-        from nemo.utils import logging
-
-        if message not in getattr(self, "_warned", set()):
-            object.__setattr__(self, "_warned", getattr(self, "_warned", set()) | {message})
-            logging.warning(message)
-
-
-def gather_all_ranks(rows: list) -> list:
-    """Every rank's rows on every rank: data-parallel ranks hold different examples, and under
-    pipeline parallelism only the last stage holds any (repeats across TP ranks collapse when
-    rows are keyed by example)."""
-    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
-        return rows
-    gathered = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, rows)
-    return [r for part in gathered for r in part]

@@ -179,9 +179,7 @@ class SequenceClassificationModel(ClassificationTaskModel):
     @torch.no_grad()
     def class_probabilities(self, dataset: SequenceClassificationDataset, batch_size: int = 32) -> torch.Tensor:
         """``[n, num_labels]`` probabilities of every example, in eval mode."""
-        if self.pipeline_parallel:
-            raise NotImplementedError("inference with pipeline parallelism is not supported; "
-                                      "restore the .nemo with pipeline_model_parallel_size=1")
+        self.check_single_stage("inference")
         was_training = self.training
         self.eval()
         probs = torch.zeros(len(dataset), len(self.label_map))

@@ -24,10 +24,10 @@ import torch
 
 from biomegatron_nemo.common.config import option, section
 from biomegatron_nemo.common.errors import ConfigError, DataFormatError
+from biomegatron_nemo.data.batching import FineTuningDataConfig
 from biomegatron_nemo.data.conll import SCHEMES, Sentence, read_iob2, write_conll_predictions
 from biomegatron_nemo.data.token_classification import (
     ALIGNMENT_MODES,
-    FineTuningDataConfig,
     LabelMap,
     TokenClassificationDataset,
     continuation_tag,
@@ -178,9 +178,7 @@ class TokenClassificationModel(ClassificationTaskModel):
     def _predict_windows(self, dataset: TokenClassificationDataset, batch_size: int
                          ) -> Tuple[List[int], List[List[int]], List[List[float]]]:
         """Label ids and their probabilities per position of every window, in eval mode."""
-        if self.pipeline_parallel:
-            raise NotImplementedError("inference with pipeline parallelism is not supported; "
-                                      "restore the .nemo with pipeline_model_parallel_size=1")
+        self.check_single_stage("inference")
         was_training = self.training
         self.eval()
         indices, label_rows, prob_rows = [], [], []

@@ -1,0 +1,99 @@
+"""What every fine-tuning task model (NER, relation extraction, question answering) shares on top
+of the base lifecycle.
+
+:class:`FineTuningTaskModel` owns
+
+* the data loaders of a fine-tuning split: training batches shuffled and grouped by length
+  (``group_by_length``, data-parallel aware), evaluation batches sorted by length, and the
+  sorted loader ``evaluate`` / ``predict`` use (callers map results back by index);
+* the evaluation rows the ``on_eval_output`` hook collects per split, gathered over all ranks at
+  epoch end (data parallel, and the last pipeline stage), and the scores of the last epoch;
+* one-time warnings.
+
+Task models derive from it (classification ones through
+:class:`~biomegatron_nemo.models.classification.ClassificationTaskModel`).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+from lightning.pytorch import Trainer
+from omegaconf import DictConfig
+
+from biomegatron_nemo.models.base import BioMegatronModelPT
+
+
+class FineTuningTaskModel(BioMegatronModelPT):
+    """Loaders, evaluation-row gathering and warnings of the fine-tuning models."""
+
+    def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
+        self._eval_rows: Dict[str, list] = {"val": [], "test": []}
+        #: split → the scores of its last evaluation epoch
+        self.last_scores: Dict[str, Dict] = {}
+        super().__init__(cfg=cfg, trainer=trainer)
+
+    # ------------------------------------------------------------------ data
+    def make_dataloader(self, dataset, data_config, split: str, sampler=None) -> torch.utils.data.DataLoader:
+        """The loader of a fine-tuning split: training shuffled in length-grouped batches
+        (``group_by_length``), evaluation sorted by length (predictions carry their example
+        index), unless the caller brings its own ``sampler`` (e.g. oversampling). ``dataset``
+        has ``lengths()`` and ``collate_fn``."""
+        from biomegatron_nemo.data.batching import FixedOrderSampler, LengthGroupedSampler, length_sorted_order
+
+        batch_size = int(data_config.batch_size)
+        shuffle = data_config.shuffle if data_config.shuffle is not None else split == "train"
+        if sampler is None and shuffle and data_config.group_by_length:
+            # this data-parallel rank's share of batches grouped by the global batch
+            from megatron.core import parallel_state
+
+            dp = parallel_state.model_parallel_is_initialized()
+            sampler = LengthGroupedSampler(dataset.lengths(), batch_size, seed=int(self.cfg.seed),
+                                           num_replicas=parallel_state.get_data_parallel_world_size() if dp else 1,
+                                           rank=parallel_state.get_data_parallel_rank() if dp else 0)
+        elif sampler is None and not shuffle:
+            sampler = FixedOrderSampler(length_sorted_order(dataset.lengths()))
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, sampler=sampler, shuffle=bool(shuffle) and sampler is None,
+            num_workers=int(data_config.num_workers), collate_fn=dataset.collate_fn, drop_last=False)
+
+    def inference_loader(self, dataset, batch_size: int) -> torch.utils.data.DataLoader:
+        """``evaluate`` / ``predict``: batches sorted by length (callers map back by index)."""
+        from biomegatron_nemo.data.batching import FixedOrderSampler, length_sorted_order
+
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size,
+                                           sampler=FixedOrderSampler(length_sorted_order(dataset.lengths())),
+                                           collate_fn=dataset.collate_fn)
+
+    def check_single_stage(self, what: str) -> None:
+        """``evaluate`` / ``predict`` run the encoder directly: refuse pipeline parallelism."""
+        if self.pipeline_parallel:
+            raise NotImplementedError(f"{what} with pipeline parallelism is not supported; "
+                                      "restore the .nemo with pipeline_model_parallel_size=1")
+
+    # ------------------------------------------------------------------ evaluation
+    def take_eval_rows(self, split: str) -> Optional[list]:
+        """The rows collected for ``split`` from every rank, or None during Lightning's sanity check."""
+        rows, self._eval_rows[split] = self._eval_rows[split], []
+        if self.trainer is not None and self.trainer.sanity_checking:
+            return None
+        return gather_all_ranks(rows)
+
+    def warn_once(self, message: str) -> None:
+        from nemo.utils import logging
+
+        if message not in getattr(self, "_warned", set()):
+            object.__setattr__(self, "_warned", getattr(self, "_warned", set()) | {message})
+            logging.warning(message)
+
+
+def gather_all_ranks(rows: list) -> list:
+    """Every rank's rows on every rank: data-parallel ranks hold different examples, and under
+    pipeline parallelism only the last stage holds any (repeats across TP ranks collapse when
+    rows are keyed by example)."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return rows
+    gathered = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, rows)
+    return [r for part in gathered for r in part]
