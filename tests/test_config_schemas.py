@@ -21,7 +21,8 @@ from helpers.models import write_tiny_vocab
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 YAML_OF = {"token_classification_schema": "token_classification", "pretrain_bert_schema": "pretrain_bert",
-           "sequence_classification_schema": "sequence_classification"}
+           "sequence_classification_schema": "sequence_classification",
+           "question_answering_schema": "question_answering"}
 
 
 @pytest.fixture(scope="module")
@@ -152,11 +153,12 @@ def test_schema_checks_run_on_every_model_config():
         validate_config({"init_from": "a.nemo", "language_model": {"nemo_file": "b.nemo"}}, PretrainingModelConfig)
 
 
-def test_the_ner_benchmark_config_follows_the_schema(vocab):
+def test_the_ner_benchmark_config_follows_the_schema(vocab, monkeypatch):
     """benchmarks/ner_bc5cdr.py builds its model config in Python: the schema must accept it."""
     import importlib.util
     from types import SimpleNamespace
 
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as when run as a script: its folder first
     spec = importlib.util.spec_from_file_location("ner_bc5cdr", ROOT / "benchmarks" / "ner_bc5cdr.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

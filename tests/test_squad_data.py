@@ -3,8 +3,9 @@
 import pytest
 
 from biomegatron_nemo.common.errors import DataFormatError
+from biomegatron_nemo.data.qa_decoding import decode_predictions
 from biomegatron_nemo.data.squad import (
-    QADataset, build_qa_features, char_to_token_span, decode_predictions, doc_windows, question_id,
+    QADataset, QAExample, build_qa_features, char_to_token_span, doc_windows, question_id,
     read_bioasq_golden, read_squad)
 from biomegatron_nemo.tokenizers.wordpiece import WordPieceTokenizer
 
@@ -110,3 +111,36 @@ def test_v2_decoding_prefers_null_when_its_score_wins(tok):
     s = [10.0] + [0.0] * (n - 1)
     preds, nbest, odds = decode_predictions(ex, feats, {0: s}, {0: s}, version_2=True)
     assert preds == {"q3": ""} and odds["q3"] > 0 and nbest["q3"][0]["text"] == ""
+
+
+@pytest.mark.parametrize("context, answer", [
+    ("Le  café\u00a0au lait   est bon : naïve β-blocker use.", "naïve β-blocker"),  # accents, odd spaces
+    ("Mutations   in\tFBN1 cause Marfan syndrome", "Marfan syndrome"),  # the very end of the context
+    ("IL-2 (interleukin 2) levels rose", "IL-2"),  # punctuation inside and after the answer
+])
+def test_decoded_answers_are_exact_substrings_of_the_original_context(tok, context, answer):
+    start = context.index(answer)
+    ex = [QAExample("u", "which one?", context, [{"text": answer, "answer_start": start}])]
+    feats, stats = build_qa_features(ex, tok, max_seq_length=24, doc_stride=4, max_query_length=4, training=True)
+    assert not stats.unmatched
+    start_logits, end_logits = {}, {}
+    for i, f in enumerate(feats):
+        n = len(f.input_ids)
+        s, e = [0.0] * n, [0.0] * n
+        if f.start_position:
+            s[f.start_position], e[f.end_position] = 8.0, 8.0
+        start_logits[i], end_logits[i] = s, e
+    preds, nbest, _ = decode_predictions(ex, feats, start_logits, end_logits)
+    assert preds == {"u": answer}
+    best = nbest["u"][0]
+    assert context[best["start"]:best["end"]] == answer
+    assert all(context[x["start"]:x["end"]] == x["text"] for x in nbest["u"])
+
+
+def test_evaluation_features_keep_every_question_and_label_the_answers(tok):
+    ex = read_squad(FIXTURES / "squad_v2_small.json")
+    feats, stats = build_qa_features(ex, tok, max_seq_length=64, doc_stride=16)
+    assert {f.example_index for f in feats} == set(range(len(ex)))  # q5 (answer not in context) kept
+    assert stats.unmatched == ["q5"]
+    by_ex = {ex[f.example_index].id: f for f in feats}
+    assert by_ex["q1"].start_position > 0 and by_ex["q3"].start_position == 0

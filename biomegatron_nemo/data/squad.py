@@ -1,5 +1,6 @@
 """Extractive QA data: SQuAD v1.1/v2.0 and BioASQ (SQuAD-format) readers, BioASQ golden files,
-sliding-window features, and n-best span decoding back to answer text.
+the data config, and sliding-window features. Decoding logits back to answers is in
+:mod:`biomegatron_nemo.data.qa_decoding`.
 
 * SQuAD JSON: ``data[].paragraphs[].{context, qas[].{id, question, answers, is_impossible,
   plausible_answers}}``. BioASQ factoid sets converted by BioBERT use the same JSON with one
@@ -11,26 +12,43 @@ sliding-window features, and n-best span decoding back to answer text.
   ``max_seq_length`` and ``doc_stride`` as in BERT's ``run_squad.py``; answer character spans
   are mapped to tokens through the tokenizer's offsets. An answer whose text does not match the
   context at ``answer_start`` is searched for nearby; the numbers relocated and unmatched are
-  kept in :class:`QAFeatureStats` and logged, and unmatched examples get no training feature.
+  kept in :class:`QAFeatureStats` and logged; unmatched examples get no training feature
+  (:func:`check_unmatched_answers` turns them into an error naming the file and question ids).
 """
 
 from __future__ import annotations
 
-import collections
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from biomegatron_nemo.data.collate import Collator
+from biomegatron_nemo.common.config import option
 from biomegatron_nemo.common.errors import DataFormatError
 from biomegatron_nemo.common.files import load_json
+from biomegatron_nemo.data.collate import Collator
+from biomegatron_nemo.data.batching import FineTuningDataConfig
 from biomegatron_nemo.tokenizers.base import BioTokenizer
 
 logger = logging.getLogger(__name__)
+
+
+#: what to do with a training answer whose text is not in its context
+UNMATCHED_ANSWER_POLICIES = ("error", "warn")
+
+
+@dataclass
+class QADataConfig(FineTuningDataConfig):
+    """A ``train_ds`` / ``validation_ds`` / ``test_ds`` section of the question-answering model."""
+
+    file: Optional[str] = option(None, "SQuAD-format JSON: SQuAD v1.1/v2.0, or BioASQ in BioBERT's SQuAD "
+                                       "format (ids <question>_<nnn>, one snippet per paragraph)")
+    max_seq_length: int = option(384, "window length in sub-tokens: [CLS] question [SEP] context [SEP]")
+    batch_size: int = option(16, "windows per batch and data-parallel rank")
+    golden_file: Optional[str] = option(None, "BioASQ: the official golden file of these questions "
+                                              "(SAcc/LAcc/MRR); null: the answers in file")
 
 
 @dataclass
@@ -149,13 +167,21 @@ def read_bioasq_golden(path: Union[str, Path]) -> Dict[str, BioASQGold]:
                                       field=f"{w}.exact_answer") from None
             gold[qid] = BioASQGold(qid, q.get("body", ""), list(dict.fromkeys(syn)))
     else:
-        for ex in read_squad(path):
-            qid = question_id(ex.id)
-            g = gold.setdefault(qid, BioASQGold(qid, ex.question, []))
-            g.synonyms.extend(a["text"] for a in ex.answers if a["text"] not in g.synonyms)
+        gold = bioasq_gold_from_examples(read_squad(path))
     if not gold:
         raise DataFormatError(path, None, "no factoid questions found")
     return gold
+
+
+def bioasq_gold_from_examples(examples: Sequence[QAExample]) -> Dict[str, BioASQGold]:
+    """Golden answers of SQuAD-format BioASQ examples: every answer of every snippet of a
+    question is a synonym (questions without any answer are left out)."""
+    gold: Dict[str, BioASQGold] = {}
+    for ex in examples:
+        qid = question_id(ex.id)
+        g = gold.setdefault(qid, BioASQGold(qid, ex.question, []))
+        g.synonyms.extend(a["text"] for a in ex.answers if a["text"] not in g.synonyms)
+    return {qid: g for qid, g in gold.items() if g.synonyms}
 
 
 # --- features -------------------------------------------------------------------------------
@@ -218,7 +244,12 @@ def doc_windows(n_tokens: int, max_len: int, stride: int) -> List[Tuple[int, int
 def build_qa_features(examples: Sequence[QAExample], tokenizer: BioTokenizer, max_seq_length: int = 384,
                       doc_stride: int = 128, max_query_length: int = 64,
                       training: bool = False) -> Tuple[List[QAFeature], QAFeatureStats]:
-    """Examples → windowed features (+ stats). ``training`` sets start/end positions."""
+    """Examples → windowed features (+ stats).
+
+    Start/end positions are set wherever an answer is found in a window (else ``[CLS]``, 0);
+    ``training``: examples whose answer is not in the context get no feature. Evaluation keeps
+    every example, so no question is lost from the scores.
+    """
     stats = QAFeatureStats(examples=len(examples))
     features: List[QAFeature] = []
     # SQuAD asks ~5 questions per paragraph: tokenize each distinct context once, in batches.
@@ -233,17 +264,16 @@ def build_qa_features(examples: Sequence[QAExample], tokenizer: BioTokenizer, ma
             raise ValueError(f"max_seq_length {max_seq_length} leaves no room for the context "
                              f"after a {len(q_ids)}-token question")
         span = None
-        if training and not ex.is_impossible and ex.answers:
+        if not ex.is_impossible and ex.answers:
             ans = ex.answers[0]
             found = locate_answer(ex.context, ans["text"], ans["answer_start"])
-            if found is None:
-                stats.unmatched.append(ex.id)
-                continue
-            stats.relocated += found != ans["answer_start"]
-            span = char_to_token_span(enc.offsets, found, found + len(ans["text"]))
+            if found is not None:
+                stats.relocated += found != ans["answer_start"]
+                span = char_to_token_span(enc.offsets, found, found + len(ans["text"]))
             if span is None:
                 stats.unmatched.append(ex.id)
-                continue
+                if training:
+                    continue
         windows = doc_windows(len(enc.ids), max_doc, doc_stride)
         for ws, wl in windows:
             prefix = [tokenizer.cls_id] + q_ids + [tokenizer.sep_id]
@@ -266,6 +296,17 @@ def build_qa_features(examples: Sequence[QAExample], tokenizer: BioTokenizer, ma
     return features, stats
 
 
+def check_unmatched_answers(stats: QAFeatureStats, source: str, policy: str = "error") -> None:
+    """``policy="error"``: a :class:`DataFormatError` naming ``source`` and the question ids whose
+    answer text is not in their context; ``"warn"``: they stay counted in ``stats`` (and logged)."""
+    if policy not in UNMATCHED_ANSWER_POLICIES:
+        raise ValueError(f"unmatched-answer policy must be one of {UNMATCHED_ANSWER_POLICIES}, got {policy!r}")
+    if stats.unmatched and policy == "error":
+        ids = ", ".join(repr(i) for i in stats.unmatched[:5]) + (" …" if len(stats.unmatched) > 5 else "")
+        raise DataFormatError(source, None, f"{len(stats.unmatched)} answer(s) not found in their context "
+                              f"(questions {ids}); fix the file or set unmatched_answers=warn to skip them")
+
+
 def _is_max_context(windows, current, token: int) -> bool:
     # BERT run_squad.py: a token's best window maximises min(left, right) context + 0.01·length.
     best, best_span = None, None
@@ -279,17 +320,24 @@ def _is_max_context(windows, current, token: int) -> bool:
 
 class QADataset(torch.utils.data.Dataset):
     """Features as ``input_ids, attention_mask, token_type_ids, start_positions, end_positions``
-    plus ``feature_index`` for :func:`decode_predictions`."""
+    plus ``feature_index`` for :func:`~biomegatron_nemo.data.qa_decoding.decode_predictions`."""
 
     def __init__(self, examples: Sequence[QAExample], tokenizer: BioTokenizer, max_seq_length: int = 384,
-                 doc_stride: int = 128, max_query_length: int = 64, training: bool = False):
+                 doc_stride: int = 128, max_query_length: int = 64, training: bool = False,
+                 golden_file: Optional[str] = None):
         self.examples = list(examples)
         self.tokenizer = tokenizer
+        #: BioASQ: the official golden file of these questions (scores), or None
+        self.golden_file = golden_file
         self.features, self.stats = build_qa_features(self.examples, tokenizer, max_seq_length,
                                                       doc_stride, max_query_length, training)
 
     def __len__(self) -> int:
         return len(self.features)
+
+    def lengths(self) -> List[int]:
+        """Sub-tokens per feature (length-grouped and length-sorted batches)."""
+        return [len(f.input_ids) for f in self.features]
 
     def __getitem__(self, i: int) -> Dict:
         f = self.features[i]
@@ -299,83 +347,3 @@ class QADataset(torch.utils.data.Dataset):
 
     def collate_fn(self, features):
         return Collator(self.tokenizer.pad_id)(features)
-
-
-# --- decoding -------------------------------------------------------------------------------
-
-def _softmax(xs: List[float]) -> List[float]:
-    m = max(xs)
-    e = [math.exp(x - m) for x in xs]
-    s = sum(e)
-    return [x / s for x in e]
-
-
-def decode_predictions(examples: Sequence[QAExample], features: Sequence[QAFeature],
-                       start_logits: Mapping[int, Sequence[float]], end_logits: Mapping[int, Sequence[float]],
-                       n_best: int = 20, max_answer_length: int = 30, version_2: bool = False,
-                       null_score_diff_threshold: float = 0.0):
-    """Feature logits → per example: best answer text, n-best list, and no-answer score.
-
-    ``start_logits[i]`` / ``end_logits[i]`` are the logits of feature ``i`` (any mapping or
-    list indexed by feature index; features without logits are skipped). Candidates follow
-    BERT's ``run_squad.py``: top ``n_best`` starts × ends inside the context, ``start <= end``,
-    at most ``max_answer_length`` tokens, start token with its maximal context in the window;
-    probabilities are a softmax over the n-best scores (+ the null score in v2.0).
-
-    Returns ``(predictions, nbest, null_odds)``: id → text (``""`` = no answer in v2.0),
-    id → ``[{"text", "probability", "start_logit", "end_logit"}]`` (the input of
-    :func:`biomegatron_nemo.metrics.bioasq.merge_nbest`), id → null score − best score.
-    """
-    has_logits = (start_logits.__contains__ if isinstance(start_logits, Mapping)
-                  else lambda i: i < len(start_logits))
-    by_example = collections.defaultdict(list)
-    for fi, f in enumerate(features):
-        if has_logits(fi):
-            by_example[f.example_index].append(fi)
-    predictions, nbest_out, null_odds = {}, {}, {}
-    for ei, fis in by_example.items():
-        ex = examples[ei]
-        cands, null_score = [], None
-        for fi in fis:
-            f, sl, el = features[fi], list(start_logits[fi]), list(end_logits[fi])
-            n = len(f.input_ids)
-            sl, el = sl[:n], el[:n]
-            s0 = sl[0] + el[0]
-            null_score = s0 if null_score is None else min(null_score, s0)
-            top_s = sorted(range(n), key=lambda i: -sl[i])[:n_best]
-            top_e = sorted(range(n), key=lambda i: -el[i])[:n_best]
-            for s in top_s:
-                if f.offsets[s] is None or not f.max_context[s]:
-                    continue
-                for e in top_e:
-                    if f.offsets[e] is None or e < s or e - s + 1 > max_answer_length:
-                        continue
-                    cands.append((sl[s] + el[e], sl[s], el[e], f.offsets[s][0], f.offsets[e][1]))
-        cands.sort(key=lambda c: -c[0])
-        seen, entries = set(), []
-        for score, s_log, e_log, cs, ce in cands:
-            text = ex.context[cs:ce]
-            if text in seen:
-                continue
-            seen.add(text)
-            entries.append({"text": text, "score": score, "start_logit": s_log, "end_logit": e_log})
-            if len(entries) == n_best:
-                break
-        if version_2 and null_score is not None:
-            entries.append({"text": "", "score": null_score, "start_logit": null_score, "end_logit": 0.0})
-            entries.sort(key=lambda x: -x["score"])
-        if not entries:
-            entries = [{"text": "", "score": 0.0, "start_logit": 0.0, "end_logit": 0.0}]
-        for x, p in zip(entries, _softmax([x["score"] for x in entries])):
-            x["probability"] = p
-        best_non_null = next((x for x in entries if x["text"]), None)
-        if version_2:
-            diff = null_score - (best_non_null["score"] if best_non_null else -1e9)
-            null_odds[ex.id] = diff
-            predictions[ex.id] = "" if best_non_null is None or diff > null_score_diff_threshold \
-                else best_non_null["text"]
-        else:
-            predictions[ex.id] = best_non_null["text"] if best_non_null else ""
-        nbest_out[ex.id] = [{k: x[k] for k in ("text", "probability", "start_logit", "end_logit")}
-                            for x in entries]
-    return predictions, nbest_out, null_odds

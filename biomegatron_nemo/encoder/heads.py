@@ -187,12 +187,14 @@ class SequenceClassificationHead(torch.nn.Module):
 
 
 class SpanQAHead(torch.nn.Module):
-    """Start and end logits ``[b, s]`` each, for extractive question answering."""
+    """Start and end logits ``[b, s]`` each, for extractive question answering: an MLP over every
+    position with two outputs (the paper's QA head: 2 layers, dropout 0.1; one layer is BERT's)."""
 
-    def __init__(self, hidden_size: int):
+    def __init__(self, hidden_size: int, num_layers: int = 2, dropout: float = 0.1, activation: str = "gelu",
+                 inner_size: Optional[int] = None):
         super().__init__()
-        self.qa_outputs = torch.nn.Linear(hidden_size, 2)
+        self.mlp = _MLP(hidden_size, 2, num_layers, dropout, activation, inner_size)
 
     def forward(self, hidden_states: torch.Tensor):
-        start, end = self.qa_outputs(hidden_states).unbind(dim=-1)
+        start, end = self.mlp(hidden_states).unbind(dim=-1)
         return start, end

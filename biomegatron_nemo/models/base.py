@@ -128,7 +128,8 @@ class BioMegatronModelPT(ModelPT):
             # tokens the tokenizer adds after its vocabulary file (e.g. entity markers) may be
             # new to the pretrained encoder: their embedding rows are added
             appended = [self.tokenizer.special_ids[t] for t in self.tokenizer.extra_special_tokens]
-            weights.load_encoder_weights(self, self.weight_layout(), pretrained, appended_ids=appended,
+            prefixes = ("",) if self.cfg.init_heads else ("encoder.",)
+            weights.load_encoder_weights(self, self.weight_layout(), pretrained, prefixes=prefixes, appended_ids=appended,
                                          seed=int(self.cfg.seed), init_std=self.encoder_config.init_method_std)
 
     def build_heads(self) -> None:

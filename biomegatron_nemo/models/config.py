@@ -101,6 +101,8 @@ class BioMegatronModelConfig(Schema):
     init_from: Optional[str] = option(None, "a .nemo whose encoder weights initialise this model "
                                             "(continued pretraining, paper Table 6)")
     language_model: LanguageModelConfig = section(LanguageModelConfig, "pretrained encoder (fine-tuning)")
+    init_heads: bool = option(False, "with init_from / language_model.nemo_file: initialise the task heads "
+                                     "from it too (same task and sizes, e.g. BioASQ after SQuAD)")
     optim: OptimConfig = section(OptimConfig, "optimiser and learning-rate schedule")
     pipeline: PipelineConfig = section(PipelineConfig, "pipeline-parallel schedule")
 
@@ -108,6 +110,8 @@ class BioMegatronModelConfig(Schema):
         if self.init_from and self.language_model.nemo_file:
             raise ConfigError("init_from and language_model.nemo_file both name a checkpoint; give one",
                               key="init_from")
+        if self.init_heads and not self.pretrained_weights():
+            raise ConfigError("needs init_from or language_model.nemo_file", key="init_heads")
 
     def pretrained_weights(self) -> Optional[str]:
         """The checkpoint that initialises the encoder, if any."""

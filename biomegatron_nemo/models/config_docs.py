@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence
 from biomegatron_nemo.common.config import schema_table
 from biomegatron_nemo.models.runs import (
     PretrainRunConfig,
+    QuestionAnsweringRunConfig,
     SequenceClassificationRunConfig,
     TokenClassificationRunConfig,
 )
@@ -27,7 +28,8 @@ Generated from the schemas by `python -m biomegatron_nemo.models.config_docs --o
 docs/configuration.md`; do not edit by hand. Each table lists every key of one example's Hydra
 config (`conf/*.yaml` override some of them; `python examples/SCRIPT.py --cfg job` prints the
 merged result). The `model:` section is also what the model class takes in Python
-(`TokenClassificationModel(cfg)`, `SequenceClassificationModel(cfg)`, `BioMegatronPretrainingModel(cfg)`): an unknown or misspelt key,
+(`TokenClassificationModel(cfg)`, `SequenceClassificationModel(cfg)`,
+`QuestionAnsweringModel(cfg)`, `BioMegatronPretrainingModel(cfg)`): an unknown or misspelt key,
 a wrong type or a value out of range is an error naming the key before anything is built.
 `trainer` holds Lightning `Trainer` arguments and `exp_manager` NeMo's `exp_manager` settings:
 the rows show the ones set by default; any other argument of theirs may be added (a key the
@@ -38,6 +40,8 @@ SECTIONS = [
     ("NER: `examples/token_classification.py`, `conf/token_classification.yaml`", TokenClassificationRunConfig),
     ("Relation extraction: `examples/sequence_classification.py`, `conf/sequence_classification.yaml`",
      SequenceClassificationRunConfig),
+    ("Question answering: `examples/question_answering.py`, `conf/question_answering.yaml`",
+     QuestionAnsweringRunConfig),
     ("Pretraining: `examples/pretrain.py`, `conf/pretrain_bert.yaml`", PretrainRunConfig),
 ]
 

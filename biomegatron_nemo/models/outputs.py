@@ -76,3 +76,11 @@ class SequenceClassifierOutput(HeadOutput):
     """Relation extraction / sentence classification: class logits ``[b, num_labels]``."""
 
     logits: Optional[torch.Tensor] = None
+
+
+@dataclass
+class SpanQAOutput(HeadOutput):
+    """Extractive QA: start and end logits ``[b, s]`` (padding positions at -10000)."""
+
+    start_logits: Optional[torch.Tensor] = None
+    end_logits: Optional[torch.Tensor] = None

@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional
 from biomegatron_nemo.common.config import Schema, option, section
 from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.models.pretraining import PretrainingModelConfig
+from biomegatron_nemo.models.question_answering import QuestionAnsweringModelConfig
 from biomegatron_nemo.models.sequence_classification import SequenceClassificationModelConfig
 from biomegatron_nemo.models.token_classification import TokenClassificationModelConfig
 from biomegatron_nemo.parallel.state import ParallelConfig
@@ -84,6 +85,15 @@ class SequenceClassificationRunConfig(FineTuningRunConfig):
 
 
 @dataclass
+class QuestionAnsweringRunConfig(FineTuningRunConfig):
+    """``examples/question_answering.py``: span QA fine-tuning (SQuAD, BioASQ) and testing
+    (predictions.json, nbest_predictions.json, the BioASQ submission)."""
+
+    name: str = option("biomegatron_qa", "experiment name")
+    model: QuestionAnsweringModelConfig = section(QuestionAnsweringModelConfig, "the QA model")
+
+
+@dataclass
 class PretrainRunConfig(RunConfig):
     """``examples/pretrain.py``: masked-LM pretraining."""
 
@@ -95,6 +105,7 @@ class PretrainRunConfig(RunConfig):
 RUN_SCHEMAS = {
     "token_classification_schema": TokenClassificationRunConfig,
     "sequence_classification_schema": SequenceClassificationRunConfig,
+    "question_answering_schema": QuestionAnsweringRunConfig,
     "pretrain_bert_schema": PretrainRunConfig,
 }
 

@@ -1,0 +1,283 @@
+"""``QuestionAnsweringModel``: extractive span QA — SQuAD v1.1/v2.0, then BioASQ factoid.
+
+It owns the QA task on top of :class:`~biomegatron_nemo.models.task.FineTuningTaskModel`
+(loaders, evaluation gathering):
+
+* the span head (start/end logits per position; 2 layers as in the paper) and its loss: the mean
+  of the start and end cross-entropies over the positions of each window ([CLS] for windows
+  without the answer and unanswerable questions), padding excluded, normalised by whole-batch,
+  data-parallel window counts;
+* validation and test scores: SQuAD EM/F1 (v1.1, or v2.0 with HasAns/NoAns and the best
+  no-answer threshold) or, with ``dataset: bioasq``, strict/lenient accuracy and MRR over
+  questions after merging the n-best answers of all their snippets;
+* :meth:`evaluate` (a SQuAD-format file → scores and ``predictions.json``,
+  ``nbest_predictions.json``, ``null_odds.json`` for v2.0, the BioASQ submission for BioASQ),
+  :meth:`answer` and :meth:`predict` (questions over raw contexts → ranked answers with
+  character offsets and probabilities).
+
+The two-stage recipe of the paper (SQuAD, then BioASQ) is configuration: the BioASQ model starts
+from the SQuAD model's ``.nemo`` through ``init_from`` with ``init_heads: true``. Reading and
+windowing live in :mod:`biomegatron_nemo.data.squad`, decoding in
+:mod:`biomegatron_nemo.data.qa_decoding`, scores in :mod:`biomegatron_nemo.metrics.squad` and
+:mod:`biomegatron_nemo.metrics.bioasq`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from biomegatron_nemo.common.config import option, section
+from biomegatron_nemo.common.errors import ConfigError
+from biomegatron_nemo.data.qa_decoding import decode_predictions
+from biomegatron_nemo.data.squad import (
+    UNMATCHED_ANSWER_POLICIES,
+    QADataConfig,
+    QADataset,
+    QAExample,
+    bioasq_gold_from_examples,
+    check_unmatched_answers,
+    question_id,
+    read_bioasq_golden,
+    read_squad,
+)
+from biomegatron_nemo.encoder.heads import ClassificationHeadConfig, SpanQAHead
+from biomegatron_nemo.metrics.bioasq import bioasq_scores, merge_nbest, write_submission
+from biomegatron_nemo.metrics.squad import squad_scores
+from biomegatron_nemo.models.config import BioMegatronModelConfig
+from biomegatron_nemo.models.outputs import SpanQAOutput
+from biomegatron_nemo.models.task import FineTuningTaskModel
+
+DATASETS = ("squad", "bioasq")
+PADDING_LOGIT = -10000.0
+
+
+@dataclass
+class QuestionAnsweringModelConfig(BioMegatronModelConfig):
+    """``model:`` of :class:`QuestionAnsweringModel`."""
+
+    dataset: str = option("squad", "what validation and evaluate score: squad (EM/F1) or bioasq (SAcc/LAcc/MRR "
+                                   "over questions, n-best merged across snippets)", choices=DATASETS)
+    version_2_with_negative: bool = option(False, "SQuAD v2.0: unanswerable questions, answered by the [CLS] null score")
+    null_score_diff_threshold: float = option(0.0, "v2.0: answer \"\" when null score - best span score exceeds "
+                                                   "this (tune on dev: evaluate reports best_f1_thresh)")
+    doc_stride: int = option(128, "sub-tokens between the starts of consecutive windows of a long context")
+    max_query_length: int = option(64, "question sub-tokens kept")
+    max_answer_length: int = option(30, "longest answer in sub-tokens")
+    n_best_size: int = option(20, "start and end candidates per window, and answers kept per example")
+    unmatched_answers: str = option("error", "a training answer not found in its context: error (naming file "
+                                             "and question) or warn (skipped and counted)",
+                                    choices=UNMATCHED_ANSWER_POLICIES)
+    head: ClassificationHeadConfig = section(ClassificationHeadConfig, "the span head (2 outputs per position)")
+    train_ds: Optional[QADataConfig] = section(QADataConfig, "training data (SQuAD-format JSON)")
+    validation_ds: Optional[QADataConfig] = section(QADataConfig, "validation data (EM/F1 or SAcc/LAcc/MRR per epoch)")
+    test_ds: Optional[QADataConfig] = section(QADataConfig, "test data")
+
+    def check(self) -> None:
+        super().check()
+        for key in ("doc_stride", "max_query_length", "max_answer_length", "n_best_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"must be >= 1, got {getattr(self, key)}", key=key)
+        if self.version_2_with_negative and self.dataset == "bioasq":
+            raise ConfigError("BioASQ factoid questions all have answers; use version_2_with_negative=false",
+                              key="version_2_with_negative")
+
+
+Question = Union[Mapping[str, str], Tuple[str, str]]
+
+
+class QuestionAnsweringModel(FineTuningTaskModel):
+    """Encoder + :class:`SpanQAHead`; config :class:`QuestionAnsweringModelConfig`."""
+
+    config_class = QuestionAnsweringModelConfig
+
+    # ------------------------------------------------------------------ modules and loss
+    def build_heads(self) -> None:
+        if not self.encoder.post_process:
+            return
+        head = self.cfg.head
+        self.span_head = SpanQAHead(self.encoder.config.hidden_size, num_layers=head.num_layers,
+                                    dropout=head.dropout, activation=head.activation, inner_size=head.hidden_size)
+
+    def loss_normalizers(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        return {"qa": self.data_parallel_normalizer(float(batch["input_ids"].shape[0]))}
+
+    def span_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Start and end logits ``[b, s]`` (fp32), padding positions at -10000."""
+        start, end = self.span_head(hidden)
+        padding = attention_mask == 0
+        return start.float().masked_fill(padding, PADDING_LOGIT), end.float().masked_fill(padding, PADDING_LOGIT)
+
+    def head_forward(self, hidden, batch, normalizers) -> SpanQAOutput:
+        start, end = self.span_logits(hidden, batch["attention_mask"])
+        summed = (F.cross_entropy(start, batch["start_positions"], reduction="sum")
+                  + F.cross_entropy(end, batch["end_positions"], reduction="sum"))
+        return SpanQAOutput({"qa": summed / (2 * normalizers["qa"])}, start_logits=start, end_logits=end)
+
+    # ------------------------------------------------------------------ data
+    def make_dataset(self, examples: Sequence[QAExample], max_seq_length: Optional[int] = None,
+                     training: bool = False, source: str = "<examples>", golden_file: Optional[str] = None) -> QADataset:
+        """Windowed features of ``examples``; ``training``: unmatched answers per ``unmatched_answers``."""
+        max_seq_length = int(max_seq_length or (self.cfg.train_ds or QADataConfig()).max_seq_length)
+        limit = self.encoder_config.max_position_embeddings
+        if max_seq_length > limit:
+            raise ValueError(f"max_seq_length={max_seq_length} exceeds the encoder's max_position_embeddings={limit}")
+        dataset = QADataset(examples, self.tokenizer, max_seq_length, int(self.cfg.doc_stride),
+                            int(self.cfg.max_query_length), training=training, golden_file=golden_file)
+        if training:
+            check_unmatched_answers(dataset.stats, source, self.cfg.unmatched_answers)
+        return dataset
+
+    def build_dataloader(self, data_config, split: str):
+        if not data_config.get("file"):
+            if split == "train":
+                raise ConfigError("is required for training", key="train_ds.file", where=type(self).__name__)
+            return None
+        training = split == "train"
+        examples = read_squad(data_config.file, require_answers=training)
+        dataset = self.make_dataset(examples, data_config.max_seq_length, training, source=data_config.file,
+                                    golden_file=data_config.get("golden_file"))
+        return self.make_dataloader(dataset, data_config, split)
+
+    # ------------------------------------------------------------------ validation / test scores
+    def on_eval_output(self, split: str, batch, output: SpanQAOutput) -> None:
+        lengths = batch["attention_mask"].sum(-1).tolist()
+        for fi, n, s, e in zip(batch["feature_index"].tolist(), lengths, output.start_logits, output.end_logits):
+            self._eval_rows[split].append((fi, s[:n].tolist(), e[:n].tolist()))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val", self._validation_dl)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test", self._test_dl)
+
+    def _log_scores(self, split: str, loader) -> None:
+        rows = self.take_eval_rows(split)
+        if rows is None or loader is None:
+            return
+        starts = {fi: s for fi, s, _ in rows}  # features the distributed sampler repeated count once
+        ends = {fi: e for fi, _, e in rows}
+        dataset: QADataset = loader.dataset
+        decoded = self.decode(dataset, starts, ends)
+        scores = self.scores(dataset.examples, *decoded, golden_file=dataset.golden_file)
+        self.last_scores[split] = scores
+        # identical on every rank after the gather, so averaging over ranks (sync_dist) keeps them
+        logged = ("exact_match", "f1", "exact", "best_f1", "best_f1_thresh", "strict_accuracy", "lenient_accuracy", "mrr")
+        for key in logged:
+            if key in scores:
+                self.log(f"{split}_{key}", float(scores[key]), prog_bar=key in ("f1", "mrr"), sync_dist=True)
+
+    def decode(self, dataset: QADataset, start_logits, end_logits):
+        """``(predictions, nbest, null_odds)`` of ``dataset`` (see :func:`decode_predictions`)."""
+        return decode_predictions(dataset.examples, dataset.features, start_logits, end_logits,
+                                  n_best=int(self.cfg.n_best_size), max_answer_length=int(self.cfg.max_answer_length),
+                                  version_2=bool(self.cfg.version_2_with_negative),
+                                  null_score_diff_threshold=float(self.cfg.null_score_diff_threshold))
+
+    def scores(self, examples: Sequence[QAExample], predictions: Dict[str, str], nbest: Dict[str, List[Dict]],
+               null_odds: Dict[str, float], golden_file: Optional[str] = None) -> Dict:
+        """SQuAD EM/F1 (official v1.1 or v2.0 rules), or BioASQ SAcc/LAcc/MRR with ``dataset: bioasq``
+        (golden answers from ``golden_file``, else the examples' answers); ``{}`` without any gold."""
+        if self.cfg.dataset == "bioasq":
+            gold = read_bioasq_golden(golden_file) if golden_file else bioasq_gold_from_examples(examples)
+            if not gold:
+                return {}
+            return bioasq_scores({qid: g.synonyms for qid, g in gold.items()}, ranked_answers(examples, nbest))
+        questions = [{"id": ex.id, "answers": ex.answers, "is_impossible": ex.is_impossible} for ex in examples]
+        if not self.cfg.version_2_with_negative and not any(q["answers"] for q in questions):
+            return {}
+        if self.cfg.version_2_with_negative:
+            return squad_scores(questions, predictions, na_probs=null_odds, version_2=True)
+        return squad_scores(questions, predictions, version_2=False)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def feature_logits(self, dataset: QADataset, batch_size: int = 32) -> Tuple[Dict[int, list], Dict[int, list]]:
+        """Start and end logits of every feature (by feature index), in eval mode."""
+        self.check_single_stage("inference")
+        was_training = self.training
+        self.eval()
+        starts, ends = {}, {}
+        try:
+            for batch in self.inference_loader(dataset, batch_size):
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                start, end = self.span_logits(self.encode(batch), batch["attention_mask"])
+                for fi, n, s, e in zip(batch["feature_index"].tolist(), batch["attention_mask"].sum(-1).tolist(),
+                                       start.cpu(), end.cpu()):
+                    starts[fi], ends[fi] = s[:n].tolist(), e[:n].tolist()
+        finally:
+            self.train(was_training)
+        return starts, ends
+
+    def evaluate(self, file: str, output_dir: Optional[str] = None, golden_file: Optional[str] = None,
+                 batch_size: int = 32, max_seq_length: Optional[int] = None) -> Dict:
+        """Scores (:meth:`scores`) on a SQuAD-format file; with ``output_dir``: ``predictions.json``
+        (id → text, the official scripts' input), ``nbest_predictions.json``, ``null_odds.json``
+        (v2.0: the official script's ``--na-prob-file``) and, for BioASQ, ``bioasq_submission.json``
+        (official Task B format, five answers per question). The feature counts are in ``data``."""
+        dataset = self.make_dataset(read_squad(file), max_seq_length, source=file)
+        predictions, nbest, null_odds = self.decode(dataset, *self.feature_logits(dataset, batch_size))
+        scores = self.scores(dataset.examples, predictions, nbest, null_odds, golden_file)
+        scores["data"] = {"examples": dataset.stats.examples, "features": dataset.stats.features,
+                          "answers_not_in_context": len(dataset.stats.unmatched)}
+        if output_dir:
+            out = Path(output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            _write_json(out / "predictions.json", predictions)
+            _write_json(out / "nbest_predictions.json", nbest)
+            if self.cfg.version_2_with_negative:
+                _write_json(out / "null_odds.json", null_odds)
+            if self.cfg.dataset == "bioasq":
+                write_submission(out / "bioasq_submission.json", ranked_answers(dataset.examples, nbest))
+        return scores
+
+    def predict(self, questions: Sequence[Question], top_k: int = 5, batch_size: int = 32) -> List[List[Dict]]:
+        """Per ``{"question", "context"}`` (or ``(question, context)`` pair): up to ``top_k`` answers,
+        best first, as ``{"text", "start", "end", "probability"}`` — ``context[start:end] == text``;
+        in v2.0 mode ``{"text": ""}`` (start/end None) stands for "no answer"."""
+        if isinstance(questions, (str, Mapping)):
+            raise TypeError("predict takes a list of questions; wrap a single one in a list, or use answer()")
+        examples = [QAExample(f"input:{i}", *_question_and_context(item, i)) for i, item in enumerate(questions)]
+        dataset = self.make_dataset(examples)
+        _, nbest, _ = self.decode(dataset, *self.feature_logits(dataset, batch_size))
+        return [[{"text": a["text"], "start": a["start"], "end": a["end"], "probability": round(a["probability"], 6)}
+                 for a in nbest.get(ex.id, [])[:top_k]] for ex in examples]
+
+    def answer(self, question: str, context: str, top_k: int = 5) -> List[Dict]:
+        """The ranked answers to one question over one context (see :meth:`predict`)."""
+        return self.predict([{"question": question, "context": context}], top_k=top_k)[0]
+
+
+def ranked_answers(examples: Sequence[QAExample], nbest: Mapping[str, List[Dict]]) -> Dict[str, List[str]]:
+    """BioASQ: question id → its five best answers merged over its snippets, for every question of
+    ``examples`` (an empty list when none has a span, so it scores 0 rather than being skipped)."""
+    ranked = {question_id(ex.id): [] for ex in examples}
+    ranked.update(merge_nbest(nbest, question_of=question_id))
+    return ranked
+
+
+def _question_and_context(item: Question, index: int) -> Tuple[str, str]:
+    if isinstance(item, Mapping):
+        missing = [k for k in ("question", "context") if k not in item]
+        if missing:
+            raise ValueError(f"question {index}: missing key(s) {missing}; expected {{'question': ..., 'context': ...}}")
+        question, context = item["question"], item["context"]
+    elif isinstance(item, (tuple, list)) and len(item) == 2:
+        question, context = item
+    else:
+        raise ValueError(f"question {index}: expected {{'question': ..., 'context': ...}} or a (question, context) "
+                         f"pair, got {type(item).__name__}")
+    for name, value in (("question", question), ("context", context)):
+        if not isinstance(value, str):
+            raise ValueError(f"question {index}: {name} must be text, got {type(value).__name__}")
+    return question, context
+
+
+def _write_json(path: Path, value) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=1, ensure_ascii=False)
