@@ -8,8 +8,6 @@ set; the first 32 rows (all six classes) fitted for 120 steps reach accuracy 1.0
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,8 +25,8 @@ from biomegatron_nemo.models.sequence_classification import (
 from biomegatron_nemo.tokenizers.train import train_wordpiece
 
 from _data_paths import SAMPLES
+from helpers.processes import fresh_process_result, run_example
 
-DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK")
 SENTENCES = ["@CHEMICAL$ inhibits @GENE$ activity in vitro.", "@GENE$ levels did not change after @CHEMICAL$."]
 
 
@@ -113,12 +111,8 @@ def test_nemo_round_trip_in_a_fresh_process(trained, tmp_path):
     code = ("import json, sys\n"
             "from biomegatron_nemo.models.sequence_classification import SequenceClassificationModel\n"
             "m = SequenceClassificationModel.restore_from(sys.argv[1])\n"
-            "print('RESULT' + json.dumps(m.predict(json.loads(sys.argv[2]))))\n")
-    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
-    result = subprocess.run([sys.executable, "-c", code, str(path), json.dumps(SENTENCES)], capture_output=True,
-                            text=True, env=env, cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    after = json.loads(result.stdout.split("RESULT", 1)[1])
+            "print('RESULT=' + json.dumps(m.predict(json.loads(sys.argv[2]))))\n")
+    after = fresh_process_result(code, path, json.dumps(SENTENCES), cwd=tmp_path)
     assert after == before
 
 
@@ -236,19 +230,13 @@ def test_oversampling_splits_one_draw_sequence_over_data_parallel_ranks():
 def test_the_example_script_runs_as_documented(tmp_path):
     """examples/sequence_classification.py on the shipped samples: trains, tests, writes its files;
     then tests the saved .nemo again with do_training=false restore_from=..."""
-    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
-    script = str(Path(__file__).resolve().parents[1] / "examples" / "sequence_classification.py")
     common = [f"exp_manager.exp_dir={tmp_path}", "trainer.enable_progress_bar=false"]
-    first = subprocess.run([sys.executable, script, "trainer.max_epochs=3", *common], capture_output=True, text=True,
-                           env=env, cwd=tmp_path, timeout=600)
-    assert first.returncode == 0, first.stderr[-3000:]
+    first = run_example("sequence_classification", ["trainer.max_epochs=3", *common], cwd=tmp_path)
     run = tmp_path / "biomegatron_re" / "run"
     assert "micro" in first.stdout and (run / "test_report" / "confusion_matrix.png").exists()
     rows = (run / "test_predictions.tsv").read_text().splitlines()
     assert len(rows) == 26 and all(len(r.split("\t")) == 3 for r in rows)
     nemo = run / "checkpoints" / "biomegatron_re.nemo"
-    again = subprocess.run([sys.executable, script, "do_training=false", f"restore_from={nemo}", *common,
-                            "exp_manager.version=again"], capture_output=True, text=True, env=env, cwd=tmp_path,
-                           timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
+    run_example("sequence_classification", ["do_training=false", f"restore_from={nemo}", *common,
+                                            "exp_manager.version=again"], cwd=tmp_path)
     assert (tmp_path / "biomegatron_re" / "again" / "test_predictions.tsv").read_text().splitlines() == rows

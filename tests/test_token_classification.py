@@ -10,8 +10,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -31,9 +29,9 @@ from biomegatron_nemo.models.token_classification import TokenClassificationMode
 from biomegatron_nemo.tokenizers.train import train_wordpiece
 
 from _data_paths import SAMPLES
+from helpers.processes import fresh_process_result
 
 MODES = ["first_subtoken", "all_subtokens"]
-DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK")
 TEXTS = ["Cisplatin induced nephrotoxicity in rats.", "", "   ",
          "Patients with epilepsy were treated with valproic acid for 3 weeks."]
 
@@ -172,12 +170,7 @@ def test_nemo_round_trip_in_a_fresh_process(trained, workdir, tmp_path):
               "m = TokenClassificationModel.restore_from(sys.argv[1], map_location='cpu')\n"
               "print('RESULT=' + json.dumps({'pred': m.predict(json.loads(sys.argv[2])), "
               "'labels': list(m.cfg.label_map)}))\n")
-    # a fresh process as a user would start it: not part of this process's process group
-    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
-    proc = subprocess.run([sys.executable, "-c", script, str(path), json.dumps(TEXTS)],
-                          capture_output=True, text=True, timeout=180, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT="))[7:])
+    result = fresh_process_result(script, path, json.dumps(TEXTS))
     assert result["labels"] == model.label_map.labels
     assert result["pred"] == before
     # the same file as a pretrained encoder for a new task model (language_model.nemo_file)
