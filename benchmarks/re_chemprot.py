@@ -21,33 +21,19 @@ thread count, and the metric (micro-F1 over the five CPR classes, ``false`` excl
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-VOCAB = SHARED / "vocab" / "bert-base-uncased-vocab.txt"
-SIZE = dict(num_layers=4, hidden_size=256, num_attention_heads=4, ffn_hidden_size=1024)  # the "tiny" preset
+from side_by_side import SHARED, SIZE, common_arguments, fit_within_budget, hf_bert_config, optim_config, \
+    result_rows, run_and_record, table_or_prepare
+
 MARKERS = ("@CHEMICAL$", "@GENE$", "@CHEM-GENE$")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = common_arguments(__doc__.split("\n\n")[0], batch_size=32, max_seq_length=128)
     p.add_argument("--prepare", metavar="DIR", help="write the train/eval split to DIR and exit")
     p.add_argument("--split", metavar="DIR", help="the split written by --prepare")
-    p.add_argument("--system", choices=("megatron", "hf"), default="megatron")
-    p.add_argument("--budget-minutes", type=float, default=8.0, help="training wall-clock budget")
-    p.add_argument("--vocab", default=str(VOCAB))
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--warmup-steps", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-seq-length", type=int, default=128)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--output", help="append the result as one JSON line to this file")
-    p.add_argument("--table", nargs="+", metavar="RESULTS", help="print result rows as markdown and exit")
     return p.parse_args(argv)
 
 
@@ -77,23 +63,15 @@ def model_config(args):
         "head": {"num_layers": 1, "dropout": 0.1},
         "train_ds": {"file": str(Path(args.split) / "train.tsv"), "max_seq_length": args.max_seq_length,
                      "batch_size": args.batch_size},
-        "optim": {"name": "adamw", "lr": args.lr, "weight_decay": 0.01, "betas": [0.9, 0.999],
-                  "sched": {"name": "WarmupHoldPolicy", "warmup_steps": args.warmup_steps, "hold_steps": 10**9}},
+        "optim": optim_config(args),
     })
 
 
 def run_megatron(args):
     """Our library as a user runs it: config → model → Lightning trainer → evaluate()."""
     from biomegatron_nemo.models.sequence_classification import SequenceClassificationModel
-    from biomegatron_nemo.parallel.trainer import build_trainer
 
-    trainer = build_trainer({"max_steps": 10**9, "max_time": {"minutes": args.budget_minutes}, "limit_val_batches": 0,
-                             "num_sanity_val_steps": 0, "gradient_clip_val": 1.0, "enable_progress_bar": False,
-                             "enable_model_summary": False, "log_every_n_steps": 50})
-    model = SequenceClassificationModel(model_config(args), trainer=trainer)
-    started = time.perf_counter()
-    trainer.fit(model)
-    train_seconds = time.perf_counter() - started
+    model, trainer, train_seconds = fit_within_budget(SequenceClassificationModel, model_config(args), args)
     started = time.perf_counter()
     scores = model.evaluate(str(Path(args.split) / "eval.tsv"), batch_size=64)
     return scores, trainer.global_step, train_seconds, time.perf_counter() - started
@@ -103,7 +81,7 @@ def run_hf(args):
     """HF BertForSequenceClassification of the same size on the same features, in a plain loop."""
     import torch
     from hf_peer import train_within_budget
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
     from biomegatron_nemo.data.chemprot import SequenceClassificationDataset, read_classification_tsv
     from biomegatron_nemo.metrics.classification import classification_scores
@@ -116,12 +94,7 @@ def run_hf(args):
     labels = sorted({ex.label for ex in train})  # the order the model's label map uses
     train_ds = SequenceClassificationDataset(train, tokenizer, labels, args.max_seq_length, markers=MARKERS)
     eval_ds = SequenceClassificationDataset(held_out, tokenizer, labels, args.max_seq_length, markers=MARKERS)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=SIZE["hidden_size"],
-                        num_hidden_layers=SIZE["num_layers"], num_attention_heads=SIZE["num_attention_heads"],
-                        intermediate_size=SIZE["ffn_hidden_size"], hidden_dropout_prob=0.1,
-                        attention_probs_dropout_prob=0.1, classifier_dropout=0.1, num_labels=len(labels),
-                        max_position_embeddings=512, pad_token_id=tokenizer.pad_id)
-    model = BertForSequenceClassification(config)
+    model = BertForSequenceClassification(hf_bert_config(tokenizer, classifier_dropout=0.1, num_labels=len(labels)))
     loader = torch.utils.data.DataLoader(train_ds, batch_size=args.batch_size, shuffle=True,
                                          collate_fn=train_ds.collate_fn)
     steps, train_seconds = train_within_budget(
@@ -143,37 +116,18 @@ def run_hf(args):
 def print_table(paths):
     print("| system | budget (min) | steps | micro P | micro R | micro F1 | accuracy |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for path in paths:
-        for line in Path(path).read_text().splitlines():
-            r = json.loads(line)
-            print(f"| {r['system']} | {r['budget_minutes']:g} | {r['steps']} | {100 * r['precision']:.2f} | "
-                  f"{100 * r['recall']:.2f} | **{100 * r['f1']:.2f}** | {100 * r['accuracy']:.2f} |")
+    for r in result_rows(paths):
+        print(f"| {r['system']} | {r['budget_minutes']:g} | {r['steps']} | {100 * r['precision']:.2f} | "
+              f"{100 * r['recall']:.2f} | **{100 * r['f1']:.2f}** | {100 * r['accuracy']:.2f} |")
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.table:
-        print_table(args.table)
+    if table_or_prepare(args, print_table, prepare_split):
         return
-    if args.prepare:
-        print(json.dumps(prepare_split(Path(args.prepare))))
-        return
-    if not args.split:
-        raise SystemExit("give --split DIR (written by --prepare DIR)")
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before Lightning picks its own count
-    import torch
-
-    torch.set_num_threads(args.threads)
-    scores, steps, train_s, eval_s = (run_megatron if args.system == "megatron" else run_hf)(args)
-    result = {"system": args.system, "budget_minutes": args.budget_minutes, "steps": steps,
-              "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1), "threads": args.threads,
-              "lr": args.lr, "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
-              "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"],
-              "accuracy": scores["accuracy"], "per_class_f1": {c: s["f1"] for c, s in scores["per_class"].items()}}
-    print(json.dumps(result))
-    if args.output:
-        with open(args.output, "a", encoding="utf-8") as f:
-            f.write(json.dumps(result) + "\n")
+    run_and_record(args, run_megatron, run_hf, lambda scores: {
+        "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"],
+        "accuracy": scores["accuracy"], "per_class_f1": {c: s["f1"] for c, s in scores["per_class"].items()}})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,112 @@
+"""What the side-by-side task benchmarks (NER, relation extraction, QA) share besides the Hugging
+Face peer's training loop (:mod:`hf_peer`): the common command-line options, the budget-bounded
+Lightning trainer our models run under, the tiny encoder size both systems use, and running one
+system and recording its result as a JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Callable, Dict
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+VOCAB = SHARED / "vocab" / "bert-base-uncased-vocab.txt"
+SIZE = dict(num_layers=4, hidden_size=256, num_attention_heads=4, ffn_hidden_size=1024)  # the "tiny" preset
+
+
+def common_arguments(description: str, batch_size: int, max_seq_length: int) -> argparse.ArgumentParser:
+    """A parser with the options every side-by-side benchmark takes."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--system", choices=("megatron", "hf"), default="megatron")
+    p.add_argument("--budget-minutes", type=float, default=8.0, help="training wall-clock budget")
+    p.add_argument("--vocab", default=str(VOCAB))
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--max-seq-length", type=int, default=max_seq_length)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (one per system for a fair comparison)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--output", help="append the result as one JSON line to this file")
+    p.add_argument("--table", nargs="+", metavar="RESULTS", help="print result rows as markdown and exit")
+    return p
+
+
+def optim_config(args) -> Dict:
+    """The ``optim`` section of our models: the peer's AdamW and warm-up (:func:`hf_peer.adamw_with_warmup`)."""
+    return {"name": "adamw", "lr": args.lr, "weight_decay": 0.01, "betas": [0.9, 0.999],
+            "sched": {"name": "WarmupHoldPolicy", "warmup_steps": args.warmup_steps, "hold_steps": 10**9}}
+
+
+def budget_trainer(args):
+    """A Lightning trainer that trains until ``--budget-minutes`` pass, without validation."""
+    from biomegatron_nemo.parallel.trainer import build_trainer
+
+    return build_trainer({"max_steps": 10**9, "max_time": {"minutes": args.budget_minutes}, "limit_val_batches": 0,
+                          "num_sanity_val_steps": 0, "gradient_clip_val": 1.0, "enable_progress_bar": False,
+                          "enable_model_summary": False, "log_every_n_steps": 50})
+
+
+def run_and_record(args, run_megatron: Callable, run_hf: Callable, describe: Callable[[Dict], Dict]) -> Dict:
+    """Run ``--system`` with ``--threads`` torch threads; ``run_*`` return ``(scores, steps,
+    train_seconds, eval_seconds)`` and ``describe(scores)`` the benchmark's own result fields.
+    The result is printed and appended to ``--output``."""
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before Lightning picks its own count
+    import torch
+
+    torch.set_num_threads(args.threads)
+    scores, steps, train_s, eval_s = (run_megatron if args.system == "megatron" else run_hf)(args)
+    result = {"system": args.system, "budget_minutes": args.budget_minutes, "steps": steps,
+              "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1), "threads": args.threads,
+              "lr": args.lr, "batch_size": args.batch_size, "max_seq_length": args.max_seq_length, **describe(scores)}
+    print(json.dumps(result))
+    if args.output:
+        with open(args.output, "a", encoding="utf-8") as f:
+            f.write(json.dumps(result) + "\n")
+    return result
+
+
+def result_rows(paths):
+    """Every result (one JSON object a line) of the given files."""
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            if line.strip():
+                yield json.loads(line)
+
+
+def hf_bert_config(tokenizer, **extra):
+    """The peer's ``BertConfig``: the tiny size, dropout 0.1, our tokenizer's vocabulary."""
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=SIZE["hidden_size"],
+                      num_hidden_layers=SIZE["num_layers"], num_attention_heads=SIZE["num_attention_heads"],
+                      intermediate_size=SIZE["ffn_hidden_size"], hidden_dropout_prob=0.1,
+                      attention_probs_dropout_prob=0.1, max_position_embeddings=512, pad_token_id=tokenizer.pad_id,
+                      **extra)
+
+
+def fit_within_budget(model_class, cfg, args):
+    """Our model as a user runs it: config → model → Lightning trainer for ``--budget-minutes``.
+    Returns ``(model, trainer, train_seconds)``."""
+    import time
+
+    trainer = budget_trainer(args)
+    model = model_class(cfg, trainer=trainer)
+    started = time.perf_counter()
+    trainer.fit(model)
+    return model, trainer, time.perf_counter() - started
+
+
+def table_or_prepare(args, print_table: Callable, prepare_split: Callable = None) -> bool:
+    """``--table`` (print the rows) or ``--prepare`` (write the split): done without a run."""
+    if args.table:
+        print_table(args.table)
+        return True
+    if prepare_split is not None and args.prepare:
+        print(json.dumps(prepare_split(Path(args.prepare))))
+        return True
+    if prepare_split is not None and not args.split:
+        raise SystemExit("give --split DIR (written by --prepare DIR)")
+    return False
