@@ -31,6 +31,7 @@ with warnings.catch_warnings():  # "Apex is not installed": torch LayerNorm is w
 from biomegatron_nemo.common.config import Schema, option
 from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.data.collate import IGNORE_INDEX
+from biomegatron_nemo.encoder.linear import AutocastColumnParallelLinear
 
 ACTIVATIONS = {"gelu": torch.nn.GELU, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}
 #: how a sequence classifier reads the encoder: the [CLS] vector, or it through a tanh pooler
@@ -77,7 +78,7 @@ class MaskedLMHead(torch.nn.Module):
         is_padding = torch.arange(first_id, first_id + local) >= vocab_size
         self.register_buffer("vocab_padding", is_padding, persistent=False)
         self.lm_head = BertLMHead(config.hidden_size, config)
-        self.output_layer = tensor_parallel.ColumnParallelLinear(
+        self.output_layer = AutocastColumnParallelLinear(
             config.hidden_size,
             padded_vocab_size,
             config=config,

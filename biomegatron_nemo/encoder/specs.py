@@ -7,6 +7,9 @@ Specs are data (megatron-core ``ModuleSpec``), as in ``megatron.core.models.bert
   it allocates from a CUDA memory buffer).
 * ``portable`` — megatron-core's parallel linears and LayerNorm with
   :class:`~biomegatron_nemo.encoder.attention.PortableDotProductAttention`; runs on CPU and GPU.
+
+``local`` and ``portable`` use megatron-core's linears through :mod:`.linear`, which also run
+under CPU autocast (bf16-mixed training and inference on CPU).
 * ``auto`` — ``te`` when Transformer Engine imports and CUDA is present, else ``portable``.
 
 All are pre-LayerNorm layers (Megatron-BERT's residual ordering): LayerNorm → attention →
@@ -21,6 +24,7 @@ import torch
 from megatron.core.transformer.spec_utils import ModuleSpec
 
 from .attention import PortableDotProductAttention
+from .linear import AutocastColumnParallelLinear, AutocastRowParallelLinear
 
 BACKENDS = ("auto", "te", "local", "portable")
 
@@ -59,4 +63,8 @@ def get_layer_spec(backend: str = "auto") -> ModuleSpec:
     spec = copy.deepcopy(bert_layer_specs.bert_layer_local_spec)
     if backend == "portable":
         spec.submodules.self_attention.submodules.core_attention = PortableDotProductAttention
+    # megatron-core's linears, able to run under CPU autocast as well (encoder/linear.py)
+    attention, mlp = spec.submodules.self_attention.submodules, spec.submodules.mlp.submodules
+    attention.linear_qkv = mlp.linear_fc1 = AutocastColumnParallelLinear
+    attention.linear_proj = mlp.linear_fc2 = AutocastRowParallelLinear
     return spec
