@@ -77,6 +77,10 @@ class EncoderConfig(Schema):
     make_vocab_size_divisible_by: int = option(128, "vocabulary rows are padded to a multiple of this x TP")
     layer_spec: str = option("auto", "layer implementation: auto = te on CUDA with Transformer Engine, "
                                      "else portable (SDPA attention, CPU and GPU)", choices=LAYER_SPECS)
+    layernorm_order: str = option("pre", "pre: Megatron-BERT (LayerNorm before attention and MLP, a final "
+                                         "LayerNorm); post: the original BERT (LayerNorm after each residual "
+                                         "add and on the embeddings) — BioBERT, PubMedBERT",
+                                  choices=("pre", "post"))
     extra: Dict[str, Any] = option(doc="more megatron-core TransformerConfig fields, passed through",
                                    factory=dict)
 

@@ -1,7 +1,9 @@
 """The Megatron-BERT encoder: megatron-core ``LanguageModelEmbedding`` + ``TransformerBlock``.
 
 :class:`MegatronBertEncoder` owns embeddings (word — vocab-parallel —, learned absolute position,
-token type), the pre-LayerNorm transformer stack and its final LayerNorm. It is pipeline-aware
+token type), the pre-LayerNorm transformer stack and its final LayerNorm — or, with
+``layernorm_order: post``, the original BERT's post-LayerNorm stack (:mod:`.post_ln`) with a
+LayerNorm on the embeddings and none at the end. It is pipeline-aware
 the megatron-core way: the first stage (``pre_process``) owns the embeddings, the last stage
 (``post_process``) owns the final LayerNorm, and every stage builds only its share of layers
 (megatron-core numbers them with the stage's layer offset). Intermediate stages receive their
@@ -23,6 +25,7 @@ from megatron.core.transformer.transformer_block import TransformerBlock
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from .config import EncoderConfig
+from .post_ln import post_layernorm_spec
 from .specs import get_layer_spec
 
 
@@ -54,6 +57,7 @@ class MegatronBertEncoder(MegatronModule):
         self.post_process = post_process
         tp = transformer_config.tensor_model_parallel_size
         self.padded_vocab_size = encoder_config.padded_vocab_size(tp)
+        post_ln = encoder_config.layernorm_order == "post"
         if pre_process:
             self.embedding = LanguageModelEmbedding(
                 config=transformer_config,
@@ -62,10 +66,25 @@ class MegatronBertEncoder(MegatronModule):
                 position_embedding_type="learned_absolute",
                 num_tokentypes=encoder_config.num_tokentypes,
             )
-        # post_process=True makes TransformerBlock build the final LayerNorm Megatron-BERT needs.
+            if post_ln:
+                # BERT: sum → LayerNorm → dropout; megatron-core's embedding would drop out first
+                self.embedding.embedding_dropout = torch.nn.Identity()
+                norm_class = get_layer_spec("portable").submodules.input_layernorm
+                self.embedding_layernorm = norm_class(config=transformer_config, hidden_size=transformer_config.hidden_size,
+                                                      eps=transformer_config.layernorm_epsilon)
+                self.embedding_dropout = torch.nn.Dropout(transformer_config.hidden_dropout)
+        backend = encoder_config.layer_spec
+        if post_ln and backend == "auto":
+            backend = "portable"  # Transformer Engine fuses LayerNorm into the linears: pre-LN only
+        spec = get_layer_spec(backend)
+        if post_ln:
+            spec = post_layernorm_spec(spec, transformer_config)
+        # post_process=True makes TransformerBlock build the final LayerNorm Megatron-BERT needs
+        # (post-LN BERT has none: its layers end in a LayerNorm).
         self.encoder = TransformerBlock(
             config=transformer_config,
-            spec=get_layer_spec(encoder_config.layer_spec),
+            spec=spec,
+            post_layer_norm=not post_ln,
             pre_process=pre_process,
             post_process=post_process,
         )
@@ -106,6 +125,8 @@ class MegatronBertEncoder(MegatronModule):
             tokentype_ids = token_type_ids if self.encoder_config.num_tokentypes > 0 else None
             hidden_states = self.embedding(
                 input_ids=input_ids, position_ids=position_ids, tokentype_ids=tokentype_ids)
+            if self.encoder_config.layernorm_order == "post":
+                hidden_states = self.embedding_dropout(self.embedding_layernorm(hidden_states))
         elif hidden_states is not None:
             self.set_input_tensor(hidden_states)
             hidden_states = None

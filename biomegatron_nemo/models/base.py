@@ -43,7 +43,7 @@ Extension points (what the task models — pretraining, NER, relation extraction
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Type
+from typing import Dict, List, Optional, Tuple, Type
 
 import torch
 from lightning.pytorch import Trainer
@@ -282,6 +282,20 @@ class BioMegatronModelPT(ModelPT):
         """Load full weights into this rank's shards; ``strict`` names missing/unused tensors."""
         return weights.load_layout_free_state_dict(self, self.weight_layout(), state_dict, strict)
 
+    def hf_export(self, state: Dict[str, torch.Tensor]) -> Tuple[str, Dict[str, torch.Tensor], Dict]:
+        """What :meth:`export_hf` writes besides the encoder: the ``transformers`` class name, the
+        heads' tensors (from the layout-free ``state``) under its names, and config entries."""
+        raise NotImplementedError(f"{type(self).__name__} has no Hugging Face counterpart")
+
+    def export_hf(self, out_dir: str) -> List[str]:
+        """This model as a Hugging Face folder ``transformers`` loads without this library
+        (weights, config, tokenizer files); returns the summary lines."""
+        from biomegatron_nemo.checkpoints.hf import write_hf
+
+        state = self.layout_free_state_dict()
+        hf_class, heads, extra = self.hf_export(state)
+        return write_hf(self, out_dir, hf_class, state, heads, extra)
+
     @classmethod
     def restore_from(cls, restore_path: str, *args, save_restore_connector=None, **kwargs):
         """NeMo's ``restore_from`` with the layout-free, weights-only connector by default.
@@ -294,9 +308,24 @@ class BioMegatronModelPT(ModelPT):
 
     @classmethod
     def list_available_models(cls) -> List:
-        """No ``.nemo`` checkpoints of this library are published yet; NGC's BioMegatron
-        checkpoints are Megatron-LM files, imported through ``biomegatron_nemo.checkpoints``."""
-        return []
+        """NVIDIA's BioMegatron checkpoints on NGC, with the command that converts each into a
+        ``.nemo`` of this library (nothing is downloaded: NGC needs an account and its CLI).
+
+        They are Megatron-LM checkpoints (``release/mp_rank_00/model_optim_rng.pt``) without a
+        vocabulary; NGC ships the vocabulary next to them. ``docs/checkpoints.md`` walks through it.
+        """
+        from nemo.core.classes.common import PretrainedModelInfo
+
+        convert = ("python -m biomegatron_nemo.checkpoints.convert --from megatron-lm --to nemo {folder} "
+                   "biomegatron.nemo --vocab-file {vocab}")
+        entries = [("biomegatron345muncased", "BioMegatron-345m (Megatron-LM checkpoint), uncased vocabulary"),
+                   ("biomegatron345mcased", "BioMegatron-345m (Megatron-LM checkpoint), cased vocabulary")]
+        return [PretrainedModelInfo(pretrained_model_name=name, class_=cls,
+                                    location=f"https://catalog.ngc.nvidia.com/orgs/nvidia/models/{name}",
+                                    description=f"{text}. Download it with the NGC CLI, then convert with the "
+                                                "vocabulary file NGC lists with it: "
+                                                + convert.format(folder=f"{name}/", vocab="VOCAB.txt"))
+                for name, text in entries]
 
     # ------------------------------------------------------------------ data
     def setup_training_data(self, train_data_config):

@@ -124,6 +124,12 @@ class ClassificationTaskModel(FineTuningTaskModel):
             f.write("\n".join(label_map.labels) + "\n")
         return path
 
+    def hf_label_config(self) -> Dict:
+        """``id2label`` / ``label2id`` of an exported Hugging Face model."""
+        labels = self.label_map.labels
+        return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                "label2id": {lab: i for i, lab in enumerate(labels)}}
+
     # ------------------------------------------------------------------ modules
     def configure_model(self) -> None:
         first_build = not self._modules_built
@@ -173,3 +179,12 @@ class ClassificationTaskModel(FineTuningTaskModel):
         else:
             loss = summed_cross_entropy(logits, labels, self.class_weights()) / normalizers[self.loss_name]
         return {self.loss_name: loss}
+
+
+def single_linear_head(state: Dict[str, torch.Tensor], prefix: str, hf_name: str, num_layers: int) -> Dict[str, torch.Tensor]:
+    """A one-layer head's linear (``<prefix>.mlp.1``) under a Hugging Face name; Hugging Face's
+    task heads are one linear layer, so a deeper head has no counterpart there."""
+    if num_layers != 1:
+        raise ValueError(f"Hugging Face's task heads are one linear layer; this model's head has {num_layers} "
+                         "(train with head.num_layers=1 to export it)")
+    return {f"{hf_name}.weight": state[f"{prefix}.mlp.1.weight"], f"{hf_name}.bias": state[f"{prefix}.mlp.1.bias"]}

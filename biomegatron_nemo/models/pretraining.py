@@ -68,6 +68,12 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
         return WeightLayout(layout.vocab_sized + tuple(vocab), tied, layout.vocab_size)
 
     # ------------------------------------------------------------------ losses
+    def hf_export(self, state):
+        from biomegatron_nemo.checkpoints.hf import pretraining_heads_to_hf
+
+        name = "MegatronBertForPreTraining" if self.binary_head is not None else "MegatronBertForMaskedLM"
+        return name, pretraining_heads_to_hf(state), {}
+
     def loss_normalizers(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         return {"mlm": self.data_parallel_normalizer(float(batch["loss_mask"].sum())),
                 "sentence_order": self.data_parallel_normalizer(float(batch["input_ids"].shape[0]))}

@@ -49,6 +49,7 @@ from biomegatron_nemo.data.squad import (
 from biomegatron_nemo.encoder.heads import ClassificationHeadConfig, SpanQAHead
 from biomegatron_nemo.metrics.bioasq import bioasq_scores, merge_nbest, write_submission
 from biomegatron_nemo.metrics.squad import squad_scores
+from biomegatron_nemo.models.classification import single_linear_head
 from biomegatron_nemo.models.config import BioMegatronModelConfig
 from biomegatron_nemo.models.outputs import SpanQAOutput
 from biomegatron_nemo.models.task import FineTuningTaskModel
@@ -194,6 +195,11 @@ class QuestionAnsweringModel(FineTuningTaskModel):
         if self.cfg.version_2_with_negative:
             return squad_scores(questions, predictions, na_probs=null_odds, version_2=True)
         return squad_scores(questions, predictions, version_2=False)
+
+    # ------------------------------------------------------------------ Hugging Face
+    def hf_export(self, state):
+        head = single_linear_head(state, "span_head", "qa_outputs", int(self.cfg.head.num_layers))
+        return "MegatronBertForQuestionAnswering", head, {}
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

@@ -40,7 +40,11 @@ from biomegatron_nemo.data.chemprot import (
 from biomegatron_nemo.data.token_classification import LabelMap
 from biomegatron_nemo.encoder.heads import POOLINGS, SequenceClassificationHead
 from biomegatron_nemo.metrics.classification import classification_scores, format_classification_table
-from biomegatron_nemo.models.classification import ClassificationModelConfig, ClassificationTaskModel
+from biomegatron_nemo.models.classification import (
+    ClassificationModelConfig,
+    ClassificationTaskModel,
+    single_linear_head,
+)
 from biomegatron_nemo.models.outputs import SequenceClassifierOutput
 
 
@@ -174,6 +178,15 @@ class SequenceClassificationModel(ClassificationTaskModel):
         if experiment is not None and hasattr(experiment, "add_text") and self.trainer.is_global_zero:
             table = format_classification_table(scores)
             experiment.add_text(f"{split}_confusion_matrix", f"```\n{table}\n```", self.trainer.global_step)
+
+    # ------------------------------------------------------------------ Hugging Face
+    def hf_export(self, state):
+        if self.cfg.pooling != "pooler":
+            raise ValueError("Hugging Face's sequence classifier reads a tanh pooler: export needs pooling=pooler")
+        head = single_linear_head(state, "classifier", "classifier", int(self.cfg.head.num_layers))
+        head.update({"bert.pooler.dense.weight": state["classifier.pooler.weight"],
+                     "bert.pooler.dense.bias": state["classifier.pooler.bias"]})
+        return "MegatronBertForSequenceClassification", head, self.hf_label_config()
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

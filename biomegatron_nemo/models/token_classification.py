@@ -35,7 +35,11 @@ from biomegatron_nemo.data.token_classification import (
 )
 from biomegatron_nemo.encoder.heads import TokenClassificationHead
 from biomegatron_nemo.metrics.ner import entity_spans, ner_scores
-from biomegatron_nemo.models.classification import ClassificationModelConfig, ClassificationTaskModel
+from biomegatron_nemo.models.classification import (
+    ClassificationModelConfig,
+    ClassificationTaskModel,
+    single_linear_head,
+)
 from biomegatron_nemo.models.outputs import TokenClassifierOutput
 
 
@@ -172,6 +176,11 @@ class TokenClassificationModel(ClassificationTaskModel):
         if split == "train":
             self.resolve_auto_class_weights([label for w in dataset.windows for label in w.labels])
         return self.make_dataloader(dataset, data_config, split)
+
+    # ------------------------------------------------------------------ Hugging Face
+    def hf_export(self, state):
+        head = single_linear_head(state, "classifier", "classifier", int(self.cfg.head.num_layers))
+        return "MegatronBertForTokenClassification", head, self.hf_label_config()
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

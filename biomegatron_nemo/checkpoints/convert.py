@@ -1,0 +1,137 @@
+"""Convert checkpoints: Megatron-LM, NeMo 1.x and Hugging Face in; this library's ``.nemo`` and
+Hugging Face out.
+
+    python -m biomegatron_nemo.checkpoints.convert --from megatron-lm --to nemo CHECKPOINT_DIR out.nemo \\
+        --vocab-file vocab.txt [--cased]
+    python -m biomegatron_nemo.checkpoints.convert --from nemo1 --to nemo biomegatron.nemo out.nemo [--encoder-only]
+    python -m biomegatron_nemo.checkpoints.convert --from hf --to nemo HF_DIR out.nemo
+    python -m biomegatron_nemo.checkpoints.convert --from nemo --to hf model.nemo HF_DIR
+
+Every conversion prints what it mapped and fails loudly, naming the tensors, on anything it cannot
+place, that is missing, or whose shape disagrees — nothing is guessed or silently dropped. The
+result of ``--to nemo`` is a :class:`~biomegatron_nemo.models.pretraining.BioMegatronPretrainingModel`
+(encoder, masked-LM head, sentence-order head when the source has one) whose ``.nemo`` any task
+model takes as ``language_model.nemo_file``. The same as Python: :func:`import_checkpoint`,
+:func:`export_hf`.
+
+This is the one module of ``checkpoints`` that builds models (it is the conversion command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from typing import List, Optional
+
+from omegaconf import OmegaConf
+
+from biomegatron_nemo.checkpoints.megatron_lm import ImportedWeights, read_megatron_lm
+
+SOURCES = ("megatron-lm", "nemo1", "hf")
+
+
+def _pretraining_model(imported: ImportedWeights, vocab_file: str, cased: bool, allow_missing_heads: bool):
+    from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
+
+    cfg = OmegaConf.create({"tokenizer": {"library": "wordpiece", "vocab_file": str(vocab_file), "cased": cased},
+                            "encoder": dict(imported.encoder), "binary_head": imported.binary_head})
+    model = BioMegatronPretrainingModel(cfg)
+    state = dict(imported.state)
+    own = model.layout_free_state_dict()
+    missing = sorted(k for k in own if k not in state)
+    if missing and allow_missing_heads and all(k.startswith("mlm_head.") for k in missing):
+        imported.summary.append(f"the source has no masked-LM head: {len(missing)} tensors keep their "
+                                "random initialisation (fine-tuning uses the encoder only)")
+        state.update({k: own[k] for k in missing})
+    bad = [f"{k}: source {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items()
+           if k in own and own[k].shape != v.shape]
+    if bad:
+        raise ValueError("mis-shaped tensors:\n  " + "\n  ".join(bad))
+    model.load_layout_free_state_dict(state, strict=True)
+    return model
+
+
+def _vocab_size(vocab_file: str) -> int:
+    from biomegatron_nemo.tokenizers import WordPieceTokenizer
+
+    return WordPieceTokenizer(str(vocab_file)).vocab_size
+
+
+def import_checkpoint(source: str, path: str, out: str, vocab_file: Optional[str] = None,
+                      cased: Optional[bool] = None, encoder_only: bool = False,
+                      num_attention_heads: Optional[int] = None) -> List[str]:
+    """Convert ``path`` (``source``: megatron-lm, nemo1 or hf) into our ``.nemo`` at ``out``;
+    returns the summary lines."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if source == "megatron-lm":
+            if not vocab_file:
+                raise ValueError("a Megatron-LM checkpoint holds no vocabulary: give vocab_file (--vocab-file)")
+            imported = read_megatron_lm(path, _vocab_size(vocab_file), num_attention_heads)
+        elif source == "nemo1":
+            from biomegatron_nemo.checkpoints.nemo1 import read_nemo1
+
+            imported, found_vocab, _ = read_nemo1(path, tmp, encoder_only=encoder_only)
+            vocab_file = vocab_file or str(found_vocab)
+        else:
+            from biomegatron_nemo.checkpoints.hf import read_hf
+
+            imported, found_vocab = read_hf(path, vocab_file)
+            vocab_file = str(found_vocab)
+        use_cased = cased if cased is not None else bool(imported.cased)
+        model = _pretraining_model(imported, vocab_file, use_cased, allow_missing_heads=encoder_only)
+        model.save_to(out)
+    return imported.summary + [f"tokenizer: WordPiece {'cased' if use_cased else 'uncased'} from {vocab_file}",
+                               f"written: {out}"]
+
+
+def export_hf(nemo_file: str, out_dir: str) -> List[str]:
+    """Our ``.nemo`` (any model of this library) → a Hugging Face folder ``transformers`` loads
+    without this library (see :meth:`~biomegatron_nemo.models.base.BioMegatronModelPT.export_hf`)."""
+    from biomegatron_nemo.models.base import BioMegatronModelPT
+
+    return BioMegatronModelPT.restore_from(nemo_file).export_hf(out_dir)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m biomegatron_nemo.checkpoints.convert",
+                                description=__doc__.split("\n\n")[0],
+                                epilog="example: --from megatron-lm --to nemo BioMegatron345mUncased/ biomegatron.nemo "
+                                       "--vocab-file vocab.txt")
+    p.add_argument("--from", dest="source", choices=SOURCES + ("nemo",), required=True,
+                   help="megatron-lm, nemo1 or hf (with --to nemo); nemo (with --to hf)")
+    p.add_argument("--to", dest="target", choices=("nemo", "hf"), required=True)
+    p.add_argument("input", help="the checkpoint: folder, file or .nemo")
+    p.add_argument("output", help="the .nemo to write (--to nemo) or the folder (--to hf)")
+    p.add_argument("--vocab-file", help="WordPiece vocabulary (required for Megatron-LM checkpoints)")
+    case = p.add_mutually_exclusive_group()
+    case.add_argument("--cased", dest="cased", action="store_true", default=None, help="a cased vocabulary")
+    case.add_argument("--uncased", dest="cased", action="store_false", help="an uncased vocabulary (lower-cases)")
+    p.add_argument("--encoder-only", action="store_true",
+                   help="nemo1: leave out a task model's heads (listed in the summary)")
+    p.add_argument("--num-attention-heads", type=int, help="megatron-lm: when the checkpoint has no args")
+    args = p.parse_args(argv)
+    if (args.source == "nemo") != (args.target == "hf"):
+        p.error("--to hf takes --from nemo; --to nemo takes --from megatron-lm, nemo1 or hf")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.target == "hf":
+            lines = export_hf(args.input, args.output)
+        else:
+            lines = import_checkpoint(args.source, args.input, args.output, args.vocab_file, args.cased,
+                                      args.encoder_only, args.num_attention_heads)
+    except (ValueError, FileNotFoundError) as err:  # UnsafeCheckpointError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Hugging Face ``MegatronBert`` (and original ``Bert``) folders in and out.
+
+In: a ``MegatronBertModel`` / ``MegatronBertForMaskedLM`` / ``MegatronBertForPreTraining`` folder
+(``config.json`` with ``model_type: megatron-bert``, and ``model.safetensors`` — sharded or not — or
+``pytorch_model.bin``, read weights-only) → our layout-free weights and sizes. A ``model_type: bert``
+folder (BioBERT, PubMedBERT: post-LayerNorm) becomes an encoder with ``layernorm_order: post``. Out: our models → a
+folder ``transformers`` loads by itself (:func:`write_hf`) — the pretraining model as
+``MegatronBertForMaskedLM`` (``MegatronBertForPreTraining`` with the sentence-order head), the task
+models as ``MegatronBertFor{TokenClassification,SequenceClassification,QuestionAnswering}`` (each
+model says how, in its ``hf_export()``), with ``vocab.txt`` and the tokenizer config so
+``AutoTokenizer`` and ``pipeline(...)`` work on it.
+
+The name mapping is the same both ways (:data:`_ENCODER_MAP`, :data:`_LAYER_MAP`); HF keeps
+queries, keys and values apart, megatron-core fuses them per head
+(:func:`~biomegatron_nemo.checkpoints.megatron_legacy.fuse_qkv`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+
+from biomegatron_nemo.checkpoints.megatron_legacy import fuse_qkv, split_qkv
+from biomegatron_nemo.checkpoints.megatron_lm import ImportedWeights
+
+#: HF name (after the ``bert.`` prefix) → ours, outside the layers
+_ENCODER_MAP = {
+    "embeddings.word_embeddings.weight": "encoder.embedding.word_embeddings.weight",
+    "embeddings.position_embeddings.weight": "encoder.embedding.position_embeddings.weight",
+    "embeddings.token_type_embeddings.weight": "encoder.embedding.tokentype_embeddings.weight",
+    "encoder.ln.weight": "encoder.encoder.final_layernorm.weight",
+    "encoder.ln.bias": "encoder.encoder.final_layernorm.bias",
+}
+_HEAD_MAP = {
+    "cls.predictions.transform.dense.weight": "mlm_head.lm_head.dense.weight",
+    "cls.predictions.transform.dense.bias": "mlm_head.lm_head.dense.bias",
+    "cls.predictions.transform.LayerNorm.weight": "mlm_head.lm_head.layer_norm.weight",
+    "cls.predictions.transform.LayerNorm.bias": "mlm_head.lm_head.layer_norm.bias",
+    "cls.predictions.bias": "mlm_head.output_layer.bias",
+    "cls.seq_relationship.weight": "binary_head.classifier.weight",
+    "cls.seq_relationship.bias": "binary_head.classifier.bias",
+    "bert.pooler.dense.weight": "binary_head.pooler.dense.weight",
+    "bert.pooler.dense.bias": "binary_head.pooler.dense.bias",
+}
+#: inside layer N: HF suffix → ours (query/key/value are fused separately)
+_LAYER_MAP = {
+    "attention.ln": "input_layernorm",
+    "attention.output.dense": "self_attention.linear_proj",
+    "ln": "pre_mlp_layernorm",
+    "intermediate.dense": "mlp.linear_fc1",
+    "output.dense": "mlp.linear_fc2",
+}
+#: the original (post-LayerNorm) BERT: HF ``BertModel`` names → ours (``layernorm_order: post``)
+_BERT_ENCODER_MAP = {**{k: v for k, v in _ENCODER_MAP.items() if k.startswith("embeddings.")},
+                     "embeddings.LayerNorm.weight": "encoder.embedding_layernorm.weight",
+                     "embeddings.LayerNorm.bias": "encoder.embedding_layernorm.bias"}
+_BERT_LAYER_MAP = {
+    "attention.output.dense": "self_attention.linear_proj",
+    "attention.output.LayerNorm": "self_attn_bda.layer_norm",
+    "intermediate.dense": "mlp.linear_fc1",
+    "output.dense": "mlp.linear_fc2",
+    "output.LayerNorm": "mlp_bda.layer_norm",
+}
+#: HF model_type → (encoder map, layer map, our layernorm_order, HF class prefix)
+ARCHITECTURES = {"megatron-bert": (_ENCODER_MAP, _LAYER_MAP, "pre", "MegatronBert"),
+                 "bert": (_BERT_ENCODER_MAP, _BERT_LAYER_MAP, "post", "Bert")}
+_HF_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)\.(weight|bias)$")
+#: tied to the word embeddings in HF (checked equal, not stored twice)
+_TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+
+
+def _read_weights(folder: Path) -> Dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state = {}
+        for name in files:
+            state.update(load_file(str(folder / name)))
+        return state
+    if (folder / "model.safetensors").is_file():
+        return load_file(str(folder / "model.safetensors"))
+    if (folder / "pytorch_model.bin").is_file():
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{folder}: no model.safetensors(.index.json) or pytorch_model.bin")
+
+
+def hf_to_ours(hf: Dict[str, torch.Tensor], heads: int, source: str, model_type: str = "megatron-bert"
+               ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """HF MegatronBert (or BERT) tensors → ours; returns (weights, notes). Unknown tensors are an error."""
+    encoder_map, layer_map, _, _ = ARCHITECTURES[model_type]
+    ours, qkv, unknown, notes = {}, {}, [], []
+    for key, value in hf.items():
+        if key in _HEAD_MAP or key in _TIED:
+            if key in _HEAD_MAP:
+                ours[_HEAD_MAP[key]] = value
+            continue
+        body = key[len("bert."):] if key.startswith("bert.") else key
+        layer = _HF_LAYER.match(body)
+        if body in encoder_map:
+            ours[encoder_map[body]] = value
+        elif body.startswith("pooler.") and f"bert.{body}" in _HEAD_MAP:
+            ours[_HEAD_MAP[f"bert.{body}"]] = value
+        elif layer and layer.group(2).startswith("attention.self."):
+            qkv.setdefault((int(layer.group(1)), layer.group(3)), {})[layer.group(2).rpartition(".")[2]] = value
+        elif layer and layer.group(2) in layer_map:
+            ours[f"encoder.encoder.layers.{layer.group(1)}.{layer_map[layer.group(2)]}.{layer.group(3)}"] = value
+        elif key.endswith("position_ids"):
+            continue  # a buffer, not a weight
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"{source}: tensors this converter does not know (nothing was converted): {sorted(unknown)}")
+    for (n, kind), parts in sorted(qkv.items()):
+        if set(parts) != {"query", "key", "value"}:
+            raise ValueError(f"{source}: layer {n} attention {kind}: found {sorted(parts)}, needs query, key and value")
+        ours[f"encoder.encoder.layers.{n}.self_attention.linear_qkv.{kind}"] = fuse_qkv(
+            parts["query"], parts["key"], parts["value"], heads)
+    decoder = hf.get("cls.predictions.decoder.weight")
+    word = ours.get("encoder.embedding.word_embeddings.weight")
+    if decoder is not None and word is not None and not torch.equal(decoder, word):
+        raise ValueError(f"{source}: cls.predictions.decoder.weight differs from the word embeddings; this "
+                         "library ties them (as Megatron-LM does)")
+    if "binary_head.pooler.dense.weight" in ours and "binary_head.classifier.weight" not in ours:
+        del ours["binary_head.pooler.dense.weight"], ours["binary_head.pooler.dense.bias"]
+        notes.append("left out: bert.pooler (no sentence-order head uses it)")
+    return ours, notes
+
+
+def read_hf(folder: Union[str, Path], vocab_file: Optional[str] = None) -> Tuple[ImportedWeights, Path]:
+    """A Hugging Face MegatronBert folder → (:class:`ImportedWeights`, its vocabulary file)."""
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{folder}: no config.json (is it a Hugging Face model folder?)")
+    config = json.loads(config_file.read_text())
+    model_type = config.get("model_type")
+    if model_type not in ARCHITECTURES:
+        raise ValueError(f"{config_file}: model_type {model_type!r}; this converter reads {sorted(ARCHITECTURES)}")
+    if config.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError(f"{config_file}: position_embedding_type {config['position_embedding_type']!r}; "
+                         "the encoder has learned absolute positions")
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise ValueError(f"{config_file}: hidden_act {config['hidden_act']!r}; the encoder uses gelu")
+    heads = int(config["num_attention_heads"])
+    state, notes = hf_to_ours(_read_weights(folder), heads, str(folder), model_type)
+    vocab = Path(vocab_file) if vocab_file else folder / "vocab.txt"
+    if not vocab.is_file():
+        raise FileNotFoundError(f"{folder}: no vocab.txt; give the vocabulary file")
+    vocab_size = sum(1 for line in vocab.read_text(encoding="utf-8").splitlines() if line.strip())
+    rows = state["encoder.embedding.word_embeddings.weight"].shape[0]
+    if vocab_size > rows:
+        raise ValueError(f"{vocab}: {vocab_size} entries but the embeddings have {rows} rows")
+    for key in ("encoder.embedding.word_embeddings.weight", "mlm_head.output_layer.bias"):
+        if key in state:
+            state[key] = state[key][:vocab_size].clone()
+    sizes = {"num_layers": int(config["num_hidden_layers"]), "hidden_size": int(config["hidden_size"]),
+             "num_attention_heads": heads, "ffn_hidden_size": int(config["intermediate_size"]),
+             "max_position_embeddings": int(config["max_position_embeddings"]),
+             "num_tokentypes": int(config.get("type_vocab_size", 2)),
+             "layernorm_epsilon": float(config.get("layer_norm_eps", 1e-12)),
+             "hidden_dropout": float(config.get("hidden_dropout_prob", 0.1)),
+             "attention_dropout": float(config.get("attention_probs_dropout_prob", 0.1)),
+             "layernorm_order": ARCHITECTURES[model_type][2]}
+    tokenizer_config = folder / "tokenizer_config.json"
+    cased = None
+    if tokenizer_config.is_file():
+        lower = json.loads(tokenizer_config.read_text()).get("do_lower_case")
+        cased = None if lower is None else not lower
+    binary = "binary_head.classifier.weight" in state
+    summary = [f"Hugging Face {config.get('architectures', ['MegatronBert'])[0]} {folder}",
+               f"encoder: {sizes}", f"vocabulary: {vocab} ({vocab_size} entries of {rows} rows)",
+               f"{len(state)} tensors mapped"] + notes
+    return ImportedWeights(state, sizes, binary, cased, summary), vocab
+
+
+def ours_to_hf(state: Dict[str, torch.Tensor], heads: int, with_mlm_head: bool = True,
+               model_type: str = "megatron-bert") -> Dict[str, torch.Tensor]:
+    """Our layout-free pretraining weights → HF ``MegatronBertFor{MaskedLM,PreTraining}`` names
+    (``BertFor*`` with ``model_type="bert"``; ``with_mlm_head=False``: the encoder's tensors only,
+    as the task models' exports take them)."""
+    encoder_map, layer_map, _, _ = ARCHITECTURES[model_type]
+    inverse = {v: f"bert.{k}" for k, v in encoder_map.items()}
+    inverse.update({v: k for k, v in _HEAD_MAP.items()})
+    layer_inverse = {v: k for k, v in layer_map.items()}
+    out = {}
+    for key, value in state.items():
+        match = re.match(r"^encoder\.encoder\.layers\.(\d+)\.(.+)\.(weight|bias)$", key)
+        if key in inverse:
+            out[inverse[key]] = value
+        elif match and match.group(2) == "self_attention.linear_qkv":
+            n, kind = match.group(1), match.group(3)
+            for name, part in zip(("query", "key", "value"), split_qkv(value, 2.0, heads)):
+                out[f"bert.encoder.layer.{n}.attention.self.{name}.{kind}"] = part.clone()
+        elif match and match.group(2) in layer_inverse:
+            out[f"bert.encoder.layer.{match.group(1)}.{layer_inverse[match.group(2)]}.{match.group(3)}"] = value
+        else:
+            raise ValueError(f"{key}: no Hugging Face MegatronBert counterpart")
+    if with_mlm_head:
+        out["cls.predictions.decoder.weight"] = out["bert.embeddings.word_embeddings.weight"]
+        out["cls.predictions.decoder.bias"] = out["cls.predictions.bias"]
+    return out
+
+
+def encoder_to_hf(state: Dict[str, torch.Tensor], heads: int, model_type: str) -> Dict[str, torch.Tensor]:
+    """The ``encoder.*`` tensors of our weights under HF's ``bert.`` names."""
+    return ours_to_hf({k: v for k, v in state.items() if k.startswith("encoder.")}, heads, with_mlm_head=False,
+                      model_type=model_type)
+
+
+def write_hf(model, out_dir: Union[str, Path], hf_class: str, state: Dict[str, torch.Tensor],
+             heads_state: Dict[str, torch.Tensor], config_extra: Optional[Dict] = None) -> List[str]:
+    """Our model → a Hugging Face folder ``transformers`` loads by itself: ``hf_class`` (a
+    ``MegatronBert*`` class) with the encoder of ``state`` (the model's layout-free weights) and
+    ``heads_state`` (HF names), the config plus
+    ``config_extra`` (e.g. ``id2label``), safetensors weights and the tokenizer files."""
+    import transformers
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    enc = model.encoder_config
+    tok = model.tokenizer
+    model_type = "bert" if enc.layernorm_order == "post" else "megatron-bert"
+    if model_type == "bert":  # the original BERT's classes: BertForMaskedLM, ...
+        hf_class = hf_class.replace("MegatronBert", "Bert", 1)
+    cls = getattr(transformers, hf_class)
+    config_class = transformers.BertConfig if model_type == "bert" else transformers.MegatronBertConfig
+    config = config_class(
+        vocab_size=tok.vocab_size, hidden_size=enc.hidden_size, num_hidden_layers=enc.num_layers,
+        num_attention_heads=enc.num_attention_heads, intermediate_size=enc.ffn_hidden_size,
+        max_position_embeddings=enc.max_position_embeddings, type_vocab_size=enc.num_tokentypes,
+        layer_norm_eps=enc.layernorm_epsilon, hidden_act="gelu", hidden_dropout_prob=enc.hidden_dropout,
+        attention_probs_dropout_prob=enc.attention_dropout, pad_token_id=tok.pad_id, architectures=[hf_class],
+        **(config_extra or {}))
+    hf_model = cls(config)
+    state = encoder_to_hf(state, enc.num_attention_heads, model_type)
+    state.update(heads_state)
+    if hasattr(hf_model, "cls") and "cls.predictions.bias" in state:  # tied to the embeddings in HF
+        state["cls.predictions.decoder.weight"] = state["bert.embeddings.word_embeddings.weight"]
+        state["cls.predictions.decoder.bias"] = state["cls.predictions.bias"]
+    result = hf_model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"export to {hf_class}: missing {missing}, unused {result.unexpected_keys}")
+    hf_model.save_pretrained(str(out))
+    _write_tokenizer(tok, out, enc.max_position_embeddings)
+    return [f"written: {out} ({hf_class}, {sum(p.numel() for p in hf_model.parameters()):,} parameters, "
+            f"vocabulary {tok.vocab_size})"]
+
+
+def pretraining_heads_to_hf(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The masked-LM (and sentence-order) head of our pretraining model under HF's names."""
+    inverse = {v: k for k, v in _HEAD_MAP.items()}
+    return {inverse[k]: v for k, v in state.items() if k in inverse}
+
+
+def _write_tokenizer(tok, out: Path, max_length: int) -> None:
+    """``vocab.txt`` and the configs ``AutoTokenizer.from_pretrained`` reads (a BERT WordPiece tokenizer)."""
+    if "vocab_file" not in tok.artifacts:
+        raise ValueError("only WordPiece models export to Hugging Face (a SentencePiece vocabulary has no "
+                         "BertTokenizer counterpart)")
+    extra = list(tok.extra_special_tokens)
+    # from the tokenizer itself: a restored model's vocabulary file lived in a folder NeMo has removed
+    inverse = tok.inv_vocab
+    words = [inverse[i] for i in range(tok.vocab_size) if inverse[i] not in extra]
+    (out / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    specials = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+                "mask_token": "[MASK]"}
+    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": not tok.cased, "model_max_length": max_length,
+              **specials, **({"additional_special_tokens": extra} if extra else {})}
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
+    (out / "special_tokens_map.json").write_text(json.dumps({**specials, **(
+        {"additional_special_tokens": extra} if extra else {})}, indent=1))
