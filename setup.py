@@ -36,6 +36,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "transformers>=4.40"],
+        "hf": ["transformers>=4.40"],  # Hugging Face import / export (biomegatron_nemo.checkpoints.hf)
         "gpu": ["transformer-engine[pytorch]>=2.9,<2.12"],
     },
     entry_points={"console_scripts": []},

@@ -73,7 +73,16 @@ _HF_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)\.(weight|bias)$")
 _TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 
 
+def _transformers():
+    try:
+        import transformers
+    except ImportError as err:
+        raise ImportError("Hugging Face import and export need transformers: pip install 'biomegatron_nemo[hf]'") from err
+    return transformers
+
+
 def _read_weights(folder: Path) -> Dict[str, torch.Tensor]:
+    _transformers()  # brings safetensors
     from safetensors.torch import load_file
 
     index = folder / "model.safetensors.index.json"
@@ -219,8 +228,7 @@ def write_hf(model, out_dir: Union[str, Path], hf_class: str, state: Dict[str, t
     ``MegatronBert*`` class) with the encoder of ``state`` (the model's layout-free weights) and
     ``heads_state`` (HF names), the config plus
     ``config_extra`` (e.g. ``id2label``), safetensors weights and the tokenizer files."""
-    import transformers
-
+    transformers = _transformers()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     enc = model.encoder_config
