@@ -10,7 +10,9 @@ the *global* batch and hands each rank every ``world``-th index of it, so each r
 from one group of similar lengths and every rank makes the same number of steps.
 
 The order depends only on the seed and the epoch (``set_epoch``, which Lightning calls; without
-it each new iteration counts as the next epoch). :func:`length_sorted_order` is the evaluation
+it each new iteration counts as the next epoch), and :class:`ResumableDataLoader` saves the place in
+the epoch in Lightning's checkpoints, so a run resumed mid-epoch continues with exactly the next
+batch. :func:`length_sorted_order` is the evaluation
 order: longest first; callers map predictions back by example index.
 :class:`FineTuningDataConfig` is the loader section every fine-tuning dataset config extends.
 """
@@ -38,7 +40,8 @@ class FineTuningDataConfig(Schema):
     num_workers: int = option(0, "DataLoader worker processes")
     shuffle: Optional[bool] = option(None, "shuffle every epoch; null: for the training split only")
     group_by_length: bool = option(True, "shuffled batches of similar lengths (Hugging Face's group_by_length), "
-                                         "so little is padding; evaluation is always sorted by length")
+                                         "so little is padding, and resumable mid-epoch at exactly the next "
+                                         "batch; evaluation is always sorted by length")
     defer_setup: bool = option(True, "build the data in setup(), once tokenizer and labels exist (keep true)")
 
     def check(self) -> None:
@@ -96,10 +99,15 @@ class LengthGroupedSampler(torch.utils.data.distributed.DistributedSampler):
         super().__init__(self.lengths, num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
         self.batch_size = int(batch_size)
         self._epoch_set = False
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
         self._epoch_set = True
+
+    def skip_next(self, indices: int) -> None:
+        """The next iteration starts ``indices`` into this rank's order (a resumed epoch)."""
+        self._skip = int(indices)
 
     def __iter__(self) -> Iterator[int]:
         order = length_grouped_order(self.lengths, self.batch_size * self.num_replicas, self.seed + self.epoch)
@@ -107,7 +115,42 @@ class LengthGroupedSampler(torch.utils.data.distributed.DistributedSampler):
             self.epoch += 1
         self._epoch_set = False
         order += order[: self.total_size - len(order)]
-        return iter(order[self.rank:self.total_size:self.num_replicas])
+        skip, self._skip = self._skip, 0
+        return iter(order[self.rank:self.total_size:self.num_replicas][skip:])
+
+
+class ResumableDataLoader(torch.utils.data.DataLoader):
+    """A training loader whose place in the epoch goes into Lightning's checkpoints.
+
+    Lightning restores a loader's position only if the loader itself has ``state_dict`` /
+    ``load_state_dict``; a plain ``DataLoader`` restarts its epoch on resume, so a run resumed
+    mid-epoch would see other batches than an uninterrupted one. This one counts the batches it has
+    handed out in the current epoch; after ``load_state_dict`` its next epoch (the same epoch
+    number, which Lightning sets on the sampler) skips them in the sampler — no data is loaded for
+    them — and continues with exactly the next batch. The sampler must be a
+    :class:`LengthGroupedSampler`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, LengthGroupedSampler):
+            raise TypeError("ResumableDataLoader needs a LengthGroupedSampler")
+        self._yielded = 0
+        self._resume_at = 0
+
+    def __iter__(self):
+        skip, self._resume_at = self._resume_at, 0
+        self.sampler.skip_next(skip * self.batch_size)
+        self._yielded = skip
+        for batch in super().__iter__():
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": int(self.sampler.epoch), "batches": int(self._yielded)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_at = int(state.get("batches", 0))
 
 
 class FixedOrderSampler(torch.utils.data.Sampler):

@@ -40,7 +40,12 @@ class FineTuningTaskModel(BioMegatronModelPT):
         (``group_by_length``), evaluation sorted by length (predictions carry their example
         index), unless the caller brings its own ``sampler`` (e.g. oversampling). ``dataset``
         has ``lengths()`` and ``collate_fn``."""
-        from biomegatron_nemo.data.batching import FixedOrderSampler, LengthGroupedSampler, length_sorted_order
+        from biomegatron_nemo.data.batching import (
+            FixedOrderSampler,
+            LengthGroupedSampler,
+            ResumableDataLoader,
+            length_sorted_order,
+        )
 
         batch_size = int(data_config.batch_size)
         shuffle = data_config.shuffle if data_config.shuffle is not None else split == "train"
@@ -54,7 +59,9 @@ class FineTuningTaskModel(BioMegatronModelPT):
                                            rank=parallel_state.get_data_parallel_rank() if dp else 0)
         elif sampler is None and not shuffle:
             sampler = FixedOrderSampler(length_sorted_order(dataset.lengths()))
-        return torch.utils.data.DataLoader(
+        # length-grouped training resumes mid-epoch at exactly the next batch
+        loader_class = ResumableDataLoader if isinstance(sampler, LengthGroupedSampler) else torch.utils.data.DataLoader
+        return loader_class(
             dataset, batch_size=batch_size, sampler=sampler, shuffle=bool(shuffle) and sampler is None,
             num_workers=int(data_config.num_workers), collate_fn=dataset.collate_fn, drop_last=False)
 

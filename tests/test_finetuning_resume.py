@@ -1,0 +1,97 @@
+"""Fine-tuning resumed mid-epoch continues with exactly the next batch: a NER run stopped at a
+step inside its first epoch and resumed from that checkpoint makes the same losses, step for step,
+as one uninterrupted run (the loader's place in the epoch is in the checkpoint; dropout is seeded
+by the step)."""
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from omegaconf import OmegaConf
+
+from biomegatron_nemo.data.batching import LengthGroupedSampler, ResumableDataLoader
+from biomegatron_nemo.models.token_classification import TokenClassificationModel
+from biomegatron_nemo.parallel.trainer import build_trainer
+from biomegatron_nemo.tokenizers.train import train_wordpiece
+
+from _data_paths import SAMPLES
+
+STEPS, STOP = 20, 9  # 220 sample sentences in batches of 16: 14 a epoch, so the stop is mid-epoch
+
+
+class RecordLosses(Callback):
+    """Each step's loss; with ``stop_at``, the run ends after that step (as a killed job would,
+    its schedule still planned for the whole run)."""
+
+    def __init__(self, stop_at=None):
+        self.losses, self.stop_at = {}, stop_at
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses[trainer.global_step] = float(outputs["loss"])
+        if trainer.global_step == self.stop_at:
+            trainer.should_stop = True
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    d = tmp_path_factory.mktemp("resume")
+    lines = [line.split("\t")[0] for line in (SAMPLES / "ner" / "train.tsv").read_text().splitlines() if line]
+    (d / "text.txt").write_text(" ".join(lines) + "\n")
+    vocab = train_wordpiece([str(d / "text.txt")], str(d), vocab_size=600, soft_limit=True, progress=False)[0]
+    return OmegaConf.create({"tokenizer": {"vocab_file": vocab}, "encoder": {"preset": "micro", "layer_spec": "portable"},
+                             "train_ds": {"file": str(SAMPLES / "ner" / "train.tsv"), "batch_size": 16},
+                             "optim": {"lr": 3e-3, "weight_decay": 0.01, "sched": {"warmup_ratio": 0.1}}})
+
+
+def _run(cfg, ckpt_dir=None, resume=None, stop_at=None):
+    record = RecordLosses(stop_at)
+    callbacks = [record]
+    if ckpt_dir is not None:
+        callbacks.append(ModelCheckpoint(dirpath=str(ckpt_dir), every_n_train_steps=STOP, save_top_k=-1))
+    trainer = build_trainer({"max_steps": STEPS, "enable_progress_bar": False, "enable_model_summary": False,
+                             "enable_checkpointing": ckpt_dir is not None, "callbacks": callbacks})
+    model = TokenClassificationModel(cfg, trainer=trainer)
+    trainer.fit(model, ckpt_path=resume)
+    return record.losses
+
+
+def test_a_run_resumed_mid_epoch_repeats_the_uninterrupted_losses(config, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        whole = _run(config)
+        _run(config, ckpt_dir=tmp_path, stop_at=STOP)
+        (checkpoint,) = tmp_path.glob("*.ckpt")
+        resumed = _run(config, resume=str(checkpoint))
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(resumed) == list(range(STOP + 1, STEPS + 1))  # steps 10..20, across the epoch boundary
+    for step in resumed:
+        assert resumed[step] == pytest.approx(whole[step], abs=1e-6), f"step {step}"
+
+
+def test_the_loader_state_skips_batches_without_loading_them():
+    loaded = []
+
+    class Recording(torch.utils.data.Dataset):
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            loaded.append(i)
+            return i
+
+    sampler = LengthGroupedSampler([1] * 10, batch_size=2, seed=0)
+    loader = ResumableDataLoader(Recording(), batch_size=2, sampler=sampler)
+    sampler.set_epoch(0)
+    first = [b.tolist() for b in loader]
+    sampler.set_epoch(0)
+    it = iter(loader)
+    next(it), next(it)
+    state = loader.state_dict()
+    assert state == {"epoch": 0, "batches": 2}
+    again = ResumableDataLoader(Recording(), batch_size=2, sampler=LengthGroupedSampler([1] * 10, 2, seed=0))
+    again.load_state_dict(state)
+    again.sampler.set_epoch(0)
+    loaded.clear()
+    rest = [b.tolist() for b in again]
+    assert rest == first[2:] and sorted(loaded) == sorted(i for b in first[2:] for i in b)
