@@ -1,0 +1,318 @@
+"""Side-by-side step throughput: our models against their Hugging Face peers of equal size, steps
+interleaved in one process (A B A B …) so that both see the same machine state.
+
+    python benchmarks/throughput.py --task ner --mode train --precision fp32 --output R.jsonl
+    python benchmarks/throughput.py --task pretrain --mode infer --precision bf16 --preset base --output R.jsonl
+    python benchmarks/throughput.py --task qa --mode train --memory --output R.jsonl     # + peak memory
+    python benchmarks/throughput.py --table R.jsonl [--plot docs/benchmarks/throughput.png]
+
+Peers: ``MegatronBertForMaskedLM`` for ``pretrain`` (the same pre-LayerNorm architecture),
+``BertForTokenClassification`` / ``BertForSequenceClassification`` / ``BertForQuestionAnswering``
+for ``ner`` / ``re`` / ``qa``. Both get the same synthetic batch (full attention mask), a
+one-layer head, dropout off, and in ``train`` mode the same ``torch.optim.AdamW`` (forward, backward,
+step); ``infer`` is the forward under ``no_grad``. ``bf16`` is autocast (fp32 master weights) on CPU
+or GPU.
+
+Reported per system: the median step time over ``--steps`` measured steps (after ``--warmup``),
+tokens/s, model FLOPs utilisation (Megatron's count — 24·L·h² + 4·L·s·h per token forward, plus
+2·h·V for a masked-LM head; ×3 for training — against the matmul peak measured in the same run and
+dtype), and the paired ratio: the median over steps of peer time / our time (> 1: ours is faster).
+``--memory`` also runs each system alone in a child process and reports its peak resident memory
+(CPU) or peak allocated memory (GPU) above the same baseline (after the imports, before the model
+is built). Timing belongs here, never in timed tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from side_by_side import result_rows
+
+TASKS = {"pretrain": "MegatronBertForMaskedLM", "ner": "BertForTokenClassification",
+         "re": "BertForSequenceClassification", "qa": "BertForQuestionAnswering"}
+NUM_LABELS = {"ner": 5, "re": 6, "qa": None, "pretrain": None}
+
+
+def parse_args(argv=None):
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", choices=tuple(TASKS), default="ner")
+    p.add_argument("--mode", choices=("train", "infer"), default="train")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--preset", default="tiny", help="encoder size preset (tiny, small, base, 345m, ...)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--vocab-size", type=int, default=30522)
+    p.add_argument("--steps", type=int, default=20, help="measured steps per system")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--memory", action="store_true", help="also peak memory, each system alone in a child process")
+    p.add_argument("--only", choices=("megatron", "hf"), help=argparse.SUPPRESS)  # the --memory child
+    p.add_argument("--output", help="append the result as one JSON line to this file")
+    p.add_argument("--table", nargs="+", metavar="RESULTS", help="print result rows as markdown and exit")
+    p.add_argument("--plot", help="with --table: a bar chart of the paired ratios (PNG)")
+    return p.parse_args(argv)
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _vocab_file(size: int, folder: Path) -> Path:
+    """A WordPiece vocabulary of ``size`` entries (the models need one; the batch is synthetic)."""
+    path = folder / "vocab.txt"
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(size - 5)]
+    path.write_text("\n".join(words) + "\n")
+    return path
+
+
+def build_ours(args, vocab_file):
+    from omegaconf import OmegaConf
+
+    from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
+    from biomegatron_nemo.models.question_answering import QuestionAnsweringModel
+    from biomegatron_nemo.models.sequence_classification import SequenceClassificationModel
+    from biomegatron_nemo.models.token_classification import TokenClassificationModel
+
+    cfg = {"tokenizer": {"vocab_file": str(vocab_file)},
+           "encoder": {"preset": args.preset, "hidden_dropout": 0.0, "attention_dropout": 0.0}}
+    if args.task == "pretrain":
+        return BioMegatronPretrainingModel(OmegaConf.create(cfg))
+    cfg["head"] = {"num_layers": 1, "dropout": 0.0}
+    if args.task == "ner":
+        return TokenClassificationModel(OmegaConf.create({**cfg, "label_map": ["O", "B-X", "I-X", "B-Y", "I-Y"]}))
+    if args.task == "re":
+        return SequenceClassificationModel(OmegaConf.create({**cfg, "pooling": "pooler",
+                                                             "label_map": [f"c{i}" for i in range(6)]}))
+    return QuestionAnsweringModel(OmegaConf.create(cfg))
+
+
+def build_peer(args, enc, vocab_size: int):
+    import transformers
+
+    config_class = transformers.MegatronBertConfig if args.task == "pretrain" else transformers.BertConfig
+    config = config_class(vocab_size=vocab_size, hidden_size=enc.hidden_size,
+                          num_hidden_layers=enc.num_layers, num_attention_heads=enc.num_attention_heads,
+                          intermediate_size=enc.ffn_hidden_size, max_position_embeddings=enc.max_position_embeddings,
+                          hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                          **({"num_labels": NUM_LABELS[args.task]} if NUM_LABELS[args.task] else {}))
+    return getattr(transformers, TASKS[args.task])(config)
+
+
+def batch_for(args, vocab: int):
+    g = torch.Generator().manual_seed(0)
+    b, s = args.batch_size, args.seq_len
+    ids = torch.randint(5, vocab, (b, s), generator=g)
+    batch = {"input_ids": ids, "attention_mask": torch.ones(b, s, dtype=torch.long),
+             "token_type_ids": torch.zeros(b, s, dtype=torch.long)}
+    if args.task == "pretrain":
+        mask = torch.rand(b, s, generator=g) < 0.15
+        batch.update(lm_labels=torch.where(mask, ids, torch.full_like(ids, -100)), loss_mask=mask.long())
+    elif args.task == "ner":
+        batch["labels"] = torch.randint(0, 5, (b, s), generator=g)
+    elif args.task == "re":
+        batch["labels"] = torch.randint(0, 6, (b,), generator=g)
+    else:
+        batch.update(start_positions=torch.randint(0, s, (b,), generator=g),
+                     end_positions=torch.randint(0, s, (b,), generator=g))
+    return {k: v.to(_device()) for k, v in batch.items()}
+
+
+def peer_loss(args, peer, batch):
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    if args.task == "pretrain":
+        return peer(**inputs, labels=batch["lm_labels"]).loss
+    if args.task in ("ner", "re"):
+        return peer(**inputs, labels=batch["labels"]).loss
+    return peer(**inputs, start_positions=batch["start_positions"], end_positions=batch["end_positions"]).loss
+
+
+def make_step(args, model, loss_of):
+    """One timed unit: forward (+ backward + AdamW step in train mode), synchronised."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if args.mode == "train" else None
+    dtype = torch.bfloat16 if args.precision == "bf16" else None
+
+    def step():
+        with torch.autocast(_device(), dtype=torch.bfloat16, enabled=dtype is not None):
+            if optimizer is None:
+                with torch.no_grad():
+                    loss_of()
+            else:
+                loss = loss_of()
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if _device() == "cuda":
+            torch.cuda.synchronize()
+
+    model.train(args.mode == "train")
+    return step
+
+
+def model_flops(args, enc, vocab: int) -> float:
+    """Megatron's per-step model FLOPs (see the module docstring)."""
+    tokens = args.batch_size * args.seq_len
+    L, h, s = enc.num_layers, enc.hidden_size, args.seq_len
+    forward = tokens * (24 * L * h * h + 4 * L * s * h + (2 * h * vocab if args.task == "pretrain" else 0))
+    return forward * (3 if args.mode == "train" else 1)
+
+
+def matmul_peak(precision: str, n: int = 1024, repeats: int = 10) -> float:
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(n, n, device=_device(), dtype=dtype)
+    b = torch.randn(n, n, device=_device(), dtype=dtype)
+    times = []
+    for _ in range(repeats + 2):
+        start = time.perf_counter()
+        a @ b
+        if _device() == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / statistics.median(times[2:])
+
+
+def vocab_of(args) -> int:
+    """Rows of the embedding: the vocabulary file, plus the entity markers the RE model adds."""
+    from biomegatron_nemo.data.chemprot import CHEMPROT_SPECIAL_TOKENS
+
+    return args.vocab_size + (len(CHEMPROT_SPECIAL_TOKENS) if args.task == "re" else 0)
+
+
+def measure(args):
+    """``(encoder config, {system: step times})``; with ``--only`` one system is built at all."""
+    import importlib
+    import tempfile
+
+    importlib.import_module("transformers")  # both --memory children import alike: equal baselines
+
+    from biomegatron_nemo.encoder.config import EncoderConfig
+    from biomegatron_nemo.parallel import initialize_megatron
+
+    torch.set_num_threads(args.threads)
+    initialize_megatron(1, 1)
+    vocab = vocab_of(args)
+    enc = EncoderConfig.from_preset(args.preset, vocab_size=vocab)
+    _BASELINE["mib"] = _current_mib()
+    batch = batch_for(args, vocab)
+    systems = {}
+    if args.only in (None, "megatron"):
+        with tempfile.TemporaryDirectory() as tmp:
+            ours = build_ours(args, _vocab_file(args.vocab_size, Path(tmp))).to(_device())
+        if ours.tokenizer.vocab_size != vocab:
+            raise ValueError(f"vocabulary of {ours.tokenizer.vocab_size} entries, expected {vocab}")
+        systems["megatron"] = make_step(args, ours, lambda: ours.forward_batch(batch).loss)
+    if args.only in (None, "hf"):
+        peer = build_peer(args, enc, vocab).to(_device())
+        systems["hf"] = make_step(args, peer, lambda: peer_loss(args, peer, batch))
+    times = {name: [] for name in systems}
+    for i in range(args.warmup + args.steps):
+        for name, step in systems.items():  # interleaved: A B A B ...
+            start = time.perf_counter()
+            step()
+            if i >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+    return enc, times
+
+
+def peak_memory_of(args, system: str) -> float:
+    """Peak memory (MiB) of one system alone, measured in a child process."""
+    argv = [sys.executable, __file__, "--only", system, *_forwarded(args)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def _forwarded(args):
+    return ["--task", args.task, "--mode", args.mode, "--precision", args.precision, "--preset", args.preset,
+            "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--vocab-size", str(args.vocab_size),
+            "--steps", str(min(args.steps, 5)), "--warmup", "1", "--threads", str(args.threads)]
+
+
+_BASELINE = {"mib": 0.0}
+
+
+def _current_mib() -> float:
+    if _device() == "cuda":
+        return torch.cuda.memory_allocated() / 2 ** 20
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def _peak_mib() -> float:
+    """Peak memory above the baseline taken after the imports, before building the model."""
+    if _device() == "cuda":
+        return torch.cuda.max_memory_allocated() / 2 ** 20 - _BASELINE["mib"]
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - _BASELINE["mib"]  # KiB on Linux
+
+
+def _mib(memory, system) -> str:
+    return f"{memory[system]:.0f}" if system in memory else "–"
+
+
+def print_table(paths, plot=None):
+    rows = list(result_rows(paths))
+    print("| task | mode | precision | preset | batch × seq | ours ms/step | HF ms/step | paired ratio (HF / ours) "
+          "| ours MFU | HF MFU | ours peak MiB | HF peak MiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        mem = r.get("peak_mib", {})
+        print(f"| {r['task']} | {r['mode']} | {r['precision']} | {r['preset']} | {r['batch_size']} × {r['seq_len']} | "
+              f"{r['ms']['megatron']:.1f} | {r['ms']['hf']:.1f} | **{r['ratio']:.2f}×** | "
+              f"{100 * r['mfu']['megatron']:.1f}% | {100 * r['mfu']['hf']:.1f}% | "
+              f"{_mib(mem, 'megatron')} | {_mib(mem, 'hf')} |")
+    if plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        labels = [f"{r['task']} {r['mode']}\n{r['precision']} {r['preset']}" for r in rows]
+        fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rows)), 3.2))
+        ax.bar(labels, [r["ratio"] for r in rows], color="#4c72b0")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_ylabel("HF time / our time")
+        ax.set_title("step throughput against the Hugging Face peer (> 1: ours faster)")
+        fig.tight_layout()
+        fig.savefig(plot, dpi=120)
+        print(f"plot: {plot}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.table:
+        print_table(args.table, args.plot)
+        return
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    enc, times = measure(args)
+    if args.only:  # a --memory child
+        print(json.dumps({"peak_mib": _peak_mib()}))
+        return
+    flops, peak = model_flops(args, enc, vocab_of(args)), matmul_peak(args.precision)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    result = {"task": args.task, "mode": args.mode, "precision": args.precision, "preset": args.preset,
+              "batch_size": args.batch_size, "seq_len": args.seq_len, "threads": args.threads, "device": _device(),
+              "steps": args.steps, "ms": {k: 1000 * v for k, v in median.items()},
+              "tokens_per_s": {k: args.batch_size * args.seq_len / v for k, v in median.items()},
+              "ratio": statistics.median(h / m for h, m in zip(times["hf"], times["megatron"])),
+              "matmul_peak_gflops": peak / 1e9, "mfu": {k: flops / v / peak for k, v in median.items()}}
+    if args.memory:
+        result["peak_mib"] = {name: peak_memory_of(args, name) for name in ("megatron", "hf")}
+    print(json.dumps(result))
+    if args.output:
+        with open(args.output, "a", encoding="utf-8") as f:
+            f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""benchmarks/throughput.py runs end to end at a micro size (its figures are never asserted: speed
+is measured in benchmarks, not in timed tests) and its table and plot read what it writes."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture()
+def throughput(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # as when run as a script: its folder first
+    import importlib
+
+    return importlib.import_module("throughput")
+
+
+@pytest.mark.parametrize("task, mode, precision", [("ner", "train", "bf16"), ("pretrain", "infer", "fp32")])
+def test_one_interleaved_step_per_system(throughput, tmp_path, capsys, task, mode, precision):
+    out = tmp_path / "r.jsonl"
+    throughput.main(["--task", task, "--mode", mode, "--precision", precision, "--preset", "micro",
+                     "--vocab-size", "300", "--steps", "2", "--warmup", "0", "--output", str(out)])
+    row = json.loads(out.read_text())
+    assert set(row["ms"]) == {"megatron", "hf"} and row["ratio"] > 0 and 0 < row["mfu"]["megatron"]
+    capsys.readouterr()
+    throughput.main(["--table", str(out), "--plot", str(tmp_path / "p.png")])
+    table = capsys.readouterr().out
+    assert f"| {task} | {mode} | {precision} | micro |" in table and (tmp_path / "p.png").stat().st_size > 1000
+    sys.modules.pop("throughput", None)
