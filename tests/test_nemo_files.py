@@ -86,3 +86,34 @@ def test_restore_with_a_trainer_builds_before_loading(tmp_path, tiny_vocab, mega
     trainer = build_trainer({"devices": 1, "max_steps": 1, "enable_progress_bar": False})
     restored = BioMegatronPretrainingModel.restore_from(str(tmp_path / "model.nemo"), trainer=trainer)
     torch.testing.assert_close(_logits(restored, batch), _logits(model, batch), rtol=0, atol=0)
+
+
+def test_broken_nemo_files_are_named_before_nemo_unpacks_them(tmp_path):
+    """Random bytes, a truncated archive, a tar that is not a .nemo, a missing path: each is an
+    error naming the file, never a bare tarfile error from inside NeMo."""
+    import os
+    import tarfile
+
+    from biomegatron_nemo.models.token_classification import TokenClassificationModel
+
+    (tmp_path / "random.nemo").write_bytes(os.urandom(4096))
+    with tarfile.open(tmp_path / "foreign.nemo", "w") as tar:
+        (tmp_path / "readme.txt").write_text("hello")
+        tar.add(tmp_path / "readme.txt", arcname="readme.txt")
+    payload = os.urandom(200_000)
+    (tmp_path / "big.bin").write_bytes(payload)
+    with tarfile.open(tmp_path / "whole.nemo", "w") as tar:
+        tar.add(tmp_path / "big.bin", arcname="model_weights.ckpt")
+    data = (tmp_path / "whole.nemo").read_bytes()
+    (tmp_path / "truncated.nemo").write_bytes(data[: len(data) // 2])
+    (tmp_path / "cut_at_end.nemo").write_bytes(data[: 512 + 150_000])  # the header whole, the data cut
+    cut_at_end = "truncated .nemo file"
+    cases = {"random.nemo": "not a readable .nemo file", "foreign.nemo": "no model_config.yaml or model_weights.ckpt",
+             "truncated.nemo": "truncated .nemo file"}
+    cases["cut_at_end.nemo"] = cut_at_end
+    for name, fragment in cases.items():
+        with pytest.raises(ValueError, match=fragment) as err:
+            TokenClassificationModel.restore_from(str(tmp_path / name))
+        assert name in str(err.value)
+    with pytest.raises(FileNotFoundError, match="missing.nemo: no such .nemo file"):
+        TokenClassificationModel.restore_from(str(tmp_path / "missing.nemo"))

@@ -8,7 +8,7 @@ of another (a last pipeline stage's copy of the tied word embeddings). With it:
 * :func:`load_layout_free_state_dict` — full weights into this rank's shards, naming missing and
   unused tensors;
 * :func:`read_nemo_weights` — the weights inside a ``.nemo`` file, read weights-only, with errors
-  that name the file;
+  that name the file; :func:`check_nemo_file` — a broken or truncated archive named before restoring;
 * :func:`load_encoder_weights` — initialise some of a model's weights (e.g. ``encoder.*``) from
   another ``.nemo``, naming every tensor that does not fit.
 """
@@ -67,6 +67,29 @@ def load_layout_free_state_dict(model: torch.nn.Module, layout: WeightLayout,
             if unused:
                 raise ValueError(f"checkpoint has weights the model does not use: {unused}")
     return model.load_state_dict(local, strict=False)
+
+
+def check_nemo_file(path: str) -> None:
+    """A clear error naming ``path`` unless it is a complete ``.nemo`` archive (a tar holding
+    ``model_config.yaml`` and the weights), before NeMo's restore meets it deep inside ``tarfile``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such .nemo file")
+    size = os.path.getsize(path)
+    try:
+        with tarfile.open(path) as tar:
+            members = tar.getmembers()  # reads every header (not the data)
+    except (tarfile.TarError, EOFError, OSError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "unexpected end of data" in first:
+            raise ValueError(f"{path}: truncated .nemo file: the archive ends inside a member ({first})") from err
+        raise ValueError(f"{path}: not a readable .nemo file (a tar archive): {first}") from err
+    cut = [m.name for m in members if m.isfile() and m.offset_data + m.size > size]
+    if cut:  # an uncompressed tar (as NeMo writes them) whose end is missing
+        raise ValueError(f"{path}: truncated .nemo file: {', '.join(cut)} ends past the file's {size} bytes")
+    names = {os.path.basename(m.name) for m in members}
+    missing = [name for name in ("model_config.yaml", WEIGHTS_FILE) if name not in names]
+    if missing:
+        raise ValueError(f"{path}: not a .nemo file of this library: no {' or '.join(missing)} inside")
 
 
 def read_nemo_weights(path: str) -> Dict[str, torch.Tensor]:

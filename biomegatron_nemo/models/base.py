@@ -300,8 +300,10 @@ class BioMegatronModelPT(ModelPT):
     def restore_from(cls, restore_path: str, *args, save_restore_connector=None, **kwargs):
         """NeMo's ``restore_from`` with the layout-free, weights-only connector by default.
 
-        Works in a process whose tensor/pipeline layout differs from the one that saved.
+        Works in a process whose tensor/pipeline layout differs from the one that saved. A missing,
+        truncated or foreign file is an error naming it (not a ``tarfile`` error from deep inside).
         """
+        weights.check_nemo_file(str(restore_path))
         if save_restore_connector is None:
             save_restore_connector = LayoutFreeSaveRestoreConnector()
         return super().restore_from(restore_path, *args, save_restore_connector=save_restore_connector, **kwargs)

@@ -237,6 +237,8 @@ class TokenClassificationModel(ClassificationTaskModel):
         spans_per_text: Dict[int, List[Tuple[int, int]]] = {}
         sentences = []
         for ti, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(f"text {ti} is {type(text).__name__}; expected a string")
             spans = word_spans(self.tokenizer.encode(text)) if text.strip() else []
             if spans:
                 spans_per_text[ti] = spans
