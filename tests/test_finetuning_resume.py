@@ -26,7 +26,9 @@ class RecordLosses(Callback):
         self.losses, self.stop_at = {}, stop_at
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.losses[trainer.global_step] = float(outputs["loss"])
+        # the loss, and the step bookkeeping a logger and val_check_interval count with
+        self.losses[trainer.global_step] = (float(outputs["loss"]), batch_idx,
+                                            trainer.fit_loop.epoch_loop._batches_that_stepped)
         if trainer.global_step == self.stop_at:
             trainer.should_stop = True
 
@@ -66,7 +68,8 @@ def test_a_run_resumed_mid_epoch_repeats_the_uninterrupted_losses(config, tmp_pa
         torch.set_num_threads(threads)
     assert sorted(resumed) == list(range(STOP + 1, STEPS + 1))  # steps 10..20, across the epoch boundary
     for step in resumed:
-        assert resumed[step] == pytest.approx(whole[step], abs=1e-6), f"step {step}"
+        assert resumed[step][0] == pytest.approx(whole[step][0], abs=1e-6), f"step {step}"
+        assert resumed[step][1:] == whole[step][1:], f"step {step}: batch index and logged step"
 
 
 def test_the_loader_state_skips_batches_without_loading_them():

@@ -51,6 +51,11 @@ def test_run_writes_logs_checkpoints_and_resumes_exactly(tmp_path, tiny_vocab, c
     assert sorted(resumed) == list(range(21, 31))
     for step in range(21, 31):
         assert resumed[step] == pytest.approx(uninterrupted[step], abs=1e-5), f"step {step}"
+    # logged at the uninterrupted run's step numbers: an uninterrupted run logs step N's values at
+    # N - 1 (Lightning counts the batch after its end hooks); the restored mid-epoch checkpoint was
+    # one behind that
+    logged = json.loads((tmp_path / "resumed.json").read_text())["logged_steps"]
+    assert [logged[str(s)] for s in range(21, 31)] == list(range(20, 30))
 
 
 @pytest.fixture(scope="module")

@@ -296,6 +296,10 @@ class BioMegatronModelPT(ModelPT):
         hf_class, heads, extra = self.hf_export(state)
         return write_hf(self, out_dir, hf_class, state, heads, extra)
 
+    def on_load_checkpoint(self, checkpoint) -> None:
+        """Resume with the step bookkeeping of an uninterrupted run (see :func:`complete_saved_batch`)."""
+        complete_saved_batch(checkpoint)
+
     @classmethod
     def restore_from(cls, restore_path: str, *args, save_restore_connector=None, **kwargs):
         """NeMo's ``restore_from`` with the layout-free, weights-only connector by default.
@@ -342,3 +346,28 @@ class BioMegatronModelPT(ModelPT):
     def build_dataloader(self, data_config, split: str):
         """Subclasses return a ``DataLoader`` for ``split`` (see the module docstring)."""
         raise NotImplementedError(f"{type(self).__name__} does not define {split} data")
+
+
+def complete_saved_batch(checkpoint: Dict) -> None:
+    """Count the batch a mid-epoch checkpoint was saved in as done.
+
+    Lightning's checkpoint callbacks save inside the batch (``on_train_batch_end``, or validation
+    in the middle of an epoch), after the optimizer step but before the epoch loop marks the batch
+    completed and counts it in ``_batches_that_stepped``. Restored as saved, a run therefore resumed
+    one batch behind its optimizer steps: logged step numbers one lower than an uninterrupted
+    run's, ``val_check_interval`` validations one batch late (a checkpoint at the end of the run
+    then carried no validation metric: ``val_loss=0.0000`` in its name). The optimizer step of that
+    batch is in the checkpoint (``global_step``), so the batch is marked completed here, before
+    Lightning restores its loops from the same dict.
+    """
+    fit_loop = (checkpoint.get("loops") or {}).get("fit_loop")
+    if not fit_loop or "epoch_loop.batch_progress" not in fit_loop:
+        return
+    progress = fit_loop["epoch_loop.batch_progress"]
+    for counter in ("total", "current"):
+        values = progress.get(counter, {})
+        if values.get("processed", 0) > values.get("completed", 0):
+            values["completed"] = values["processed"]
+    state = fit_loop.get("epoch_loop.state_dict", {})
+    if "_batches_that_stepped" in state and "global_step" in checkpoint:
+        state["_batches_that_stepped"] = max(int(state["_batches_that_stepped"]), int(checkpoint["global_step"]))

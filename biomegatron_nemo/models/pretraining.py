@@ -165,4 +165,5 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
         dataset.skip(global_step * global_batch)
 
     def on_load_checkpoint(self, checkpoint) -> None:
+        super().on_load_checkpoint(checkpoint)
         self._skip_consumed_samples(int(checkpoint.get("global_step", 0)))

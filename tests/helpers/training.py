@@ -29,6 +29,7 @@ class RecordLosses(Callback):
         self.path = path
         self.losses = {}
         self.batches = {}  # a fingerprint of each step's batch
+        self.logged_steps = {}  # the step a logger writes this step's values at
         self.val_losses = {}
         self.first_step = None
 
@@ -43,6 +44,7 @@ class RecordLosses(Callback):
             self.first_step = step
         self.losses[step] = float(loss)
         self.batches[step] = int(batch["input_ids"].sum())
+        self.logged_steps[step] = trainer.fit_loop.epoch_loop._batches_that_stepped
 
     def on_validation_end(self, trainer, pl_module):
         if "val_loss" in trainer.callback_metrics:
@@ -51,7 +53,7 @@ class RecordLosses(Callback):
     def on_train_end(self, trainer, pl_module):
         if trainer.is_global_zero:
             Path(self.path).write_text(json.dumps({"first_step": self.first_step, "losses": self.losses,
-                                                   "batches": self.batches,
+                                                   "batches": self.batches, "logged_steps": self.logged_steps,
                                                    "val_losses": self.val_losses}))
 
 
