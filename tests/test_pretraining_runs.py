@@ -3,6 +3,7 @@ exact resume, data-parallel parity, loss that falls, continued pretraining from 
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,13 @@ def test_run_writes_logs_checkpoints_and_resumes_exactly(tmp_path, tiny_vocab, c
     assert list(run_dir.glob("events.out.tfevents.*")), "no TensorBoard log"
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
     assert any(name.endswith("-last.ckpt") for name in checkpoints), checkpoints
+    # names carry the validation loss of their own step (saved after that step's validation): the
+    # -last checkpoint of this run, stopped at step 20, is named with step 20's val_loss
+    val_losses = json.loads((tmp_path / "first.json").read_text())["val_losses"]
+    named = {name: re.search(r"val_loss=([0-9.]+)", name).group(1) for name in checkpoints}
+    last = next(name for name in checkpoints if name.endswith("-last.ckpt"))
+    assert named[last] == f"{val_losses['20']:.4f}", (named, val_losses)
+    assert set(named.values()) <= {f"{v:.4f}" for v in val_losses.values()}, (named, val_losses)
     assert (run_dir / "checkpoints" / "biomegatron_pretrain.nemo").exists()
 
     pretrain(exp, tiny_vocab, corpus, 30, tmp_path / "resumed.json")  # same command, more steps
