@@ -26,6 +26,7 @@ from typing import List, Optional
 
 from omegaconf import OmegaConf
 
+from biomegatron_nemo.checkpoints.megatron_legacy import cut_vocabulary
 from biomegatron_nemo.checkpoints.megatron_lm import ImportedWeights, read_megatron_lm
 
 SOURCES = ("megatron-lm", "nemo1", "hf")
@@ -69,17 +70,23 @@ def import_checkpoint(source: str, path: str, out: str, vocab_file: Optional[str
         if source == "megatron-lm":
             if not vocab_file:
                 raise ValueError("a Megatron-LM checkpoint holds no vocabulary: give vocab_file (--vocab-file)")
-            imported = read_megatron_lm(path, _vocab_size(vocab_file), num_attention_heads)
+            imported = read_megatron_lm(path, num_attention_heads)
         elif source == "nemo1":
             from biomegatron_nemo.checkpoints.nemo1 import read_nemo1
 
             imported, found_vocab, _ = read_nemo1(path, tmp, encoder_only=encoder_only)
+            if not (vocab_file or found_vocab):
+                raise ValueError(f"{path}: its config names no tokenizer.vocab_file; give vocab_file (--vocab-file)")
             vocab_file = vocab_file or str(found_vocab)
         else:
             from biomegatron_nemo.checkpoints.hf import read_hf
 
             imported, found_vocab = read_hf(path, vocab_file)
             vocab_file = str(found_vocab)
+        # the tokenizer's size (the file, plus any BERT special it lacks) is the rows the model has
+        size = _vocab_size(vocab_file)
+        rows = cut_vocabulary(imported.state, size, str(path))
+        imported.summary.append(f"vocabulary: {size} of {rows} embedding rows kept (the rest is padding)")
         use_cased = cased if cased is not None else bool(imported.cased)
         model = _pretraining_model(imported, vocab_file, use_cased, allow_missing_heads=encoder_only)
         model.save_to(out)

@@ -161,13 +161,6 @@ def read_hf(folder: Union[str, Path], vocab_file: Optional[str] = None) -> Tuple
     vocab = Path(vocab_file) if vocab_file else folder / "vocab.txt"
     if not vocab.is_file():
         raise FileNotFoundError(f"{folder}: no vocab.txt; give the vocabulary file")
-    vocab_size = sum(1 for line in vocab.read_text(encoding="utf-8").splitlines() if line.strip())
-    rows = state["encoder.embedding.word_embeddings.weight"].shape[0]
-    if vocab_size > rows:
-        raise ValueError(f"{vocab}: {vocab_size} entries but the embeddings have {rows} rows")
-    for key in ("encoder.embedding.word_embeddings.weight", "mlm_head.output_layer.bias"):
-        if key in state:
-            state[key] = state[key][:vocab_size].clone()
     sizes = {"num_layers": int(config["num_hidden_layers"]), "hidden_size": int(config["hidden_size"]),
              "num_attention_heads": heads, "ffn_hidden_size": int(config["intermediate_size"]),
              "max_position_embeddings": int(config["max_position_embeddings"]),
@@ -183,7 +176,7 @@ def read_hf(folder: Union[str, Path], vocab_file: Optional[str] = None) -> Tuple
         cased = None if lower is None else not lower
     binary = "binary_head.classifier.weight" in state
     summary = [f"Hugging Face {config.get('architectures', ['MegatronBert'])[0]} {folder}",
-               f"encoder: {sizes}", f"vocabulary: {vocab} ({vocab_size} entries of {rows} rows)",
+               f"encoder: {sizes}",
                f"{len(state)} tensors mapped"] + notes
     return ImportedWeights(state, sizes, binary, cased, summary), vocab
 

@@ -144,9 +144,9 @@ def merge_tensor_parallel(shards: Sequence[Mapping[str, torch.Tensor]], version:
     return merged
 
 
-def to_ours(legacy: Mapping[str, torch.Tensor], vocab_size: int, source: str) -> Dict[str, torch.Tensor]:
-    """Merged legacy tensors → our layout-free names, vocabulary rows cut to ``vocab_size`` (the
-    vocabulary file's). Tensors with no place in our model are an error naming them."""
+def to_ours(legacy: Mapping[str, torch.Tensor], source: str) -> Dict[str, torch.Tensor]:
+    """Merged legacy tensors → our layout-free names (vocabulary rows still padded: see
+    :func:`cut_vocabulary`). Tensors with no place in our model are an error naming them."""
     ours, unused = {}, []
     for key, value in legacy.items():
         layer = _LAYER.match(key)
@@ -158,14 +158,21 @@ def to_ours(legacy: Mapping[str, torch.Tensor], vocab_size: int, source: str) ->
             unused.append(key)
     if unused:
         raise ValueError(f"{source}: tensors this converter does not know (nothing was converted): {sorted(unused)}")
-    for key in VOCAB_SIZED:
-        if key in ours:
-            rows = ours[key].shape[0]
-            if vocab_size > rows:
-                raise ValueError(f"{source}: the vocabulary has {vocab_size} entries but {key} has only {rows} rows; "
-                                 "is it the checkpoint's vocabulary file?")
-            ours[key] = ours[key][:vocab_size].clone()
     return ours
+
+
+def cut_vocabulary(state: Dict[str, torch.Tensor], vocab_size: int, source: str) -> int:
+    """Cut the vocabulary-sized tensors of our layout-free ``state`` (in place) to the tokenizer's
+    ``vocab_size`` rows — the rest is padding (Megatron pads to a multiple of 128 × TP). Returns
+    the rows there were; a vocabulary larger than the embedding is an error."""
+    rows = state[VOCAB_SIZED[0]].shape[0]
+    for key in VOCAB_SIZED:
+        if key in state:
+            if vocab_size > state[key].shape[0]:
+                raise ValueError(f"{source}: the vocabulary has {vocab_size} entries but {key} has only "
+                                 f"{state[key].shape[0]} rows; is it the checkpoint's vocabulary file?")
+            state[key] = state[key][:vocab_size].clone()
+    return rows
 
 
 def layer_count(legacy: Mapping[str, torch.Tensor]) -> int:

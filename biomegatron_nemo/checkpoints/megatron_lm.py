@@ -120,9 +120,8 @@ def cased_from_args(args) -> Optional[bool]:
     return None
 
 
-def read_megatron_lm(path: Union[str, Path], vocab_size: int, num_attention_heads: Optional[int] = None
-                     ) -> ImportedWeights:
-    """A Megatron-LM BERT checkpoint → :class:`ImportedWeights` (vocabulary rows cut to ``vocab_size``)."""
+def read_megatron_lm(path: Union[str, Path], num_attention_heads: Optional[int] = None) -> ImportedWeights:
+    """A Megatron-LM BERT checkpoint → :class:`ImportedWeights` (vocabulary rows still padded)."""
     files = shard_files(path)
     loaded = [safe_torch_load(f) for f in files]
     for f, ckpt in zip(files, loaded):
@@ -136,15 +135,13 @@ def read_megatron_lm(path: Union[str, Path], vocab_size: int, num_attention_head
     shards = [legacy.normalise_names(legacy.flatten(c["model"])) for c in loaded]
     merged = legacy.merge_tensor_parallel(shards, version, int(heads), str(path))
     sizes = encoder_sizes(merged, args, str(path), int(heads))
-    state = legacy.to_ours(merged, vocab_size, str(path))
+    state = legacy.to_ours(merged, str(path))
     binary = "binary_head.classifier.weight" in state
     if "binary_head.pooler.dense.weight" in state and not binary:
         raise ValueError(f"{path}: a pooler without a binary head has no place in the pretraining model")
-    rows = merged["language_model.embedding.word_embeddings.weight"].shape[0]
     order = "[3, heads, head_dim]" if version < 1 else "[heads, head_dim, 3]" if version < 2 else "[heads, 3, head_dim]"
     summary = [f"Megatron-LM checkpoint {path}: {len(files)} tensor-parallel shard(s), checkpoint_version {version:g} "
                f"(fused QKV {order}), iteration {loaded[0].get('iteration', '?')}",
                f"encoder: {sizes}",
-               f"vocabulary: {vocab_size} of {rows} embedding rows kept (the rest is padding)",
                f"heads: masked LM{' + binary (sentence order)' if binary else ''}; {len(state)} tensors mapped"]
     return ImportedWeights(state, sizes, binary, cased_from_args(args), summary)

@@ -45,7 +45,7 @@ def _sizes_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
 def read_nemo1(path: Union[str, Path], workdir: Union[str, Path], encoder_only: bool = False,
                checkpoint_version: Optional[float] = None) -> Tuple[ImportedWeights, Optional[Path], Dict]:
     """A NeMo 1.x ``.nemo`` → (:class:`ImportedWeights`, its vocabulary file extracted into
-    ``workdir`` or None, its config). Vocabulary rows are cut to the vocabulary file's length."""
+    ``workdir`` or None, its config). Vocabulary rows are still padded."""
     path = Path(path)
     try:
         with tarfile.open(path, "r:*") as tar:
@@ -82,18 +82,15 @@ def read_nemo1(path: Union[str, Path], workdir: Union[str, Path], encoder_only: 
     if version < 2.0:  # reorder into megatron-core's layout (one "shard")
         legacy_state = legacy.merge_tensor_parallel([legacy_state], version, int(sizes_cfg["num_attention_heads"]),
                                                     str(path))
-    if vocab is None:
-        raise ValueError(f"{path}: its config names no tokenizer.vocab_file; give the vocabulary file")
-    vocab_size = sum(1 for line in vocab.read_text(encoding="utf-8").splitlines() if line.strip())
     args = argparse.Namespace(**sizes_cfg)
     sizes = encoder_sizes(legacy_state, args, str(path))
-    ours = legacy.to_ours(legacy_state, vocab_size, str(path))
+    ours = legacy.to_ours(legacy_state, str(path))
     binary = "binary_head.classifier.weight" in ours
     if "binary_head.pooler.dense.weight" in ours and not binary:
         ours = {k: v for k, v in ours.items() if not k.startswith("binary_head.")}
         dropped.append("language_model.pooler.*")
     summary = [f"NeMo 1.x .nemo {path}: {cfg.get('target', '?')}, QKV order of checkpoint_version {version:g}",
-               f"encoder: {sizes}", f"vocabulary: {vocab_ref} ({vocab_size} entries)",
+               f"encoder: {sizes}", f"vocabulary: {vocab_ref or 'none in the file'}",
                f"{len(ours)} tensors mapped" + (f"; left out: {sorted(dropped)[:8]}" if dropped else "")]
     cased = None if tokenizer.get("do_lower_case") is None else not tokenizer["do_lower_case"]
     return ImportedWeights(ours, sizes, binary, cased, summary), vocab, cfg

@@ -74,7 +74,6 @@ def check_nemo_file(path: str) -> None:
     ``model_config.yaml`` and the weights), before NeMo's restore meets it deep inside ``tarfile``."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such .nemo file")
-    size = os.path.getsize(path)
     try:
         with tarfile.open(path) as tar:
             members = tar.getmembers()  # reads every header (not the data)
@@ -83,9 +82,6 @@ def check_nemo_file(path: str) -> None:
         if "unexpected end of data" in first:
             raise ValueError(f"{path}: truncated .nemo file: the archive ends inside a member ({first})") from err
         raise ValueError(f"{path}: not a readable .nemo file (a tar archive): {first}") from err
-    cut = [m.name for m in members if m.isfile() and m.offset_data + m.size > size]
-    if cut:  # an uncompressed tar (as NeMo writes them) whose end is missing
-        raise ValueError(f"{path}: truncated .nemo file: {', '.join(cut)} ends past the file's {size} bytes")
     names = {os.path.basename(m.name) for m in members}
     missing = [name for name in ("model_config.yaml", WEIGHTS_FILE) if name not in names]
     if missing:
