@@ -26,3 +26,14 @@ def megatron_single():
     from biomegatron_nemo.parallel import initialize_megatron
 
     return initialize_megatron(1, 1)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory, tiny_vocab, megatron_single):
+    """The shipped PubMed sample preprocessed with the tiny vocabulary (an indexed-dataset prefix)."""
+    from biomegatron_nemo.data.preprocess import preprocess_corpus
+
+    prefix = tmp_path_factory.mktemp("corpus") / "sample"
+    sample = Path(__file__).resolve().parents[1] / "biomegatron_nemo" / "samples" / "pubmed_sample.txt"
+    preprocess_corpus([sample], prefix, {"library": "wordpiece", "vocab_file": str(tiny_vocab)}, progress=False)
+    return prefix

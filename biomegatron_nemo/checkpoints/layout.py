@@ -81,15 +81,29 @@ def gather_layout_free_state_dict(
     ``vocab_size`` rows. ``drop_keys`` are local duplicates (e.g. a last pipeline stage's copy of
     the tied word embeddings) left out of the checkpoint.
     """
-    vocab_keys, drop_keys = set(vocab_keys), set(drop_keys)
-    partitioned = _partition_info(module)
+    drop_keys = set(drop_keys)
     # megatron-core linears report ``_extra_state`` as None (it matters only for TE's fp8
     # metadata); only tensors describe the weights.
     local = {k: v.detach().cpu() for k, v in module.state_dict().items()
              if k not in drop_keys and isinstance(v, torch.Tensor)}
+    return gather_named_tensors(module, local, vocab_keys, vocab_size)
+
+
+def gather_named_tensors(
+    module: torch.nn.Module,
+    local: Mapping[str, torch.Tensor],
+    vocab_keys: Iterable[str] = (),
+    vocab_size: Optional[int] = None,
+) -> Dict[str, torch.Tensor]:
+    """Layout-free copies of tensors shaped and named like ``module``'s local state-dict entries
+    (its weights, or optimizer moments keyed by parameter name). Collective: every rank calls it
+    with the same keys as the other ranks of its pipeline stage."""
+    vocab_keys = set(vocab_keys)
+    partitioned = _partition_info(module)
     tp = parallel_state.get_tensor_model_parallel_world_size() if parallel_state.model_parallel_is_initialized() else 1
     full: Dict[str, torch.Tensor] = {}
     for key, tensor in local.items():
+        tensor = tensor.detach().cpu()
         if key in partitioned and tp > 1:
             group = parallel_state.get_tensor_model_parallel_group()
             shards = [torch.empty_like(tensor) for _ in range(tp)]
@@ -98,16 +112,27 @@ def gather_layout_free_state_dict(
         if key in vocab_keys and vocab_size is not None:
             tensor = tensor[:vocab_size].clone()
         full[key] = tensor
+    return merge_pipeline_stages(module, full)
+
+
+def merge_pipeline_stages(module: torch.nn.Module, named: Mapping[str, object]) -> Dict[str, object]:
+    """``named`` (local keys) under global layer numbers, merged over the pipeline stages.
+    Collective over the pipeline group."""
     renames = _layer_numbering(module)
-    full = {_renumber(k, renames): v for k, v in full.items()}
+    full = {_renumber(k, renames): v for k, v in named.items()}
     if parallel_state.model_parallel_is_initialized() and parallel_state.get_pipeline_model_parallel_world_size() > 1:
         stages = [None] * parallel_state.get_pipeline_model_parallel_world_size()
         dist.all_gather_object(stages, full, group=parallel_state.get_pipeline_model_parallel_group())
-        merged: Dict[str, torch.Tensor] = {}
+        merged: Dict[str, object] = {}
         for stage in stages:
             merged.update(stage)
         full = merged
     return full
+
+
+def global_name(module: torch.nn.Module, key: str) -> str:
+    """The layout-free name of a local state-dict key (layers numbered over all pipeline stages)."""
+    return _renumber(key, _layer_numbering(module))
 
 
 def shard_layout_free_state_dict(
@@ -122,13 +147,24 @@ def shard_layout_free_state_dict(
     of the tied word embeddings is filled from the embedding). Keys the layout-free dict lacks
     are left out, so ``load_state_dict(strict=...)`` reports them by name.
     """
+    return shard_named_tensors(module, full, tensor_shapes(module), vocab_keys, aliases)
+
+
+def shard_named_tensors(
+    module: torch.nn.Module,
+    full: Mapping[str, torch.Tensor],
+    local_shapes: Mapping[str, torch.Size],
+    vocab_keys: Iterable[str] = (),
+    aliases: Optional[Mapping[str, str]] = None,
+) -> Dict[str, torch.Tensor]:
+    """This rank's pieces of layout-free tensors, for the local keys and shapes in ``local_shapes``
+    (the module's state dict, or its parameters for optimizer moments)."""
     vocab_keys = set(vocab_keys)
     aliases = dict(aliases or {})
     partitioned = _partition_info(module)
     tp = parallel_state.get_tensor_model_parallel_world_size() if parallel_state.model_parallel_is_initialized() else 1
     tp_rank = parallel_state.get_tensor_model_parallel_rank() if tp > 1 else 0
     renames = _layer_numbering(module)
-    local_shapes = tensor_shapes(module)
     out: Dict[str, torch.Tensor] = {}
     for key, shape in local_shapes.items():
         source = aliases.get(key, _renumber(key, renames))

@@ -8,18 +8,22 @@ its usual packing of config and artifacts. Restoring cuts the layout-free weight
 restoring rank's layout, so a ``.nemo`` saved at TP=2 restores at TP=1 and the reverse.
 
 Weights are read with ``torch.load(weights_only=True)``: loading a checkpoint never runs pickled
-code from it.
+code from it. The archive is written atomically (:func:`~biomegatron_nemo.common.atomic.atomic_write`):
+a run killed while saving leaves the previous ``.nemo`` intact, never a truncated one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tarfile
 from typing import Dict, Iterator
 
 import torch
 import torch.distributed as dist
 from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
+
+from biomegatron_nemo.common.atomic import atomic_write
 
 
 class LayoutFreeSaveRestoreConnector(SaveRestoreConnector):
@@ -40,6 +44,17 @@ class LayoutFreeSaveRestoreConnector(SaveRestoreConnector):
     def _inject_model_parallel_rank_for_ckpt(self, dirname, basename):
         # NeMo expects one weights file per model-parallel rank; ours is a single layout-free one.
         return os.path.join(dirname, basename)
+
+    @staticmethod
+    def _make_nemo_file_from_folder(filename, source_dir):
+        # NeMo's tars straight into the final name: a kill mid-way left a truncated .nemo there
+        os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
+
+        def pack(f):
+            with tarfile.open(fileobj=f, mode="w:") as tar:
+                tar.add(source_dir, arcname=".")
+
+        atomic_write(filename, pack)
 
     @staticmethod
     def _load_state_dict_from_disk(model_weights, map_location="cpu"):

@@ -7,10 +7,10 @@
 2. DDP reduces gradients over the **data-parallel group only** (tensor-parallel ranks hold
    different shards, pipeline ranks different layers), and the distributed sampler splits data
    over data-parallel ranks, so every rank of one model replica sees the same batch;
-3. checkpoints hold plain containers and load with ``weights_only=True``; they are
-   layout-free for model weights (gathered on every rank, written by rank 0),
-   and each model-parallel rank's optimizer state — which is sharded like the weights — goes
-   to a sidecar file next to the checkpoint, so resuming restores every shard's moments.
+3. checkpoints hold plain containers, load with ``weights_only=True`` and are written
+   atomically (:mod:`biomegatron_nemo.checkpoints.training`); weights *and* optimizer state are
+   layout-free (gathered on every rank, written by rank 0), so a run saved at one tensor /
+   pipeline layout resumes at another with its optimizer moments.
 
 It works with ``python script.py`` and ``devices=N`` (Lightning spawns the ranks) and with
 ``torchrun``; backend ``gloo`` on CPU, ``nccl`` on CUDA.
@@ -18,7 +18,6 @@ It works with ``python script.py`` and ``devices=N`` (Lightning spawns the ranks
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, Optional
 
 import torch
@@ -36,7 +35,10 @@ class MegatronDDPStrategy(DDPStrategy):
 
     def __init__(self, tensor_model_parallel_size: int = 1, pipeline_model_parallel_size: int = 1,
                  seed: int = 1234, **kwargs: Any):
+        from biomegatron_nemo.checkpoints.training import AtomicCheckpointIO
+
         kwargs.setdefault("process_group_backend", default_backend())
+        kwargs.setdefault("checkpoint_io", AtomicCheckpointIO())
         super().__init__(**kwargs)
         self.tensor_model_parallel_size = int(tensor_model_parallel_size)
         self.pipeline_model_parallel_size = int(pipeline_model_parallel_size)
@@ -75,23 +77,29 @@ class MegatronDDPStrategy(DDPStrategy):
                     rank=parallel_state.get_data_parallel_rank())
 
     # ------------------------------------------------------------------ checkpoints
-    @staticmethod
-    def _model_parallel_world() -> int:
-        if not parallel_state.model_parallel_is_initialized():
-            return 1
-        return (parallel_state.get_tensor_model_parallel_world_size()
-                * parallel_state.get_pipeline_model_parallel_world_size())
-
-    @staticmethod
-    def _optimizer_sidecar(filepath: str) -> str:
-        return (f"{filepath}.optim-tp{parallel_state.get_tensor_model_parallel_rank()}"
-                f"-pp{parallel_state.get_pipeline_model_parallel_rank()}")
-
     def lightning_module_state_dict(self) -> Dict[str, Any]:
         return self.lightning_module.layout_free_state_dict()
 
     def load_model_state_dict(self, checkpoint, strict: bool = True) -> None:
         self.lightning_module.load_layout_free_state_dict(checkpoint["state_dict"], strict=strict)
+
+    def optimizer_state(self, optimizer) -> Dict[str, Any]:
+        from lightning.pytorch.core.optimizer import LightningOptimizer
+
+        from biomegatron_nemo.checkpoints.training import layout_free_optimizer_state
+
+        if isinstance(optimizer, LightningOptimizer):
+            optimizer = optimizer._optimizer
+        return layout_free_optimizer_state(self.lightning_module, optimizer)  # collective
+
+    def load_optimizer_state_dict(self, checkpoint) -> None:
+        from lightning.fabric.utilities.optimizer import _optimizer_to_device
+
+        from biomegatron_nemo.checkpoints.training import load_layout_free_optimizer_state
+
+        for optimizer, state in zip(self.optimizers, checkpoint["optimizer_states"]):
+            load_layout_free_optimizer_state(self.lightning_module, optimizer, state)
+            _optimizer_to_device(optimizer, self.root_device)
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], filepath, storage_options: Optional[Any] = None) -> None:
         # Plain containers only, so the checkpoint loads with torch.load(weights_only=True):
@@ -99,30 +107,7 @@ class MegatronDDPStrategy(DDPStrategy):
         if isinstance(checkpoint.get("hyper_parameters"), DictConfig):
             checkpoint["hyper_parameters"] = to_plain(checkpoint["hyper_parameters"])
         checkpoint.pop("hparams_type", None)
-        if self._model_parallel_world() > 1 and parallel_state.get_data_parallel_rank() == 0:
-            torch.save({"optimizer_states": checkpoint.get("optimizer_states", [])},
-                       self._optimizer_sidecar(str(filepath)))
         super().save_checkpoint(checkpoint, filepath, storage_options=storage_options)
-
-    def remove_checkpoint(self, filepath) -> None:
-        super().remove_checkpoint(filepath)
-        if self._model_parallel_world() > 1 and parallel_state.get_data_parallel_rank() == 0:
-            sidecar = self._optimizer_sidecar(str(filepath))
-            if os.path.exists(sidecar):
-                os.remove(sidecar)
-
-    def load_checkpoint(self, checkpoint_path) -> Dict[str, Any]:
-        # Never unpickle code from a checkpoint (Lightning's own loader uses weights_only=False).
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        if self._model_parallel_world() > 1:
-            sidecar = self._optimizer_sidecar(str(checkpoint_path))
-            if not os.path.exists(sidecar):
-                raise FileNotFoundError(
-                    f"{sidecar}: this rank's optimizer shard is missing; a checkpoint written at "
-                    "another tensor/pipeline layout restores weights (load it with init_from) but "
-                    "not optimizer state")
-            checkpoint["optimizer_states"] = torch.load(sidecar, map_location="cpu", weights_only=True)["optimizer_states"]
-        return checkpoint
 
 
 def _sync_data_parallel_replicas(module: torch.nn.Module) -> None:

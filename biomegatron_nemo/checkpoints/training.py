@@ -1,0 +1,193 @@
+"""Training checkpoints (Lightning ``.ckpt``) that survive kills and layout changes.
+
+* :class:`AtomicCheckpointIO` writes each checkpoint through
+  :func:`~biomegatron_nemo.common.atomic.atomic_write` (complete or absent, never truncated under
+  its final name; a full disk is a clear error and the previous checkpoints stay) and loads it
+  weights-only, naming the file when it is unreadable.
+* :func:`layout_free_optimizer_state` / :func:`load_layout_free_optimizer_state`: the optimizer
+  state keyed by parameter *name*, each moment gathered like its weight (tensor-parallel shards
+  concatenated, vocabulary padding cut, layers numbered over all pipeline stages), so a run saved
+  at TP=2 resumes at TP=1 with its Adam moments and the reverse. megatron-core's
+  ``dist_checkpointing`` reshards too, but its save path needs CUDA on 0.16.1 (KNOWN-TRAPS.md);
+  gathering costs a full copy of the optimizer state per model-parallel group at save time.
+* :func:`prepare_resume`: before NeMo's ``exp_manager`` looks for ``*last.ckpt``, the leftovers of
+  a killed run are tidied: ``.partial`` files removed, and when the run died between writing a new
+  ``-last`` checkpoint and deleting the old one (NeMo then refuses to pick one), the older is
+  removed so the newest complete checkpoint is resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from biomegatron_nemo.checkpoints.layout import (
+    gather_named_tensors,
+    global_name,
+    merge_pipeline_stages,
+    shard_named_tensors,
+)
+from biomegatron_nemo.common.atomic import PARTIAL_SUFFIX, atomic_write
+
+log = logging.getLogger(__name__)
+
+#: marks an optimizer state saved by :func:`layout_free_optimizer_state`
+OPTIMIZER_FORMAT = "biomegatron-layout-free-optimizer-1"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with atomic writes and weights-only, error-naming reads."""
+
+    def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+    def load_checkpoint(self, path, map_location: Optional[Callable] = None) -> Dict[str, Any]:
+        return load_training_checkpoint(path)
+
+
+def load_training_checkpoint(path, mmap: bool = False) -> Dict[str, Any]:
+    """A training checkpoint read with ``weights_only=True``; a missing, truncated or foreign file
+    is an error naming it."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such training checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, zipfile errors
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path}: not a readable training checkpoint ({first}); resume from an earlier "
+                         "checkpoint of the same folder or remove this one") from err
+
+
+# ---------------------------------------------------------------------------- optimizer state
+def _layout(model):
+    layout = model.weight_layout()
+    return set(layout.vocab_sized), layout.vocab_size, dict(layout.tied_copies)
+
+
+def layout_free_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Dict[str, Any]:
+    """``optimizer``'s state independent of the tensor / pipeline layout. Collective: every rank.
+
+    Per-parameter tensors shaped like their parameter (Adam's moments, SGD's momentum) are
+    gathered like the weights; other entries (Adam's ``step``) are kept as they are. Parameter
+    groups keep their hyper-parameters, with parameter names instead of positions.
+    """
+    vocab_keys, vocab_size, tied = _layout(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    params = {n: p for n, p in model.named_parameters()}
+    per_param: Dict[str, Dict[str, Any]] = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if names[id(p)] not in tied and p in optimizer.state:
+                per_param[names[id(p)]] = optimizer.state[p]
+    keys = sorted({k for state in per_param.values() for k in state})
+    if dist.is_initialized():  # every rank must run the same gathers: agree on the state's keys
+        everyone: List[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, keys)
+        keys = sorted({k for ks in everyone for k in ks})
+    state: Dict[str, Dict[str, Any]] = {}
+    for key in keys:
+        shaped = {n: s[key] for n, s in per_param.items()
+                  if isinstance(s.get(key), torch.Tensor) and s[key].shape == params[n].shape}
+        other = {n: s[key] for n, s in per_param.items() if key in s and n not in shaped}
+        for name, value in {**gather_named_tensors(model, shaped, vocab_keys, vocab_size),
+                            **merge_pipeline_stages(model, other)}.items():
+            state.setdefault(name, {})[key] = value
+    groups = []
+    for group in optimizer.param_groups:
+        members = [global_name(model, names[id(p)]) for p in group["params"] if names[id(p)] not in tied]
+        groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": members})
+    groups = _merge_group_members(groups)
+    return {"format": OPTIMIZER_FORMAT, "state": state, "param_groups": groups}
+
+
+def _merge_group_members(groups: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Each group's parameter names over all pipeline stages (stage order)."""
+    from megatron.core import parallel_state
+
+    if not (parallel_state.model_parallel_is_initialized()
+            and parallel_state.get_pipeline_model_parallel_world_size() > 1):
+        return groups
+    stages: List[Any] = [None] * parallel_state.get_pipeline_model_parallel_world_size()
+    dist.all_gather_object(stages, [g["params"] for g in groups],
+                           group=parallel_state.get_pipeline_model_parallel_group())
+    return [{**g, "params": [n for stage in stages for n in stage[i]]} for i, g in enumerate(groups)]
+
+
+def load_layout_free_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                                     saved: Dict[str, Any]) -> None:
+    """Load a state from :func:`layout_free_optimizer_state` into this rank's ``optimizer``
+    (whatever layout saved it); a state saved by ``optimizer.state_dict()`` loads as is."""
+    if saved.get("format") != OPTIMIZER_FORMAT:
+        optimizer.load_state_dict(saved)
+        return
+    vocab_keys, _, tied = _layout(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    if len(saved["param_groups"]) != len(optimizer.param_groups):
+        raise ValueError(f"the checkpoint's optimizer has {len(saved['param_groups'])} parameter groups, "
+                         f"this model's {len(optimizer.param_groups)}")
+    state: Dict[int, Dict[str, Any]] = {}
+    groups = []
+    index = 0
+    for number, (group, stored) in enumerate(zip(optimizer.param_groups, saved["param_groups"])):
+        members = set(stored["params"])
+        positions = []
+        for p in group["params"]:
+            local = names[id(p)]
+            source = tied.get(local, global_name(model, local))
+            if source not in members and local not in tied:
+                raise ValueError(f"the checkpoint's optimizer has no {source} in parameter group {number}; "
+                                 "it was saved by a different model")
+            entries = saved["state"].get(source)
+            if entries:
+                state[index] = _shard_entries(model, local, p, source, entries, vocab_keys)
+            positions.append(index)
+            index += 1
+        groups.append({**{k: v for k, v in stored.items() if k != "params"}, "params": positions})
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _shard_entries(model, local: str, param: torch.Tensor, source: str, entries: Dict[str, Any],
+                   vocab_keys) -> Dict[str, Any]:
+    out = {}
+    for key, value in entries.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            piece = shard_named_tensors(model, {source: value}, {local: param.shape}, vocab_keys,
+                                        aliases={local: source})
+            value = piece[local]
+        out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------- resume
+def prepare_resume(checkpoint_dir) -> List[str]:
+    """Tidy what a killed run left in ``checkpoint_dir`` (global rank 0, before ``exp_manager``);
+    returns what was removed, each with the reason."""
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for partial in sorted(folder.glob(f"*{PARTIAL_SUFFIX}")):
+        partial.unlink()
+        removed.append(f"{partial} (half-written by an interrupted save)")
+    unfinished = "-unfinished"  # NeMo's marker: a save or removal of that checkpoint never ended
+    lasts = [p for p in folder.glob("*last.ckpt") if not Path(f"{p}{unfinished}").exists()]
+    if len(lasts) > 1:
+        steps = {p: int(load_training_checkpoint(p, mmap=True).get("global_step", -1)) for p in lasts}
+        newest = max(lasts, key=lambda p: (steps[p], p.stat().st_mtime))
+        for older in lasts:
+            if older != newest:
+                older.unlink()
+                removed.append(f"{older} (step {steps[older]}; the run was killed after writing "
+                               f"{newest.name}, step {steps[newest]}, before removing it)")
+    for line in removed:
+        log.warning("removed %s", line)
+    return removed

@@ -1,0 +1,54 @@
+""":func:`atomic_write`, which every checkpoint writer uses so that no kill, full disk or crash
+leaves a half-written file under a final name."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from pathlib import Path
+from typing import BinaryIO, Callable, Union
+
+#: suffix of the temporary file :func:`atomic_write` fills before renaming it to its final name
+PARTIAL_SUFFIX = ".partial"
+
+#: errors of a full disk or a file-size limit (``ulimit -f``, quotas)
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> None:
+    """Create ``path`` with ``write(file)`` so that it is either complete or absent.
+
+    The bytes go to ``path + PARTIAL_SUFFIX`` in the same folder, are flushed to the disk
+    (``fsync``), and only then renamed to ``path`` (``os.replace`` is atomic within a file
+    system); the folder is synced so the rename survives a power cut. A process killed at any
+    point leaves at most the ``.partial`` file, never a truncated file under the final name, and
+    an existing ``path`` is untouched until the new one is complete. Lightning's own
+    ``_atomic_save`` writes to the system temp folder and moves the file, which is a copy — not
+    atomic — when the checkpoint folder is on another file system (a cluster's shared storage).
+
+    A full disk (or quota, or file-size limit) is an ``OSError`` saying so and naming ``path``;
+    the partial file is removed.
+    """
+    path = Path(path)
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    try:
+        with open(partial, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+            raise OSError(err.errno, f"{path}: could not be written, the disk is full or a size limit "
+                                     f"was reached ({os.strerror(err.errno)}); nothing was written under "
+                                     "this name and existing files were left as they were") from err
+        raise
+    with contextlib.suppress(OSError):  # not every file system lets a folder be opened
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
