@@ -57,7 +57,7 @@ def test_prediction_writer_round_trips_through_the_reader(tmp_path):
     ("ner_iobes_tag_in_iob2.tsv", "IOB2", 2, "'E-Disease' is not a valid IOB2 tag"),
     ("ner_one_column.tsv", "IOB2", 1, "at least 2 columns"),
     ("ner_no_sentences.tsv", "IOB2", None, "no sentences"),
-    ("ner_not_utf8.tsv", "IOB2", 2, "not UTF-8 text (byte 0xff at column 7)"),
+    ("ner_not_utf8.tsv", "IOB2", 2, "invalid UTF-8 (byte 0xff at column 7)"),
 ])
 def test_broken_files_name_file_and_line(name, scheme, line, fragment):
     path = BROKEN / name

@@ -96,3 +96,31 @@ def test_corrupt_gzip_names_file_and_line_or_drops_the_rest(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.txt' does not exist"):
         _read(tmp_path / "nope.txt")
+
+
+def test_skipped_bad_lines_are_counted_and_the_first_ones_located(tmp_path, caplog):
+    from biomegatron_nemo.common.corpus import REPORTED_BAD_LINES
+
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join('{"text": "ok"}\n' if i % 2 else "not json\n" for i in range(2 * REPORTED_BAD_LINES + 10)))
+    docs, counts = _read(path, skip_bad_lines=True)
+    assert len(docs) == counts.bad_lines == REPORTED_BAD_LINES + 5
+    assert len(counts.bad_line_examples) == REPORTED_BAD_LINES
+    assert counts.bad_line_examples[1] == f"{path}:3: [text] bad JSON line (invalid JSON: Expecting value at column 1)"
+    assert f"skipped bad line {path}:1: [text] bad JSON line" in caplog.text
+    assert "further bad lines are counted, not logged" in caplog.text
+
+
+def test_a_file_without_documents_is_an_error_or_skipped_and_listed(tmp_path):
+    empty, blank = tmp_path / "empty.txt", tmp_path / "blank.jsonl"
+    empty.write_bytes(b"")
+    blank.write_text('{"text": "  "}\n\n')
+    for path in (empty, blank):
+        with pytest.raises(DataFormatError, match=rf"^{path}: no documents"):
+            _read(path)
+        docs, counts = _read(path, skip_bad_lines=True)
+        assert docs == [] and counts.empty_files == [str(path)] and counts.bad_lines == 0
+    bad_only = tmp_path / "bad_only.txt"
+    bad_only.write_bytes(b"\xff\n")
+    _, counts = _read(bad_only, skip_bad_lines=True)
+    assert counts.bad_lines == 1 and counts.empty_files == []  # reported once, as the bad line it is

@@ -202,3 +202,28 @@ def test_a_worker_that_cannot_start_fails_the_run_instead_of_hanging(tmp_path):
         preprocess_corpus([FIXTURES / "corpus.txt"], tmp_path / "out", _FailsInWorkers(str(VOCAB)),
                           workers=2, progress=False)
     assert not (tmp_path / "out.bin").exists()
+
+
+def test_bad_records_of_a_large_corpus_stop_the_run_or_are_skipped_counted_and_located(tmp_path, tokenizer, capsys):
+    """Many shards, some broken: the default run stops at the first bad record naming file and line;
+    --skip-bad-lines writes the rest and the summary says how many records were skipped and where."""
+    good = FIXTURES / "corpus.txt"
+    bad = tmp_path / "shard_1.jsonl"
+    bad.write_text('{"text": "All mice survived."}\nnot json\n{"text": "Toxicity was rare."}\n{"body": 1}\n')
+    empty = tmp_path / "shard_2.txt"
+    empty.write_bytes(b"")
+    inputs = [good, bad, empty]
+    with pytest.raises(DataFormatError, match=rf"^{bad}:2: \[text\] bad JSON line"):
+        preprocess_corpus(inputs, tmp_path / "out", tokenizer, progress=False)
+    summary = preprocess_corpus(inputs, tmp_path / "out", tokenizer, skip_bad_lines=True, progress=False)
+    assert (summary.documents, summary.bad_lines_skipped) == (5, 2)
+    assert summary.bad_line_examples == [f"{bad}:2: [text] bad JSON line (invalid JSON: Expecting value at column 1)",
+                                         f"{bad}:4: [text] bad JSON line (no 'text' field)"]
+    assert summary.empty_files_skipped == [str(empty)]
+    main(["--input", *map(str, inputs), "--vocab-file", str(VOCAB), "--output-prefix", str(tmp_path / "cli"),
+          "--no-progress", "--skip-bad-lines"])
+    out = capsys.readouterr().out
+    assert f"skipped bad line {bad}:4: [text] bad JSON line (no 'text' field)" in out
+    assert f"skipped empty file: {empty}" in out
+    with pytest.raises(SystemExit, match=rf"{empty}: no documents .*--skip-bad-lines skips"):
+        main(["--input", str(empty), "--vocab-file", str(VOCAB), "--output-prefix", str(tmp_path / "x")])

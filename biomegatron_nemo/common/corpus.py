@@ -14,9 +14,13 @@ surrounding whitespace, and whitespace-only documents are skipped and counted.
 
 Bad input (DESIGN.md rule 8) raises :class:`~biomegatron_nemo.common.errors.DataFormatError`
 naming file and line: undecodable UTF-8 (with the byte and its column), a corrupt gzip stream, a
-JSON line that does not parse or lacks a string text field. With ``skip_bad_lines`` such lines
-are skipped and counted in :class:`CorpusCounts` instead; a corrupt gzip stream cannot be resumed,
-so the rest of that file is dropped and the file listed.
+JSON line that does not parse or lacks a string text field, a line longer than
+``max_line_bytes`` (:data:`MAX_CORPUS_LINE_BYTES`, 16 MiB, by default: a whole PMC article is a
+few hundred KB, so a longer line means lost line ends; only that much of it is ever held in
+memory), a file without any document (an empty shard is usually a failed download). With
+``skip_bad_lines`` such lines (and empty files) are skipped and counted in :class:`CorpusCounts`
+instead, the first :data:`REPORTED_BAD_LINES` of them logged and kept as ``file:line: reason``;
+a corrupt gzip stream cannot be resumed, so the rest of that file is dropped and the file listed.
 """
 
 from __future__ import annotations
@@ -30,11 +34,18 @@ from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 from biomegatron_nemo.common.errors import DataFormatError
+from biomegatron_nemo.common.files import describe_decode_error
 
 logger = logging.getLogger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b"
 JSON_LINES_SUFFIXES = (".jsonl", ".json", ".ndjson")
+
+#: Longest corpus line (bytes) read as a document; longer ones are bad lines (see the module doc).
+MAX_CORPUS_LINE_BYTES = 16 << 20
+#: Skipped bad lines logged and listed by location; the rest are counted only.
+REPORTED_BAD_LINES = 20
+_DISCARD_CHUNK = 1 << 20
 
 PathLike = Union[str, os.PathLike]
 
@@ -46,6 +57,21 @@ class CorpusCounts:
     empty_lines: int = 0
     bad_lines: int = 0
     truncated_files: List[str] = field(default_factory=list)
+    #: ``file:line: reason`` of the first REPORTED_BAD_LINES skipped lines
+    bad_line_examples: List[str] = field(default_factory=list)
+    #: files skipped because they hold no document
+    empty_files: List[str] = field(default_factory=list)
+
+    def skip_or_raise(self, error: DataFormatError, skip: bool) -> None:
+        """Raise ``error``, or (``skip``) count it, logging and keeping the first ones by location."""
+        if not skip:
+            raise error from None
+        self.bad_lines += 1
+        if len(self.bad_line_examples) < REPORTED_BAD_LINES:
+            self.bad_line_examples.append(str(error))
+            logger.warning("skipped bad line %s", error)
+            if len(self.bad_line_examples) == REPORTED_BAD_LINES:
+                logger.warning("further bad lines are counted, not logged")
 
 
 def check_files_exist(paths: Sequence[PathLike]) -> None:
@@ -65,7 +91,16 @@ def is_json_lines(path: PathLike) -> bool:
     return name.removesuffix(".gz").endswith(JSON_LINES_SUFFIXES)
 
 
-def _raw_lines(path: str, counts: CorpusCounts, skip_bad_lines: bool) -> Iterator[Tuple[int, bytes]]:
+def _discard_rest_of_line(reader) -> None:
+    # in bounded chunks: the point of the line limit is never to hold such a line whole
+    while True:
+        chunk = reader.readline(_DISCARD_CHUNK)
+        if not chunk or chunk.endswith(b"\n"):
+            return
+
+
+def _raw_lines(path: str, counts: CorpusCounts, skip_bad_lines: bool,
+               max_line_bytes: int) -> Iterator[Tuple[int, bytes]]:
     """``(1-based line number, bytes)``; splitting bytes at ``\\n`` (not text at every Unicode
     line break, as ``str.splitlines`` would) keeps line numbers the ones editors show."""
     compressed = is_gzip(path)
@@ -74,7 +109,10 @@ def _raw_lines(path: str, counts: CorpusCounts, skip_bad_lines: bool) -> Iterato
     with opener(path, "rb") as reader:
         while True:
             try:
-                raw = reader.readline()
+                raw = reader.readline(max_line_bytes + 1)
+                too_long = len(raw) > max_line_bytes and not raw.endswith(b"\n")
+                if too_long:
+                    _discard_rest_of_line(reader)
             except (EOFError, zlib.error, OSError) as err:
                 # gzip reports a truncated stream as EOFError and garbled data as zlib.error or
                 # BadGzipFile (an OSError); an OSError from a plain file is not ours to rename.
@@ -92,19 +130,22 @@ def _raw_lines(path: str, counts: CorpusCounts, skip_bad_lines: bool) -> Iterato
             if not raw:
                 return
             line_no += 1
+            if too_long:
+                counts.skip_or_raise(DataFormatError(
+                    path, line_no, f"line longer than {max_line_bytes:,} bytes: lost line ends? (a real "
+                    "document this long needs a larger max_line_bytes)"), skip_bad_lines)
+                continue
             yield line_no, raw
 
 
-def _text_lines(path: str, counts: CorpusCounts, skip_bad_lines: bool) -> Iterator[Tuple[int, str]]:
-    for line_no, raw in _raw_lines(path, counts, skip_bad_lines):
+def _text_lines(path: str, counts: CorpusCounts, skip_bad_lines: bool,
+                max_line_bytes: int) -> Iterator[Tuple[int, str]]:
+    for line_no, raw in _raw_lines(path, counts, skip_bad_lines, max_line_bytes):
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
-            if not skip_bad_lines:
-                raise DataFormatError(path, line_no, f"invalid UTF-8 (byte 0x{raw[err.start]:02x} "
-                                      f"at column {err.start + 1}); re-encode the file as UTF-8"
-                                      ) from err
-            counts.bad_lines += 1
+            counts.skip_or_raise(DataFormatError(path, line_no, describe_decode_error(raw, err.start, line_no == 1)),
+                                 skip_bad_lines)
             continue
         if line_no == 1:
             text = text.removeprefix("\ufeff")
@@ -129,17 +170,32 @@ def _json_text(line: str, json_key: str) -> str:
 
 
 def iter_documents(path: PathLike, *, blank_line_documents: bool = False, json_key: str = "text",
-                   skip_bad_lines: bool = False, counts: Optional[CorpusCounts] = None
-                   ) -> Iterator[Tuple[int, str]]:
+                   skip_bad_lines: bool = False, counts: Optional[CorpusCounts] = None,
+                   max_line_bytes: int = MAX_CORPUS_LINE_BYTES) -> Iterator[Tuple[int, str]]:
     """``(first line number, stripped text)`` for each non-empty document of ``path``.
 
-    Skipped empty documents and (with ``skip_bad_lines``) bad lines and truncated files are
-    added to ``counts``. ``blank_line_documents`` applies to plain text only.
+    Skipped empty documents and (with ``skip_bad_lines``) bad lines, truncated and empty files
+    are added to ``counts``. ``blank_line_documents`` applies to plain text only.
     """
     check_files_exist([path])
     path = os.fspath(path)
     counts = CorpusCounts() if counts is None else counts
-    lines = _text_lines(path, counts, skip_bad_lines)
+    found, bad_before = 0, counts.bad_lines
+    for found, document in enumerate(_documents(path, blank_line_documents, json_key, skip_bad_lines, counts,
+                                                max_line_bytes), start=1):
+        yield document
+    # a file whose lines were all bad (or cut short) is already reported as such
+    if not found and counts.bad_lines == bad_before and path not in counts.truncated_files:
+        if not skip_bad_lines:
+            raise DataFormatError(path, None, "no documents (an empty file, or only blank lines; a failed "
+                                  "download?)")
+        counts.empty_files.append(path)
+        logger.warning("%s: no documents; skipped", path)
+
+
+def _documents(path: str, blank_line_documents: bool, json_key: str, skip_bad_lines: bool,
+               counts: CorpusCounts, max_line_bytes: int) -> Iterator[Tuple[int, str]]:
+    lines = _text_lines(path, counts, skip_bad_lines, max_line_bytes)
     if is_json_lines(path):
         for line_no, line in lines:
             if not line.strip():
@@ -148,10 +204,8 @@ def iter_documents(path: PathLike, *, blank_line_documents: bool = False, json_k
             try:
                 text = _json_text(line, json_key).strip()
             except ValueError as err:
-                if not skip_bad_lines:
-                    raise DataFormatError(path, line_no, f"bad JSON line ({err})",
-                                          field=json_key) from None
-                counts.bad_lines += 1
+                counts.skip_or_raise(DataFormatError(path, line_no, f"bad JSON line ({err})", field=json_key),
+                                     skip_bad_lines)
                 continue
             if not text:
                 counts.empty_lines += 1

@@ -11,9 +11,10 @@ sentence-order head). No [CLS]/[SEP] are stored; the dataset adds them.
 
 Inputs (any number, concatenated in order into one output prefix) are plain text with one
 document per line (or, with ``blank_line_documents``, separated by blank lines), or JSON lines
-with the document in the ``json_key`` field, either possibly gzipped. With ``skip_bad_lines``
-undecodable or malformed lines are skipped and counted instead of stopping the run (a corrupt
-gzip stream drops the rest of its file).
+with the document in the ``json_key`` field, either possibly gzipped. A bad record (undecodable
+or malformed line, a line over ``max_line_bytes``, a file without documents) stops the run with an
+error naming file and line; with ``skip_bad_lines`` it is skipped and counted instead, and the
+summary lists where the first ones were (a corrupt gzip stream drops the rest of its file).
 
 Two things megatron-core does silently are made visible here: its sample builder drops every
 document that contains a sentence longer than 512 tokens (``LONG_SENTENCE_LEN`` in
@@ -43,7 +44,7 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from tqdm import tqdm
 
-from biomegatron_nemo.common.corpus import CorpusCounts, check_files_exist, iter_documents
+from biomegatron_nemo.common.corpus import MAX_CORPUS_LINE_BYTES, CorpusCounts, check_files_exist, iter_documents
 from biomegatron_nemo.common.errors import DataFormatError
 from biomegatron_nemo.data.preprocess_workers import (DOCUMENTS_PER_TASK, TokenizerSpec, batched,
                                                       encode_documents, init_worker,
@@ -67,6 +68,9 @@ class PreprocessSummary:
     short_documents_skipped: int = 0
     long_sentences_split: int = 0
     truncated_files: List[str] = field(default_factory=list)
+    #: ``file:line: reason`` of the first skipped bad lines (the count is bad_lines_skipped)
+    bad_line_examples: List[str] = field(default_factory=list)
+    empty_files_skipped: List[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -91,6 +95,10 @@ class PreprocessSummary:
                  f"in {self.seconds:.1f} s ({self.tokens_per_second:,.0f} tokens/s)"]
         lines += [f"  {name:<24}{value:>14,}" for name, value in rows]
         lines += [f"  truncated (corrupt gzip): {path}" for path in self.truncated_files]
+        lines += [f"  skipped empty file: {path}" for path in self.empty_files_skipped]
+        lines += [f"  skipped bad line {where}" for where in self.bad_line_examples]
+        if self.bad_lines_skipped > len(self.bad_line_examples):
+            lines.append(f"  ... and {self.bad_lines_skipped - len(self.bad_line_examples):,} more bad lines")
         return "\n".join(lines)
 
 
@@ -108,6 +116,7 @@ def preprocess_corpus(
     skip_bad_lines: bool = False,
     min_sentences: int = 1,
     max_sentence_tokens: int = MEGATRON_LONG_SENTENCE_LEN,
+    max_line_bytes: int = MAX_CORPUS_LINE_BYTES,
     progress: bool = True,
 ) -> PreprocessSummary:
     """Split, tokenize and write ``inputs`` to ``output_prefix.{bin,idx}``; return the counts.
@@ -130,6 +139,8 @@ def preprocess_corpus(
     if not 0 < max_sentence_tokens <= MEGATRON_LONG_SENTENCE_LEN:
         raise ValueError(f"max_sentence_tokens must be in 1..{MEGATRON_LONG_SENTENCE_LEN} "
                          f"(megatron-core never samples documents with longer sentences)")
+    if max_line_bytes < 1:
+        raise ValueError(f"max_line_bytes must be >= 1, got {max_line_bytes}")
     inputs = [os.fspath(p) for p in inputs]
     if not inputs:
         raise ValueError("no input files given")
@@ -153,7 +164,7 @@ def preprocess_corpus(
         for path in inputs:
             for _, text in iter_documents(path, blank_line_documents=blank_line_documents,
                                           json_key=json_key, skip_bad_lines=skip_bad_lines,
-                                          counts=counts):
+                                          counts=counts, max_line_bytes=max_line_bytes):
                 yield text
 
     tasks = batched(documents(), DOCUMENTS_PER_TASK)
@@ -199,6 +210,8 @@ def preprocess_corpus(
     summary.empty_lines_skipped = counts.empty_lines
     summary.bad_lines_skipped = counts.bad_lines
     summary.truncated_files = counts.truncated_files
+    summary.bad_line_examples = counts.bad_line_examples
+    summary.empty_files_skipped = counts.empty_files
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -230,8 +243,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
                      help="plain text documents are separated by blank lines, not one per line")
     fmt.add_argument("--json-key", default="text", help="document field of .jsonl input")
     fmt.add_argument("--skip-bad-lines", action="store_true",
-                     help="skip and count undecodable or malformed lines instead of stopping "
+                     help="skip and count undecodable, malformed or over-long lines and empty files "
+                          "instead of stopping; the summary lists where the first ones were "
                           "(a corrupt gzip stream drops the rest of its file)")
+    fmt.add_argument("--max-line-bytes", type=int, default=MAX_CORPUS_LINE_BYTES,
+                     help="a longer line is a bad record (lost line ends?); only this much of it is "
+                          f"held in memory; default {MAX_CORPUS_LINE_BYTES:,}")
     out = parser.add_argument_group("output")
     out.add_argument("--min-sentences", type=int, default=1,
                      help="drop documents with fewer sentences (use 2 with the sentence-order "
@@ -267,7 +284,7 @@ def main(argv: Optional[Sequence[str]] = None) -> PreprocessSummary:
             workers=args.workers, blank_line_documents=args.blank_line_documents,
             json_key=args.json_key, skip_bad_lines=args.skip_bad_lines,
             min_sentences=args.min_sentences, max_sentence_tokens=args.max_sentence_tokens,
-            progress=not args.no_progress)
+            max_line_bytes=args.max_line_bytes, progress=not args.no_progress)
     except (DataFormatError, FileNotFoundError, ValueError) as err:
         # The reader serves callers without this option, so the hint is added here.
         hint = ("; --skip-bad-lines skips and counts bad lines (and the rest of a corrupt gzip "
