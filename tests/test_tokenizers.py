@@ -14,6 +14,7 @@ import pytest
 import sentencepiece as spm
 from omegaconf import OmegaConf
 
+from biomegatron_nemo.common.errors import DataFormatError
 from biomegatron_nemo.tokenizers import (SPECIAL_TOKENS, SentencePieceTokenizer, WordPieceTokenizer,
                                          build_tokenizer)
 from biomegatron_nemo.tokenizers.train import train_sentencepiece, train_wordpiece
@@ -328,7 +329,7 @@ def test_bad_values_and_files_are_reported(wp_vocab, tmp_path):
         build_tokenizer({"library": "wordpiece", "vocab_file": wp_vocab, "special_tokens": "@GENE$"})
     not_a_model = tmp_path / "vocab.model"
     not_a_model.write_text("[PAD]\n[UNK]\n")
-    with pytest.raises(ValueError, match="vocab.model' is not a SentencePiece model"):
+    with pytest.raises(DataFormatError, match=r"vocab.model: not a SentencePiece model: a text file"):
         SentencePieceTokenizer(not_a_model)
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         WordPieceTokenizer(tmp_path / "missing.txt")
@@ -337,7 +338,7 @@ def test_bad_values_and_files_are_reported(wp_vocab, tmp_path):
     with pytest.raises(ValueError, match=r"repeated.txt:5: token 'aspirin' repeats line 3"):
         WordPieceTokenizer(repeated)
     (tmp_path / "binary.model").write_bytes(b"\xff\xfe\x00spm\n")
-    with pytest.raises(ValueError, match=r"binary.model:1: not valid UTF-8"):
+    with pytest.raises(DataFormatError, match=r"binary.model:1: invalid UTF-8"):
         WordPieceTokenizer(tmp_path / "binary.model")
 
 

@@ -77,9 +77,11 @@ def read_classification_tsv(path: Union[str, Path], labels: Optional[Sequence[st
                 has_id = len(row) == 2 + has_label
             n_cols = 1 + has_id + has_label
         if len(row) != n_cols:
+            # a row typed with spaces instead of tabs has its columns run together
+            hint = "; are its columns separated by spaces instead of tabs?" if len(row) < n_cols else ""
             raise DataFormatError(path, lineno, f"expected {n_cols} tab-separated columns "
                                   f"({'id, ' if has_id else ''}sentence{', label' if has_label else ''}), "
-                                  f"found {len(row)}", field="columns")
+                                  f"found {len(row)}{hint}", field="columns")
         guid = row[0] if has_id else f"{path.name}:{lineno}"
         text = row[1 if has_id else 0].strip()
         if not text:

@@ -109,9 +109,12 @@ def read_conll(path: Union[str, Path], scheme: str = "IOB2") -> List[Sentence]:
                                       f"found {layout.n_columns}", field="columns")
         cols = _split(line, layout.tab_separated)
         if len(cols) != layout.n_columns:
+            # the usual cause: a hand-edited line typed with spaces in a tab-separated file
+            mixed = layout.tab_separated and len(line.split()) == layout.n_columns
+            hint = f"; this line separates them with spaces, line {layout.first_line} with tabs" if mixed else ""
             raise DataFormatError(
                 path, lineno, f"expected {layout.n_columns} columns as on line "
-                f"{layout.first_line}, found {len(cols)}", field="columns")
+                f"{layout.first_line}, found {len(cols)}{hint}", field="columns")
         token, tag = cols[0].strip(), cols[-1].strip()
         if not token:
             raise DataFormatError(path, lineno, "empty token", field="token")

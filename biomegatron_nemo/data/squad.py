@@ -71,7 +71,10 @@ def question_id(example_id: str) -> str:
 
 
 def _need(obj, key: str, where: str, path: Path, kind=None):
-    if not isinstance(obj, dict) or key not in obj:
+    if not isinstance(obj, dict):
+        raise DataFormatError(path, None, f"expected an object with key {key!r}, got {type(obj).__name__}",
+                              field=where)
+    if key not in obj:
         raise DataFormatError(path, None, f"missing key {key!r}", field=where)
     value = obj[key]
     if kind is not None and not isinstance(value, kind):
@@ -81,6 +84,8 @@ def _need(obj, key: str, where: str, path: Path, kind=None):
 
 
 def _answers(raw, where: str, path: Path, context: str) -> List[Dict]:
+    if not isinstance(raw, list):
+        raise DataFormatError(path, None, f"expected a list of answers, got {type(raw).__name__}", field=where)
     out = []
     for k, a in enumerate(raw):
         w = f"{where}[{k}]"
@@ -99,12 +104,16 @@ def read_squad(path: Union[str, Path], require_answers: bool = False) -> List[QA
     Structural problems raise :class:`DataFormatError` naming the JSON path (e.g.
     ``data[3].paragraphs[0].qas[2].answers[0].answer_start``). ``require_answers``: an
     answerable question without answers is an error (training files); test files such as
-    BioASQ's have none.
+    BioASQ's have none. A repeated question id is an error: predictions are keyed by id.
     """
     path = Path(path)
     doc = load_json(path)
+    if isinstance(doc, dict) and "questions" in doc and "data" not in doc:
+        raise DataFormatError(path, None, "a BioASQ golden file (questions[]), not SQuAD-format JSON (data[]); "
+                              "give it as golden_file", field="<root>")
     data = _need(doc, "data", "<root>", path, list)
     out: List[QAExample] = []
+    seen: Dict[str, str] = {}  # question id → where it was first
     for i, article in enumerate(data):
         title = article.get("title", "") if isinstance(article, dict) else ""
         for j, para in enumerate(_need(article, "paragraphs", f"data[{i}]", path, list)):
@@ -113,6 +122,9 @@ def read_squad(path: Union[str, Path], require_answers: bool = False) -> List[QA
             for k, qa in enumerate(_need(para, "qas", pw, path, list)):
                 qw = f"{pw}.qas[{k}]"
                 qid = str(_need(qa, "id", qw, path))
+                if qid in seen:
+                    raise DataFormatError(path, None, f"question id {qid!r} repeats {seen[qid]}", field=f"{qw}.id")
+                seen[qid] = qw
                 question = _need(qa, "question", qw, path, str)
                 impossible = bool(qa.get("is_impossible", False))
                 answers = _answers(qa.get("answers", []), f"{qw}.answers", path, context)

@@ -238,17 +238,22 @@ class TokenClassificationDataset(torch.utils.data.Dataset):
 
 
 def read_label_file(path: str) -> List[str]:
-    labels = []
+    """The labels of a label map file (``label_map_file``), one a line in id order; blank lines
+    and surrounding whitespace are ignored, a repeated label or a tab is an error naming the line."""
+    labels: Dict[str, int] = {}  # label → its line
     for lineno, line in iter_lines(path):
         tag = line.strip()
         if not tag:
             continue
+        if "\t" in tag:
+            raise DataFormatError(path, lineno, f"{tag!r} holds a tab; a label map file has one label a "
+                                  "line (not 'label<TAB>id' columns)", field="label")
         if tag in labels:
-            raise DataFormatError(path, lineno, f"label {tag!r} repeats", field="label")
-        labels.append(tag)
+            raise DataFormatError(path, lineno, f"label {tag!r} repeats line {labels[tag]}", field="label")
+        labels[tag] = lineno
     if not labels:
         raise DataFormatError(path, None, "no labels in label map file")
-    return labels
+    return list(labels)
 
 
 def word_spans(encoding) -> List[Tuple[int, int]]:

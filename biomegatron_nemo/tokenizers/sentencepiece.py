@@ -26,11 +26,31 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import sentencepiece as spm
 
+from biomegatron_nemo.common.errors import DataFormatError
 from biomegatron_nemo.tokenizers.base import BioTokenizer, Encoding, fill_empty_words, with_bert_specials
 
 WORD_START = "\u2581"  # ▁, sentencepiece's whitespace marker
 
 _Pieces = Tuple[List[int], List[Tuple[int, int]]]
+
+
+def _why_not_a_model(model_file: str, err: Exception) -> str:
+    """sentencepiece's reason is "could not parse ModelProto" (or "unk is not defined" for an empty
+    file) whatever the file is; say what it looks like instead."""
+    with open(model_file, "rb") as f:
+        head = f.read(4096)
+    if not head:
+        return "empty file; expected a SentencePiece .model"
+    try:
+        head.decode("utf-8")
+        text = True
+    except UnicodeDecodeError as e:
+        text = e.start >= len(head) - 3  # only a character cut at the end of what was read
+    if text and b"\0" not in head:  # a model's piece scores put NUL bytes in its first KB
+        looks = "a text file (a .vocab or vocab.txt?); give the .model file sentencepiece wrote"
+    else:
+        looks = "truncated, or another binary file"
+    return f"not a SentencePiece model: {looks} [sentencepiece: {str(err).splitlines()[0]}]"
 
 
 class SentencePieceTokenizer(BioTokenizer):
@@ -47,7 +67,7 @@ class SentencePieceTokenizer(BioTokenizer):
         try:
             sp = spm.SentencePieceProcessor(model_file=model_file)
         except (OSError, RuntimeError) as err:
-            raise ValueError(f"{model_file!r} is not a SentencePiece model: {err}") from err
+            raise DataFormatError(model_file, None, _why_not_a_model(model_file, err)) from None
         self._sp = sp
         self._model_file = model_file
         self._n_pieces = sp.get_piece_size()

@@ -9,12 +9,14 @@ library tracks alignments through normalisation, so offsets index the original t
 
 from __future__ import annotations
 
+import codecs
 import os
 from typing import Dict, List, Optional, Sequence
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from biomegatron_nemo.common.errors import DataFormatError
+from biomegatron_nemo.common.files import iter_lines
 from biomegatron_nemo.tokenizers.base import BioTokenizer, Encoding, fill_empty_words, with_bert_specials
 
 #: BERT's ``max_input_chars_per_word``: longer words become a single [UNK].
@@ -26,21 +28,29 @@ def read_vocab(vocab_file: str, specials: Sequence[str]) -> Dict[str, int]:
 
     Validated here because ``tokenizers`` accepts a repeated token silently (the id of its first
     line is lost and a later added token is given a taken id) and reports bad UTF-8 without a line.
+    Trailing whitespace is dropped, as ``tokenizers``' own reader does; whitespace inside a token
+    is an error (BERT's pre-tokenizer splits there, so no text could ever reach such a token).
     """
-    vocab: Dict[str, int] = {}
     with open(vocab_file, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                token = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as err:
-                raise DataFormatError(vocab_file, lineno, f"not valid UTF-8 ({err.reason}); "
-                                      "is this a vocab.txt?") from err
-            if not token.strip():
-                raise DataFormatError(vocab_file, lineno, "empty token; a vocab.txt has one token a line")
-            if token in vocab:
-                raise DataFormatError(vocab_file, lineno, f"token {token!r} repeats line "
-                                      f"{vocab[token] + 1}")
-            vocab[token] = lineno - 1
+        head = f.read(4096)
+    # a SentencePiece .model starts with a blank "line": say what it is (UTF-16 text is named below)
+    if b"\0" in head and not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise DataFormatError(vocab_file, None, "a binary file, not a vocab.txt (a SentencePiece .model? "
+                              "give it as model_file with library: sentencepiece)")
+    vocab: Dict[str, int] = {}
+    for lineno, line in iter_lines(vocab_file):
+        token = line.rstrip()
+        if not token.strip():
+            raise DataFormatError(vocab_file, lineno, "empty token; a vocab.txt has one token a line")
+        if any(c.isspace() for c in token):
+            hint = (" (a 'token<TAB>score' file such as SentencePiece's .vocab is not a vocab.txt; "
+                    "give a SentencePiece model as its .model file)" if "\t" in token else "")
+            raise DataFormatError(vocab_file, lineno, f"token {token!r} contains whitespace; a vocab.txt "
+                                  f"has one token a line{hint}")
+        if token in vocab:
+            raise DataFormatError(vocab_file, lineno, f"token {token!r} repeats line "
+                                  f"{vocab[token] + 1}")
+        vocab[token] = lineno - 1
     if not vocab:
         raise DataFormatError(vocab_file, None, "empty vocabulary")
     for token in specials:
