@@ -190,8 +190,9 @@ def test_bad_inputs_are_handled_or_named(trained, workdir, tmp_path):
     assert len(windows) > 10 and windows[-1].offsets[-2][1] == len(long_context)
     answers = trained.answer(LONG_QUESTION, long_context, top_k=20)
     assert all(long_context[a["start"]:a["end"]] == a["text"] for a in answers)
-    for bad, fragment in ((None, "expected"), ({"question": "q"}, "missing key"), (("q", 3), "context must be text")):
-        with pytest.raises(ValueError, match=fragment):
+    for bad, error, fragment in ((None, TypeError, "expected"), ({"question": "q"}, ValueError, "missing key"),
+                                 (("q", 3), TypeError, "context is int")):
+        with pytest.raises(error, match=fragment):
             trained.predict([bad])
     # a training answer not in its context: an error naming file and question, or skipped by choice
     doc = json.loads((workdir / "overfit.json").read_text())

@@ -122,9 +122,9 @@ def test_predict_spans_masks_the_entities(trained):
     assert trained.predict_spans([(text, (0, 7), (17, 22))]) == trained.predict([SENTENCES[0]])
     with pytest.raises(ValueError, match="must be non-empty, inside the text"):
         mask_entities(text, (0, 7), (5, 9), ("@CHEMICAL$", "@GENE$"))
-    with pytest.raises(ValueError, match="sentence 1 is empty"):
+    with pytest.raises(ValueError, match=r"sentences\[1\] is empty"):
         trained.predict(["@CHEMICAL$ and @GENE$", "  "])
-    with pytest.raises(ValueError, match="sentence 0 is NoneType"):
+    with pytest.raises(TypeError, match=r"sentences\[0\] is NoneType"):
         trained.predict([None])
 
 

@@ -126,7 +126,7 @@ def test_predict_returns_character_spans_and_handles_long_texts(trained):
     # windows of 14 sub-tokens give little context; most copies are still tagged exactly
     assert len(set(found) & set(expected)) >= 20
     assert found[-1][0] > len(long_text) - step  # the last window is reached
-    with pytest.raises(ValueError, match="text 1 is NoneType; expected a string"):
+    with pytest.raises(TypeError, match=r"texts\[1\] is NoneType; expected a string"):
         model.predict(["Aspirin.", None])
 
 

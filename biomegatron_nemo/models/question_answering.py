@@ -52,7 +52,13 @@ from biomegatron_nemo.metrics.squad import squad_scores
 from biomegatron_nemo.models.classification import single_linear_head
 from biomegatron_nemo.models.config import BioMegatronModelConfig
 from biomegatron_nemo.models.outputs import SpanQAOutput
-from biomegatron_nemo.models.task import FineTuningTaskModel
+from biomegatron_nemo.models.task import (
+    FineTuningTaskModel,
+    check_input_file,
+    check_list,
+    check_positive_int,
+    check_text,
+)
 
 DATASETS = ("squad", "bioasq")
 PADDING_LOGIT = -10000.0
@@ -226,6 +232,10 @@ class QuestionAnsweringModel(FineTuningTaskModel):
         (id → text, the official scripts' input), ``nbest_predictions.json``, ``null_odds.json``
         (v2.0: the official script's ``--na-prob-file``) and, for BioASQ, ``bioasq_submission.json``
         (official Task B format, five answers per question). The feature counts are in ``data``."""
+        file = check_input_file(file, "evaluate")
+        if golden_file is not None:
+            golden_file = check_input_file(golden_file, "evaluate", "golden_file")
+        check_positive_int(batch_size, "evaluate", "batch_size")
         dataset = self.make_dataset(read_squad(file), max_seq_length, source=file)
         predictions, nbest, null_odds = self.decode(dataset, *self.feature_logits(dataset, batch_size))
         scores = self.scores(dataset.examples, predictions, nbest, null_odds, golden_file)
@@ -246,8 +256,10 @@ class QuestionAnsweringModel(FineTuningTaskModel):
         """Per ``{"question", "context"}`` (or ``(question, context)`` pair): up to ``top_k`` answers,
         best first, as ``{"text", "start", "end", "probability"}`` — ``context[start:end] == text``;
         in v2.0 mode ``{"text": ""}`` (start/end None) stands for "no answer"."""
-        if isinstance(questions, (str, Mapping)):
-            raise TypeError("predict takes a list of questions; wrap a single one in a list, or use answer()")
+        questions = check_list(questions, "predict", "questions",
+                               "{'question': ..., 'context': ...} mappings or (question, context) pairs (or use answer())")
+        check_positive_int(top_k, "predict", "top_k")
+        check_positive_int(batch_size, "predict", "batch_size")
         examples = [QAExample(f"input:{i}", *_question_and_context(item, i)) for i, item in enumerate(questions)]
         dataset = self.make_dataset(examples)
         _, nbest, _ = self.decode(dataset, *self.feature_logits(dataset, batch_size))
@@ -256,6 +268,8 @@ class QuestionAnsweringModel(FineTuningTaskModel):
 
     def answer(self, question: str, context: str, top_k: int = 5) -> List[Dict]:
         """The ranked answers to one question over one context (see :meth:`predict`)."""
+        check_text(question, "answer", "question")
+        check_text(context, "answer", "context")
         return self.predict([{"question": question, "context": context}], top_k=top_k)[0]
 
 
@@ -268,20 +282,18 @@ def ranked_answers(examples: Sequence[QAExample], nbest: Mapping[str, List[Dict]
 
 
 def _question_and_context(item: Question, index: int) -> Tuple[str, str]:
+    where = f"questions[{index}]"
     if isinstance(item, Mapping):
         missing = [k for k in ("question", "context") if k not in item]
         if missing:
-            raise ValueError(f"question {index}: missing key(s) {missing}; expected {{'question': ..., 'context': ...}}")
+            raise ValueError(f"predict: {where}: missing key(s) {missing}; expected {{'question': ..., 'context': ...}}")
         question, context = item["question"], item["context"]
     elif isinstance(item, (tuple, list)) and len(item) == 2:
         question, context = item
     else:
-        raise ValueError(f"question {index}: expected {{'question': ..., 'context': ...}} or a (question, context) "
-                         f"pair, got {type(item).__name__}")
-    for name, value in (("question", question), ("context", context)):
-        if not isinstance(value, str):
-            raise ValueError(f"question {index}: {name} must be text, got {type(value).__name__}")
-    return question, context
+        raise TypeError(f"predict: {where} is {type(item).__name__}; expected {{'question': ..., 'context': ...}} "
+                        "or a (question, context) pair")
+    return check_text(question, "predict", f"{where}.question"), check_text(context, "predict", f"{where}.context")
 
 
 def _write_json(path: Path, value) -> None:

@@ -46,6 +46,7 @@ from biomegatron_nemo.models.classification import (
     single_linear_head,
 )
 from biomegatron_nemo.models.outputs import SequenceClassifierOutput
+from biomegatron_nemo.models.task import check_input_file, check_list, check_positive_int, check_text
 
 
 @dataclass
@@ -213,6 +214,8 @@ class SequenceClassificationModel(ClassificationTaskModel):
         ``confusion_matrix.tsv`` and ``confusion_matrix.png``. Truncations and marker counts are in
         the returned ``data`` entry.
         """
+        file = check_input_file(file, "evaluate")
+        check_positive_int(batch_size, "evaluate", "batch_size")
         dataset = self.make_dataset(self.read_examples(file), max_seq_length)
         probs = self.class_probabilities(dataset, batch_size)
         best, ids = probs.max(-1)
@@ -233,12 +236,11 @@ class SequenceClassificationModel(ClassificationTaskModel):
     def predict(self, sentences: Sequence[str], batch_size: int = 32) -> List[Dict]:
         """Per sentence (entities masked with the markers): ``{"label", "probability",
         "probabilities": {label: p}}``."""
-        if isinstance(sentences, str):
-            raise TypeError("predict takes a list of sentences; wrap a single sentence in a list")
+        sentences = check_list(sentences, "predict", "sentences", "strings")
+        check_positive_int(batch_size, "predict", "batch_size")
         for i, text in enumerate(sentences):
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"sentence {i} is {'empty' if isinstance(text, str) else type(text).__name__}; "
-                                 "expected text with two entity markers")
+            if not check_text(text, "predict", f"sentences[{i}]").strip():
+                raise ValueError(f"predict: sentences[{i}] is empty; expected text with two entity markers")
         examples = [ClassificationExample(f"text:{i}", t.strip(), None, i + 1, "<predict>") for i, t in enumerate(sentences)]
         probs = self.class_probabilities(self.make_dataset(examples), batch_size)
         out = []
@@ -252,6 +254,12 @@ class SequenceClassificationModel(ClassificationTaskModel):
                       markers: Tuple[str, str] = ("@CHEMICAL$", "@GENE$"), batch_size: int = 32) -> List[Dict]:
         """Raw text with the character spans ``(start, end)`` of its two entities: the spans are
         replaced by ``markers`` (BLUE's masking), then classified as :meth:`predict` does."""
+        items = check_list(items, "predict_spans", "items", "(text, (start, end), (start, end)) triples")
+        for i, item in enumerate(items):
+            if not isinstance(item, (tuple, list)) or len(item) != 3:
+                raise TypeError(f"predict_spans: items[{i}] is {type(item).__name__}; expected a "
+                                "(text, (start, end), (start, end)) triple")
+            check_text(item[0], "predict_spans", f"items[{i}][0]")
         return self.predict([mask_entities(text, first, second, markers) for text, first, second in items],
                             batch_size)
 

@@ -41,6 +41,7 @@ from biomegatron_nemo.models.classification import (
     single_linear_head,
 )
 from biomegatron_nemo.models.outputs import TokenClassifierOutput
+from biomegatron_nemo.models.task import check_input_file, check_list, check_positive_int, check_text
 
 
 @dataclass
@@ -212,6 +213,8 @@ class TokenClassificationModel(ClassificationTaskModel):
 
         ``output_file``: ``word gold pred`` lines, a blank line between sentences (conlleval's input).
         """
+        file = check_input_file(file, "evaluate")
+        check_positive_int(batch_size, "evaluate", "batch_size")
         sentences = self.read_sentences(file)
         self.check_known_tags(sentences)
         dataset = self.make_dataset(sentences, max_seq_length)
@@ -232,13 +235,13 @@ class TokenClassificationModel(ClassificationTaskModel):
         BC5CDR tokenization); texts longer than the window are split into overlapping windows.
         Empty or whitespace-only texts give ``[]``.
         """
-        if isinstance(texts, str):
-            raise TypeError("predict takes a list of texts; wrap a single text in a list")
+        texts = check_list(texts, "predict", "texts", "strings")
+        check_positive_int(batch_size, "predict", "batch_size")
+        for ti, text in enumerate(texts):
+            check_text(text, "predict", f"texts[{ti}]")
         spans_per_text: Dict[int, List[Tuple[int, int]]] = {}
         sentences = []
         for ti, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise ValueError(f"text {ti} is {type(text).__name__}; expected a string")
             spans = word_spans(self.tokenizer.encode(text)) if text.strip() else []
             if spans:
                 spans_per_text[ti] = spans
