@@ -117,3 +117,87 @@ def test_broken_nemo_files_are_named_before_nemo_unpacks_them(tmp_path):
         assert name in str(err.value)
     with pytest.raises(FileNotFoundError, match="missing.nemo: no such .nemo file"):
         TokenClassificationModel.restore_from(str(tmp_path / "missing.nemo"))
+
+
+def _repacked(tmp_path, nemo_file, name, change):
+    """``nemo_file`` unpacked, ``change(folder)`` applied, packed again as ``name``."""
+    folder = tmp_path / name.replace(".nemo", "")
+    with tarfile.open(nemo_file) as tar:
+        tar.extractall(folder, filter="data")
+    change(folder)
+    out = tmp_path / name
+    with tarfile.open(out, "w:") as tar:
+        tar.add(folder, arcname=".")
+    return out
+
+
+def _edit_weights(edit):
+    def change(folder):
+        state = torch.load(folder / "model_weights.ckpt", weights_only=True)
+        edit(state)
+        torch.save(state, folder / "model_weights.ckpt")
+    return change
+
+
+def test_a_nemo_whose_config_or_weights_do_not_fit_is_named(tmp_path, tiny_vocab, megatron_single):
+    """model_config.yaml that is not YAML, not UTF-8 or fails the schema: a ConfigError naming the
+    .nemo and the line or key; weights that do not fit that config or cannot be read: an error
+    naming the .nemo and the tensors (was NeMo's temporary folder, or a bare yaml/torch error)."""
+    from omegaconf import OmegaConf
+
+    from biomegatron_nemo.common.errors import ConfigError, DataFormatError
+    from biomegatron_nemo.models.token_classification import TokenClassificationModel
+
+    model = TokenClassificationModel(OmegaConf.create({
+        "tokenizer": {"library": "wordpiece", "vocab_file": str(tiny_vocab)},
+        "encoder": {"preset": "micro", "layer_spec": "portable"}, "label_map": ["O", "B-Chemical", "I-Chemical"]}))
+    good = tmp_path / "ner.nemo"
+    model.save_to(str(good))
+    config = model.cfg
+
+    def write_config(text=None, raw=None):
+        def change(folder):
+            path = folder / "model_config.yaml"
+            path.write_bytes(raw if raw is not None else text.encode())
+        return change
+
+    yaml_text = OmegaConf.to_yaml(config)
+    broken_yaml = yaml_text + "encoder: [\n"
+    misspelt = yaml_text.replace("window_overlap:", "window_overlp:")
+    resized = OmegaConf.to_yaml(OmegaConf.merge(config, {"encoder": {"hidden_size": 32}}))
+    config_cases = {
+        "not_yaml.nemo": (write_config(broken_yaml), rf"not valid YAML \(line {broken_yaml.count(chr(10)) + 1}, column 1\)"),
+        "latin1.nemo": (write_config(raw=yaml_text.encode().replace(b"window_overlap", b"# caf\xe9\nwindow_overlap")),
+                        "not UTF-8 text"),
+        "a_list.nemo": (write_config("- 1\n- 2\n"), "TokenClassificationModel: expected a mapping, got ListConfig"),
+        "misspelt.nemo": (write_config(misspelt), "TokenClassificationModel: window_overlp: unknown key; did you mean "
+                                                  "window_overlap"),
+    }
+    for name, (change, message) in config_cases.items():
+        path = _repacked(tmp_path, good, name, change)
+        with pytest.raises(ConfigError, match=rf"^{path} \(model_config.yaml\): {message}"):
+            TokenClassificationModel.restore_from(str(path))
+
+    prefix = r"\[model_weights.ckpt\] the weights do not fit the model its model_config.yaml describes: "
+    weight_cases = {
+        "resized.nemo": (write_config(resized), "encoder.embedding.word_embeddings.weight: checkpoint tensor of "
+                                                r"shape \(\d+, 64\) does not fit the model's \(\d+, 32\)"),
+        "dropped.nemo": (_edit_weights(lambda s: s.pop("classifier.mlp.1.weight")),
+                         r"checkpoint lacks weights the model needs: \['classifier.mlp.1.weight'\]"),
+        "extra.nemo": (_edit_weights(lambda s: s.update(stray=torch.zeros(2))),
+                       r"checkpoint has weights the model does not use: \['stray'\]"),
+        "misshapen.nemo": (_edit_weights(lambda s: s.update({"classifier.mlp.1.weight": torch.zeros(7, 7)})),
+                           r"classifier.mlp.1.weight: checkpoint tensor of shape \(7, 7\) does not fit"),
+    }
+    for name, (change, message) in weight_cases.items():
+        path = _repacked(tmp_path, good, name, change)
+        with pytest.raises(DataFormatError, match=rf"^{path}: {prefix}{message}"):
+            TokenClassificationModel.restore_from(str(path))
+
+    def cut_weights(folder):
+        data = (folder / "model_weights.ckpt").read_bytes()
+        (folder / "model_weights.ckpt").write_bytes(data[: len(data) // 2])
+    cut = _repacked(tmp_path, good, "cut_weights.nemo", cut_weights)
+    with pytest.raises(DataFormatError, match=rf"^{cut}: \[model_weights.ckpt\] not a torch checkpoint: no zip archive"):
+        TokenClassificationModel.restore_from(str(cut))
+    assert TokenClassificationModel.restore_from(str(good)).label_map.labels == model.label_map.labels
