@@ -67,7 +67,7 @@ def test_invalid_utf8_names_file_line_and_byte_or_is_skipped(tmp_path):
 
 
 @pytest.mark.parametrize("line, problem", [
-    ("not json", "invalid JSON: Expecting value at column 1"),
+    ("not json", "invalid JSON: Expecting value (column 1)"),
     ('["a list"]', "expected an object with a string 'text' field, got list"),
     ('{"body": "x"}', "no 'text' field"),
     ('{"text": 3}', "'text' is int, not a string"),
@@ -106,7 +106,7 @@ def test_skipped_bad_lines_are_counted_and_the_first_ones_located(tmp_path, capl
     docs, counts = _read(path, skip_bad_lines=True)
     assert len(docs) == counts.bad_lines == REPORTED_BAD_LINES + 5
     assert len(counts.bad_line_examples) == REPORTED_BAD_LINES
-    assert counts.bad_line_examples[1] == f"{path}:3: [text] bad JSON line (invalid JSON: Expecting value at column 1)"
+    assert counts.bad_line_examples[1] == f"{path}:3: [text] bad JSON line (invalid JSON: Expecting value (column 1))"
     assert f"skipped bad line {path}:1: [text] bad JSON line" in caplog.text
     assert "further bad lines are counted, not logged" in caplog.text
 

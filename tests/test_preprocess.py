@@ -217,7 +217,7 @@ def test_bad_records_of_a_large_corpus_stop_the_run_or_are_skipped_counted_and_l
         preprocess_corpus(inputs, tmp_path / "out", tokenizer, progress=False)
     summary = preprocess_corpus(inputs, tmp_path / "out", tokenizer, skip_bad_lines=True, progress=False)
     assert (summary.documents, summary.bad_lines_skipped) == (5, 2)
-    assert summary.bad_line_examples == [f"{bad}:2: [text] bad JSON line (invalid JSON: Expecting value at column 1)",
+    assert summary.bad_line_examples == [f"{bad}:2: [text] bad JSON line (invalid JSON: Expecting value (column 1))",
                                          f"{bad}:4: [text] bad JSON line (no 'text' field)"]
     assert summary.empty_files_skipped == [str(empty)]
     main(["--input", *map(str, inputs), "--vocab-file", str(VOCAB), "--output-prefix", str(tmp_path / "cli"),

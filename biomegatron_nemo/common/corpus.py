@@ -157,7 +157,7 @@ def _json_text(line: str, json_key: str) -> str:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
-        raise ValueError(f"invalid JSON: {err.msg} at column {err.colno}") from None
+        raise ValueError(f"invalid JSON: {err.msg} (column {err.colno})") from None
     if not isinstance(record, dict):
         raise ValueError(f"expected an object with a string {json_key!r} field, "
                          f"got {type(record).__name__}")
