@@ -85,10 +85,8 @@ def preprocess(out: Path, vocab_file: str) -> dict:
 
 
 def pretrain(out: Path, vocab_file: str, steps: int) -> dict:
-    from nemo.utils.exp_manager import exp_manager
-
+    from biomegatron_nemo.models.launch import start_run
     from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
-    from biomegatron_nemo.parallel.trainer import build_trainer
 
     cfg = compose("pretrain_bert", [
         f"model.tokenizer.vocab_file={vocab_file}", f"model.data.data_prefix=[{out / 'corpus' / 'pubmed_sample'}]",
@@ -99,8 +97,7 @@ def pretrain(out: Path, vocab_file: str, steps: int) -> dict:
         f"exp_manager.exp_dir={out / 'experiments'}", "exp_manager.name=demo_pretrain",
         "exp_manager.resume_if_exists=false",
     ])
-    trainer = build_trainer(cfg.trainer, cfg.parallel)
-    exp_manager(trainer, cfg.exp_manager)
+    trainer, _ = start_run(cfg)
     model = BioMegatronPretrainingModel(cfg.model, trainer=trainer)
     trainer.fit(model)
     nemo_file = out / "experiments" / "demo_pretrain" / "run" / "checkpoints" / "demo_pretrain.nemo"
@@ -110,10 +107,8 @@ def pretrain(out: Path, vocab_file: str, steps: int) -> dict:
 
 
 def finetune_ner(out: Path, vocab_file: str, pretrained: str, epochs: int) -> dict:
-    from nemo.utils.exp_manager import exp_manager
-
+    from biomegatron_nemo.models.launch import start_run
     from biomegatron_nemo.models.token_classification import TokenClassificationModel
-    from biomegatron_nemo.parallel.trainer import build_trainer
 
     cfg = compose("token_classification", [
         f"model.tokenizer.vocab_file={vocab_file}", f"model.language_model.nemo_file={pretrained}",
@@ -122,8 +117,7 @@ def finetune_ner(out: Path, vocab_file: str, pretrained: str, epochs: int) -> di
         f"trainer.max_epochs={epochs}", f"exp_manager.exp_dir={out / 'experiments'}", "exp_manager.name=demo_ner",
         "exp_manager.resume_if_exists=false",
     ])
-    trainer = build_trainer(cfg.trainer, cfg.parallel)
-    exp_manager(trainer, cfg.exp_manager)
+    trainer, _ = start_run(cfg)
     model = TokenClassificationModel(cfg.model, trainer=trainer)
     trainer.fit(model)
     scores = model.evaluate(str(SAMPLES / "ner" / "dev.tsv"), output_file=str(out / "ner_dev_predictions.conll"))
@@ -138,18 +132,15 @@ def finetune_ner(out: Path, vocab_file: str, pretrained: str, epochs: int) -> di
 def finetune_re(out: Path, vocab_file: str, pretrained: str, epochs: int) -> dict:
     """Relation extraction on the ChemProt-style sample: the pretrained encoder's vocabulary gains
     the entity markers as new tokens (and embedding rows)."""
-    from nemo.utils.exp_manager import exp_manager
-
+    from biomegatron_nemo.models.launch import start_run
     from biomegatron_nemo.models.sequence_classification import SequenceClassificationModel
-    from biomegatron_nemo.parallel.trainer import build_trainer
 
     cfg = compose("sequence_classification", [
         f"model.tokenizer.vocab_file={vocab_file}", f"model.language_model.nemo_file={pretrained}",
         f"trainer.max_epochs={epochs}", f"exp_manager.exp_dir={out / 'experiments'}", "exp_manager.name=demo_re",
         "exp_manager.resume_if_exists=false",
     ])
-    trainer = build_trainer(cfg.trainer, cfg.parallel)
-    exp_manager(trainer, cfg.exp_manager)
+    trainer, _ = start_run(cfg)
     model = SequenceClassificationModel(cfg.model, trainer=trainer)
     trainer.fit(model)
     scores = model.evaluate(str(SAMPLES / "chemprot" / "dev.tsv"), output_file=str(out / "re_dev_predictions.tsv"),

@@ -5,26 +5,24 @@
 
 Logs, checkpoints and resume go through NeMo's exp_manager (nemo_experiments/<name>/<version>);
 the final model is written as <name>.nemo in the checkpoints folder. Rerunning the same command
-resumes from the last checkpoint. Continue from an existing model with model.init_from=FILE.nemo.
+resumes from the last checkpoint — exactly, also after a kill (docs/reliability.md), and also at
+another tensor/pipeline layout. Continue from an existing model with model.init_from=FILE.nemo.
 Every key: docs/configuration.md.
 """
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from biomegatron_nemo.models.launch import start_run
 from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
 from biomegatron_nemo.models.runs import register_run_configs
-from biomegatron_nemo.parallel.trainer import build_trainer
 
 register_run_configs()  # the schema conf/pretrain_bert.yaml builds on
 
 
 @hydra.main(config_path="../conf", config_name="pretrain_bert", version_base=None)
 def main(cfg: DictConfig) -> None:
-    from nemo.utils.exp_manager import exp_manager
-
-    trainer = build_trainer(cfg.trainer, cfg.parallel)
-    log_dir = exp_manager(trainer, cfg.get("exp_manager"))
+    trainer, log_dir = start_run(cfg)
     model = BioMegatronPretrainingModel(cfg.model, trainer=trainer)
     if trainer.is_global_zero:
         print(OmegaConf.to_yaml(cfg.model))

@@ -10,10 +10,9 @@
   at TP=2 resumes at TP=1 with its Adam moments and the reverse. megatron-core's
   ``dist_checkpointing`` reshards too, but its save path needs CUDA on 0.16.1 (KNOWN-TRAPS.md);
   gathering costs a full copy of the optimizer state per model-parallel group at save time.
-* :func:`prepare_resume`: before NeMo's ``exp_manager`` looks for ``*last.ckpt``, the leftovers of
-  a killed run are tidied: ``.partial`` files removed, and when the run died between writing a new
-  ``-last`` checkpoint and deleting the old one (NeMo then refuses to pick one), the older is
-  removed so the newest complete checkpoint is resumed.
+* :func:`prepare_resume`: the leftovers of a killed run are tidied before a rerun starts:
+  ``.partial`` files, and superseded ``-last`` checkpoints the run was about to delete
+  (:func:`biomegatron_nemo.models.launch.resume_checkpoint` chooses which one is resumed).
 """
 
 from __future__ import annotations
@@ -168,26 +167,24 @@ def _shard_entries(model, local: str, param: torch.Tensor, source: str, entries:
 
 
 # ---------------------------------------------------------------------------- resume
-def prepare_resume(checkpoint_dir) -> List[str]:
-    """Tidy what a killed run left in ``checkpoint_dir`` (global rank 0, before ``exp_manager``);
-    returns what was removed, each with the reason."""
+def prepare_resume(checkpoint_dir, keep: Optional[str] = None) -> List[str]:
+    """Tidy what a killed run left in ``checkpoint_dir`` (global rank 0, before ``exp_manager``):
+    ``.partial`` files, and — when ``keep`` names the ``-last`` checkpoint chosen for resuming —
+    the other ``-last`` files the killed run was about to delete. Returns what was removed, each
+    with the reason."""
     folder = Path(checkpoint_dir)
     if not folder.is_dir():
         return []
     removed = []
     for partial in sorted(folder.glob(f"*{PARTIAL_SUFFIX}")):
-        partial.unlink()
+        partial.unlink(missing_ok=True)
         removed.append(f"{partial} (half-written by an interrupted save)")
-    unfinished = "-unfinished"  # NeMo's marker: a save or removal of that checkpoint never ended
-    lasts = [p for p in folder.glob("*last.ckpt") if not Path(f"{p}{unfinished}").exists()]
-    if len(lasts) > 1:
-        steps = {p: int(load_training_checkpoint(p, mmap=True).get("global_step", -1)) for p in lasts}
-        newest = max(lasts, key=lambda p: (steps[p], p.stat().st_mtime))
-        for older in lasts:
-            if older != newest:
-                older.unlink()
-                removed.append(f"{older} (step {steps[older]}; the run was killed after writing "
-                               f"{newest.name}, step {steps[newest]}, before removing it)")
+    if keep is not None:
+        for older in sorted(folder.glob("*last.ckpt")):
+            if older.resolve() != Path(keep).resolve():
+                older.unlink(missing_ok=True)
+                removed.append(f"{older} (superseded by {Path(keep).name}: the run was killed after "
+                               "writing that one and before removing this one)")
     for line in removed:
         log.warning("removed %s", line)
     return removed

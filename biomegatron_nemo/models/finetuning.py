@@ -38,13 +38,10 @@ def run_finetuning(cfg: DictConfig, model_class, training_texts: Callable[[str],
                    report_test: Callable[[object, str, Path], str]) -> None:
     """Train and/or test ``model_class`` as ``cfg`` (a run config) says; ``report_test(model,
     test_file, log_dir)`` evaluates, writes its files and returns the text to print."""
-    from nemo.utils.exp_manager import exp_manager
-
-    from biomegatron_nemo.parallel.trainer import build_trainer
+    from biomegatron_nemo.models.launch import start_run
 
     OmegaConf.resolve(cfg)  # the saved .nemo config must not need this script's resolvers
-    trainer = build_trainer(cfg.trainer, cfg.parallel)
-    log_dir = Path(exp_manager(trainer, cfg.exp_manager))
+    trainer, log_dir = start_run(cfg)
     if cfg.restore_from:
         model = model_class.restore_from(cfg.restore_from)  # built at once; fit/test attach the trainer
     else:

@@ -71,10 +71,8 @@ class StopAtStep(Callback):
 def pretrain(exp_dir, vocab_file, data_prefix, max_steps, record, devices=1, micro_batch_size=4,
              extra=(), stop_at=None):
     """One run of examples/pretrain.py's logic in this process (or in each spawned rank)."""
-    from nemo.utils.exp_manager import exp_manager
-
+    from biomegatron_nemo.models.launch import start_run
     from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
-    from biomegatron_nemo.parallel.trainer import build_trainer
 
     cfg = compose_pretrain_config([
         f"model.tokenizer.vocab_file={vocab_file}", f"model.data.data_prefix=[{data_prefix}]",
@@ -88,8 +86,7 @@ def pretrain(exp_dir, vocab_file, data_prefix, max_steps, record, devices=1, mic
         *extra,
     ])
     callbacks = [RecordLosses(record)] + ([StopAtStep(stop_at)] if stop_at else [])
-    trainer = build_trainer(cfg.trainer, cfg.parallel, callbacks=callbacks)
-    exp_manager(trainer, cfg.exp_manager)
+    trainer, _ = start_run(cfg, callbacks=callbacks)
     model = BioMegatronPretrainingModel(cfg.model, trainer=trainer)
     trainer.fit(model)
     return trainer, model

@@ -1,0 +1,179 @@
+"""Kill anywhere, resume exactly: example scripts run as users run them (tests/helpers/faults.py
+injects the fault), are killed with SIGKILL between checkpoints and inside a checkpoint save, meet
+a full disk, and are restarted with the same command; every step of every run — killed or not —
+must equal the uninterrupted run's loss and logged step number.
+
+The kill points are drawn from a seeded generator: "anywhere", and the same in every CI run.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers.processes import EXAMPLES, clean_env
+
+FAULTS = Path(__file__).resolve().parent / "helpers" / "faults.py"
+KILL_POINTS = random.Random(20261201)
+
+
+def _launch(script, overrides, record, faults=(), cwd=None, nproc=1, timeout=300):
+    """One run of ``script`` through the fault launcher, in its own session (a kill takes the
+    whole process group: launcher and every rank, and nothing of the test)."""
+    launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run",
+                                                     "--standalone", f"--nproc_per_node={nproc}"]
+    command = [*launcher, str(FAULTS), "--record", str(record), *faults, "--", str(EXAMPLES / f"{script}.py"),
+               *overrides]
+    return subprocess.run(command, capture_output=True, text=True, env=clean_env(), cwd=cwd, timeout=timeout,
+                          start_new_session=True)
+
+
+def _steps(record):
+    """step -> [(loss, logged step), ...] over every run that recorded it; val step -> [val_loss]."""
+    steps, vals = {}, {}
+    for line in Path(record).read_text().splitlines():
+        entry = json.loads(line)
+        if "step" in entry:
+            steps.setdefault(entry["step"], []).append((entry["loss"], entry["logged_step"]))
+        else:
+            vals.setdefault(entry["val_step"], []).append(entry["val_loss"])
+    return steps, vals
+
+
+def _assert_equal_to(reference, record, steps):
+    ref, _ = _steps(reference)
+    got, _ = _steps(record)
+    assert sorted(got) == list(steps), sorted(got)
+    for step, runs in got.items():
+        for loss, logged in runs:
+            assert loss == pytest.approx(ref[step][0][0], abs=1e-6), f"step {step}: {loss} vs {ref[step][0][0]}"
+            assert logged == ref[step][0][1], f"step {step}: logged at {logged}, uninterrupted at {ref[step][0][1]}"
+
+
+def _complete(folder):
+    """Every checkpoint under a final name loads (none is half-written)."""
+    for path in folder.glob("*.ckpt"):
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return sorted(p.name for p in folder.iterdir())
+
+
+PRETRAIN_STEPS = 30
+
+
+def _pretrain_overrides(exp, vocab, corpus):
+    return [f"model.tokenizer.vocab_file={vocab}", f"model.data.data_prefix=[{corpus}]", "model.encoder.preset=micro",
+            "model.data.seq_length=32", "model.data.split='80,20,0'", "model.train_ds.micro_batch_size=4",
+            "model.validation_ds.micro_batch_size=4", "model.validation_ds.num_samples=16",
+            f"trainer.max_steps={PRETRAIN_STEPS}", "trainer.val_check_interval=10", "trainer.limit_val_batches=2",
+            "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", f"exp_manager.exp_dir={exp}"]
+
+
+def test_pretraining_killed_anywhere_resumes_exactly(tmp_path, tiny_vocab, corpus):
+    """Checkpoints at steps 10, 20, 30. One directory goes through: a kill between checkpoints, a
+    kill half-way through writing a checkpoint, a kill after a new -last checkpoint is complete but
+    before the old one is deleted, a full disk at a save, and a final run to the end."""
+    overrides = _pretrain_overrides(tmp_path / "exp", tiny_vocab, corpus)
+    reference = _launch("pretrain", _pretrain_overrides(tmp_path / "ref", tiny_vocab, corpus), tmp_path / "ref.jsonl")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    record = tmp_path / "runs.jsonl"
+    folder = tmp_path / "exp" / "biomegatron_pretrain" / "run" / "checkpoints"
+
+    kill_at = KILL_POINTS.randint(11, 19)
+    run = _launch("pretrain", overrides, record, ["--kill-at-step", str(kill_at)])
+    assert run.returncode == -9, run.stderr[-3000:]
+    assert max(_steps(record)[0]) == kill_at
+
+    run = _launch("pretrain", overrides, record, ["--kill-in-save", "20:write"])  # resumes from step 10
+    assert run.returncode == -9, run.stderr[-3000:]
+    names = _complete(folder)
+    assert [n for n in names if n.endswith(".partial")], f"the kill did not interrupt a write: {names}"
+
+    run = _launch("pretrain", overrides, record, ["--kill-in-save", "20:finished"])  # resumes from step 10
+    assert run.returncode == -9, run.stderr[-3000:]
+    lasts = [n for n in _complete(folder) if n.endswith("last.ckpt")]
+    assert len(lasts) == 2, f"expected the new and the old -last checkpoint: {lasts}"  # NeMo alone refuses this
+
+    run = _launch("pretrain", overrides, record, ["--disk-full-at-step", "25"])  # resumes from step 20
+    assert run.returncode != 0
+    assert "could not be written, the disk is full or a size limit was reached" in run.stderr, run.stderr[-3000:]
+    names = _complete(folder)
+    assert not [n for n in names if n.endswith(".partial")], names
+    _, val_losses = _steps(tmp_path / "ref.jsonl")
+    step_20 = f"val_loss={val_losses[20][0]:.4f}"
+    # the superseded step-10 -last was removed; the step-20 one survived the failed save
+    assert [n for n in names if n.endswith("last.ckpt")] == [n for n in lasts if step_20 in n], names
+
+    run = _launch("pretrain", overrides, record)  # resumes from step 20 again, runs to the end
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Resuming training from checkpoint" in run.stdout + run.stderr
+
+    _assert_equal_to(tmp_path / "ref.jsonl", record, range(1, PRETRAIN_STEPS + 1))
+    # steps 11-20 ran in the first three runs, 21-30 in the last two
+    runs_per_step = {s: len(r) for s, r in _steps(record)[0].items()}
+    assert runs_per_step[11] == 3 and runs_per_step[21] == 2 and runs_per_step[5] == 1, runs_per_step
+    # names show only validation losses that were computed
+    computed = {f"{v[0]:.4f}" for v in val_losses.values()}
+    named = {re.search(r"val_loss=([0-9.]+)", n).group(1) for n in _complete(folder) if "val_loss=" in n}
+    assert named and named <= computed, (named, computed)
+    assert not [n for n in _complete(folder) if n.endswith((".partial", "-unfinished"))]
+
+
+def _ner_overrides(exp):
+    # 220 sample sentences in batches of 16: 14 steps an epoch; checkpoints every 5 steps
+    return [f"exp_manager.exp_dir={exp}", "exp_manager.resume_if_exists=true", "model.encoder.preset=micro",
+            "learn_vocab_size=600", "trainer.max_steps=20", "trainer.val_check_interval=5",
+            "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "do_testing=false"]
+
+
+def test_ner_fine_tuning_killed_mid_epoch_resumes_exactly(tmp_path):
+    """Killed inside the first epoch and again inside the second, each time after a mid-epoch
+    checkpoint: the resumed runs continue with exactly the next batch of the epoch."""
+    reference = _launch("token_classification", _ner_overrides(tmp_path / "ref"), tmp_path / "ref.jsonl", cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    overrides, record = _ner_overrides(tmp_path / "exp"), tmp_path / "runs.jsonl"
+    for kill_at in (KILL_POINTS.randint(6, 9), KILL_POINTS.randint(16, 19)):
+        run = _launch("token_classification", overrides, record, ["--kill-at-step", str(kill_at)], cwd=tmp_path)
+        assert run.returncode == -9, run.stderr[-3000:]
+    run = _launch("token_classification", overrides, record, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    _assert_equal_to(tmp_path / "ref.jsonl", record, range(1, 21))
+    assert len(_steps(record)[0][6]) == 2  # step 6 ran before the first kill and after its resume
+
+
+def test_data_parallel_pretraining_killed_resumes_exactly(tmp_path, tiny_vocab, corpus):
+    """torchrun with two data-parallel ranks, the whole job killed between checkpoints."""
+    def overrides(exp):
+        return [*_pretrain_overrides(exp, tiny_vocab, corpus), "trainer.devices=2", "trainer.max_steps=20",
+                "model.train_ds.micro_batch_size=2"]
+
+    reference = _launch("pretrain", overrides(tmp_path / "ref"), tmp_path / "ref.jsonl", nproc=2)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    record = tmp_path / "runs.jsonl"
+    kill_at = KILL_POINTS.randint(11, 19)
+    run = _launch("pretrain", overrides(tmp_path / "exp"), record, ["--kill-at-step", str(kill_at)], nproc=2)
+    assert run.returncode == -9, run.stderr[-3000:]  # torchrun itself was killed
+    assert max(_steps(record)[0]) == kill_at
+    run = _launch("pretrain", overrides(tmp_path / "exp"), record, nproc=2)
+    assert run.returncode == 0, run.stderr[-3000:]
+    _assert_equal_to(tmp_path / "ref.jsonl", record, range(1, 21))
+
+
+def test_a_failing_rank_ends_every_rank_with_its_error(tmp_path, tiny_vocab, corpus):
+    """Rank 1 raises after step 3; the job ends at once (no rank waits in a collective until a
+    timeout) and the original error is shown."""
+    started = time.monotonic()
+    run = _launch("pretrain", [*_pretrain_overrides(tmp_path / "exp", tiny_vocab, corpus), "trainer.devices=2"],
+                  tmp_path / "runs.jsonl", ["--raise-at-step", "3", "--on-rank", "1"], nproc=2, timeout=240)
+    elapsed = time.monotonic() - started
+    assert run.returncode != 0
+    assert "RuntimeError: injected failure on rank 1 after step 3" in run.stderr, run.stderr[-3000:]
+    assert elapsed < 120, f"the job took {elapsed:.0f} s to end"
+    assert max(_steps(tmp_path / "runs.jsonl")[0]) <= 4
