@@ -12,7 +12,6 @@
 
 import gzip
 import json
-import time
 import tracemalloc
 from functools import partial
 
@@ -162,47 +161,46 @@ def huge_line(tmp_path_factory):
 
 
 def _measured(fn):
-    """What ``fn`` raised (or returned), the seconds it took and its peak Python memory."""
+    """What ``fn`` raised (or returned) and its peak Python memory: the bound shows the reader
+    stopped after a bounded share of the line (time is not asserted: it depends on the machine)."""
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         result = fn()
     except DataFormatError as err:
         result = err
-    seconds = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return result, seconds, peak
+    return result, peak
 
 
 @pytest.mark.parametrize("reader", [read_conll, partial(read_classification_tsv, has_id=False),
                                     read_label_file, partial(read_vocab, specials=with_bert_specials(()))],
                          ids=["ner", "tsv", "labels", "vocab"])
 def test_a_100mb_line_is_refused_after_1mib_of_it(huge_line, reader):
-    error, seconds, peak = _measured(lambda: reader(huge_line))
+    error, peak = _measured(lambda: reader(huge_line))
     assert isinstance(error, DataFormatError)
     assert str(error).startswith(f"{huge_line}:1: line longer than {MAX_LINE_BYTES:,} bytes")
-    assert seconds < 2 and peak < 8 * MAX_LINE_BYTES, (seconds, peak)
+    assert peak < 8 * MAX_LINE_BYTES, peak
 
 
 def test_a_100mb_corpus_line_is_refused_or_skipped_in_bounded_memory(huge_line):
-    error, seconds, peak = _measured(lambda: _documents(huge_line))
+    error, peak = _measured(lambda: _documents(huge_line))
     assert str(error).startswith(f"{huge_line}:1: line longer than {MAX_CORPUS_LINE_BYTES:,} bytes")
-    assert seconds < 5 and peak < 3 * MAX_CORPUS_LINE_BYTES, (seconds, peak)
+    assert peak < 3 * MAX_CORPUS_LINE_BYTES, peak
     counts = CorpusCounts()
-    docs, seconds, peak = _measured(lambda: _documents(huge_line, skip_bad_lines=True, counts=counts))
+    docs, peak = _measured(lambda: _documents(huge_line, skip_bad_lines=True, counts=counts))
     assert docs == [(2, "Mice received 2.5 mg of drug.\tO")]
     assert counts.bad_lines == 1 and counts.bad_line_examples[0].startswith(f"{huge_line}:1: line longer")
-    assert seconds < 5 and peak < 3 * MAX_CORPUS_LINE_BYTES, (seconds, peak)
+    assert peak < 3 * MAX_CORPUS_LINE_BYTES, peak
 
 
 def test_a_100mb_gzipped_corpus_line_is_refused_without_inflating_it_whole(tmp_path):
     path = tmp_path / "huge.txt.gz"
     with gzip.open(path, "wb", compresslevel=1) as f:
         f.write(b"a" * HUGE + b"\nAll mice survived.\n")
-    docs, seconds, peak = _measured(lambda: _documents(path, skip_bad_lines=True))
+    docs, peak = _measured(lambda: _documents(path, skip_bad_lines=True))
     assert docs == [(2, "All mice survived.")]
-    assert seconds < 5 and peak < 3 * MAX_CORPUS_LINE_BYTES, (seconds, peak)
+    assert peak < 3 * MAX_CORPUS_LINE_BYTES, peak
 
 
 def test_a_100mb_json_line_is_valid_json_and_parses(tmp_path):
@@ -212,9 +210,8 @@ def test_a_100mb_json_line_is_valid_json_and_parses(tmp_path):
     path = tmp_path / "huge.json"
     path.write_text(json.dumps(doc), encoding="utf-8")  # one line, like SQuAD's official files
     del doc, context
-    (example,), seconds, _ = _measured(lambda: read_squad(path))
+    (example,), _ = _measured(lambda: read_squad(path))
     assert len(example.context) == HUGE and example.answers[0]["text"] == "aspirin"
-    assert seconds < 10, seconds
 
 
 # ------------------------------------------------------------------ valid but unusual
