@@ -10,6 +10,8 @@
   at TP=2 resumes at TP=1 with its Adam moments and the reverse. megatron-core's
   ``dist_checkpointing`` reshards too, but its save path needs CUDA on 0.16.1 (KNOWN-TRAPS.md);
   gathering costs a full copy of the optimizer state per model-parallel group at save time.
+* :func:`complete_saved_batch`: a mid-epoch checkpoint resumes with the step bookkeeping of an
+  uninterrupted run.
 * :func:`prepare_resume`: the leftovers of a killed run are tidied before a rerun starts:
   ``.partial`` files, and superseded ``-last`` checkpoints the run was about to delete
   (:func:`biomegatron_nemo.models.launch.resume_checkpoint` chooses which one is resumed).
@@ -188,3 +190,28 @@ def prepare_resume(checkpoint_dir, keep: Optional[str] = None) -> List[str]:
     for line in removed:
         log.warning("removed %s", line)
     return removed
+
+
+def complete_saved_batch(checkpoint: Dict[str, Any]) -> None:
+    """Count the batch a mid-epoch checkpoint was saved in as done.
+
+    Lightning's checkpoint callbacks save inside the batch (``on_train_batch_end``, or validation
+    in the middle of an epoch), after the optimizer step but before the epoch loop marks the batch
+    completed and counts it in ``_batches_that_stepped``. Restored as saved, a run therefore resumed
+    one batch behind its optimizer steps: logged step numbers one lower than an uninterrupted
+    run's, ``val_check_interval`` validations one batch late (a checkpoint at the end of the run
+    then carried no validation metric: ``val_loss=0.0000`` in its name). The optimizer step of that
+    batch is in the checkpoint (``global_step``), so the batch is marked completed here, before
+    Lightning restores its loops from the same dict.
+    """
+    fit_loop = (checkpoint.get("loops") or {}).get("fit_loop")
+    if not fit_loop or "epoch_loop.batch_progress" not in fit_loop:
+        return
+    progress = fit_loop["epoch_loop.batch_progress"]
+    for counter in ("total", "current"):
+        values = progress.get(counter, {})
+        if values.get("processed", 0) > values.get("completed", 0):
+            values["completed"] = values["processed"]
+    state = fit_loop.get("epoch_loop.state_dict", {})
+    if "_batches_that_stepped" in state and "global_step" in checkpoint:
+        state["_batches_that_stepped"] = max(int(state["_batches_that_stepped"]), int(checkpoint["global_step"]))

@@ -12,7 +12,9 @@ It owns only the lifecycle around the encoder:
   (:mod:`biomegatron_nemo.parallel.pipeline`), and the optimiser through NeMo's ``optim`` config
   with weight decay off for biases and LayerNorm weights (BERT's recipe);
 * layout-free ``.nemo`` files and ``init_from`` / ``language_model.nemo_file``, through
-  :mod:`biomegatron_nemo.checkpoints`.
+  :mod:`biomegatron_nemo.checkpoints`;
+* numerical faults: a NaN or inf gradient norm (what a NaN/inf loss also produces) stops the run
+  at that step or skips the update (``on_nonfinite``), decided alike on every rank.
 
 Extension points (what the task models — pretraining, NER, relation extraction, QA — implement):
 
@@ -54,6 +56,7 @@ from nemo.core.classes.common import ALLOWED_TARGET_PREFIXES
 
 from biomegatron_nemo.checkpoints import weights
 from biomegatron_nemo.checkpoints.nemo_connector import LayoutFreeSaveRestoreConnector
+from biomegatron_nemo.checkpoints.training import complete_saved_batch
 from biomegatron_nemo.common.config import NEMO_MANAGED_KEYS, to_plain, validate_config
 from biomegatron_nemo.encoder.config import EncoderConfig
 from biomegatron_nemo.models.config import BioMegatronModelConfig, nemo_optim_config
@@ -76,6 +79,7 @@ class BioMegatronModelPT(ModelPT):
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
         cfg = validate_config(cfg, self.config_class, where=type(self).__name__, passthrough=NEMO_MANAGED_KEYS)
         self._modules_built = False
+        self._nonfinite_skipped = 0  # updates skipped by on_nonfinite=skip (kept in checkpoints)
         super().__init__(cfg=cfg, trainer=trainer)
         # A restored model gets its weights from the .nemo; init_from applies to new models only.
         # (Decided now: NeMo's restore flag is class state and may change before configure_model.)
@@ -242,6 +246,38 @@ class BioMegatronModelPT(ModelPT):
     def on_eval_output(self, split: str, batch, output: HeadOutput) -> None:
         """Metric collection hook (see the module docstring); the base collects nothing."""
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if not self.pipeline_parallel:  # the pipeline step checks before it clips
+            self.guard_nonfinite_gradients(optimizer)
+
+    def guard_nonfinite_gradients(self, optimizer) -> bool:
+        """False, with the gradients dropped so the optimizer leaves every weight as it is, when
+        the whole model's gradient norm is NaN or inf (``on_nonfinite=skip``); raises
+        ``FloatingPointError`` naming the step with ``on_nonfinite=error``. The norm is taken
+        after the data-parallel reduction and over all model-parallel ranks, so every rank
+        decides alike (a rank raising alone would leave the others waiting in a collective)."""
+        from biomegatron_nemo.parallel.grad_clip import model_parallel_grad_norm
+
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        norm = model_parallel_grad_norm(params)
+        if bool(torch.isfinite(norm)):
+            return True
+        step = self.trainer.global_step + 1 if self._trainer is not None else None
+        if self.cfg.get("on_nonfinite", "error") == "error":
+            raise FloatingPointError(
+                f"step {step}: the gradient norm is {float(norm)} (a NaN or inf loss or gradient); the run stops "
+                "before this update. Lower the learning rate or check this step's batch; "
+                "model.on_nonfinite=skip drops such updates instead")
+        for p in params:
+            p.grad = None
+        self._nonfinite_skipped += 1
+        from nemo.utils import logging
+
+        logging.warning(f"step {step}: the gradient norm is {float(norm)}; this update was skipped "
+                        f"({self._nonfinite_skipped} skipped so far)")
+        self.log("train_nonfinite_skipped", float(self._nonfinite_skipped))
+        return False
+
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         """Clip by the norm of the whole model, across tensor and pipeline ranks."""
         if not gradient_clip_val:
@@ -296,9 +332,14 @@ class BioMegatronModelPT(ModelPT):
         hf_class, heads, extra = self.hf_export(state)
         return write_hf(self, out_dir, hf_class, state, heads, extra)
 
+    def on_save_checkpoint(self, checkpoint) -> None:
+        checkpoint["nonfinite_skipped"] = self._nonfinite_skipped
+
     def on_load_checkpoint(self, checkpoint) -> None:
-        """Resume with the step bookkeeping of an uninterrupted run (see :func:`complete_saved_batch`)."""
+        """Resume with the step bookkeeping of an uninterrupted run (see
+        :func:`~biomegatron_nemo.checkpoints.training.complete_saved_batch`)."""
         complete_saved_batch(checkpoint)
+        self._nonfinite_skipped = int(checkpoint.get("nonfinite_skipped", 0))
 
     @classmethod
     def restore_from(cls, restore_path: str, *args, save_restore_connector=None, **kwargs):
@@ -346,28 +387,3 @@ class BioMegatronModelPT(ModelPT):
     def build_dataloader(self, data_config, split: str):
         """Subclasses return a ``DataLoader`` for ``split`` (see the module docstring)."""
         raise NotImplementedError(f"{type(self).__name__} does not define {split} data")
-
-
-def complete_saved_batch(checkpoint: Dict) -> None:
-    """Count the batch a mid-epoch checkpoint was saved in as done.
-
-    Lightning's checkpoint callbacks save inside the batch (``on_train_batch_end``, or validation
-    in the middle of an epoch), after the optimizer step but before the epoch loop marks the batch
-    completed and counts it in ``_batches_that_stepped``. Restored as saved, a run therefore resumed
-    one batch behind its optimizer steps: logged step numbers one lower than an uninterrupted
-    run's, ``val_check_interval`` validations one batch late (a checkpoint at the end of the run
-    then carried no validation metric: ``val_loss=0.0000`` in its name). The optimizer step of that
-    batch is in the checkpoint (``global_step``), so the batch is marked completed here, before
-    Lightning restores its loops from the same dict.
-    """
-    fit_loop = (checkpoint.get("loops") or {}).get("fit_loop")
-    if not fit_loop or "epoch_loop.batch_progress" not in fit_loop:
-        return
-    progress = fit_loop["epoch_loop.batch_progress"]
-    for counter in ("total", "current"):
-        values = progress.get(counter, {})
-        if values.get("processed", 0) > values.get("completed", 0):
-            values["completed"] = values["processed"]
-    state = fit_loop.get("epoch_loop.state_dict", {})
-    if "_batches_that_stepped" in state and "global_step" in checkpoint:
-        state["_batches_that_stepped"] = max(int(state["_batches_that_stepped"]), int(checkpoint["global_step"]))

@@ -105,6 +105,9 @@ class BioMegatronModelConfig(Schema):
                                      "from it too (same task and sizes, e.g. BioASQ after SQuAD)")
     optim: OptimConfig = section(OptimConfig, "optimiser and learning-rate schedule")
     pipeline: PipelineConfig = section(PipelineConfig, "pipeline-parallel schedule")
+    on_nonfinite: str = option("error", "a NaN or inf loss or gradient: error = stop at that step, naming it; "
+                                        "skip = drop that batch's update, warn and count it "
+                                        "(train_nonfinite_skipped)", choices=("error", "skip"))
 
     def check(self) -> None:
         if self.init_from and self.language_model.nemo_file:

@@ -83,9 +83,11 @@ def resume_checkpoint(exp_manager_cfg: Mapping[str, Any]) -> Optional[str]:
     folder = _checkpoint_dir(exp_manager_cfg)
     if folder is None or not folder.is_dir() or list(folder.glob("*end.ckpt")):
         return None  # a finished run: NeMo's rules (resume_past_end) apply
+    from nemo.utils.callbacks.nemo_model_checkpoint import NeMoModelCheckpoint
+
     steps = {}
     for path in folder.glob("*last.ckpt"):
-        if Path(f"{path}-unfinished").exists():
+        if NeMoModelCheckpoint.is_checkpoint_unfinished(path):
             continue  # NeMo's marker: its save or removal never ended
         try:
             steps[path] = int(load_training_checkpoint(path, mmap=True).get("global_step", -1))

@@ -142,7 +142,7 @@ def pipeline_training_step(model, runner: PipelineRunner, batch: Dict[str, torch
     optimizer.zero_grad()
     loss = runner.step(batch)
     clip = model.trainer.gradient_clip_val if model.trainer is not None else None
-    if clip:
+    if model.guard_nonfinite_gradients(optimizer) and clip:
         model.configure_gradient_clipping(optimizer, clip, "norm")
     optimizer.step()
     scheduler = model.lr_schedulers()

@@ -69,7 +69,7 @@ class StopAtStep(Callback):
 
 
 def pretrain(exp_dir, vocab_file, data_prefix, max_steps, record, devices=1, micro_batch_size=4,
-             extra=(), stop_at=None):
+             extra=(), stop_at=None, callbacks=()):
     """One run of examples/pretrain.py's logic in this process (or in each spawned rank)."""
     from biomegatron_nemo.models.launch import start_run
     from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
@@ -85,7 +85,7 @@ def pretrain(exp_dir, vocab_file, data_prefix, max_steps, record, devices=1, mic
         f"exp_manager.exp_dir={exp_dir}", "model.optim.lr=1e-3", "model.optim.sched.warmup_ratio=0.1",
         *extra,
     ])
-    callbacks = [RecordLosses(record)] + ([StopAtStep(stop_at)] if stop_at else [])
+    callbacks = [RecordLosses(record), *callbacks] + ([StopAtStep(stop_at)] if stop_at else [])
     trainer, _ = start_run(cfg, callbacks=callbacks)
     model = BioMegatronPretrainingModel(cfg.model, trainer=trainer)
     trainer.fit(model)
