@@ -1,4 +1,4 @@
-"""A training checkpoint written at one tensor-parallel size resumes at another, optimizer state
+"""A training checkpoint written at one tensor / pipeline layout resumes at another, optimizer state
 included (users change their number of GPUs between a job and its restart)."""
 
 import json
@@ -8,13 +8,16 @@ import pytest
 import torch
 
 from helpers.distributed import run_distributed
-from helpers.training import pretrain, spawned_pretrain_tp2
+from helpers.training import pretrain, spawned_pretrain_layout
 
 # SGD with momentum: its momentum buffers are optimizer state that the resumed steps depend on
 # (without them step 5 differs by 0.05), and, unlike Adam's m/sqrt(v), it does not turn the
 # rounding noise of zero gradients (the key bias) into full-size updates at TP=2.
-EXTRA = ["model.encoder.attention_dropout=0.0", "model.optim.name=sgd", "model.optim.lr=0.5",
-         "model.optim.momentum=0.9"]
+# No dropout: pipeline stages draw their own masks (seeded by stage), and TP splits the heads' ones.
+EXTRA = ["model.encoder.attention_dropout=0.0", "model.encoder.hidden_dropout=0.0", "model.optim.name=sgd",
+         "model.optim.lr=0.5", "model.optim.momentum=0.9"]
+LAYOUTS = {"tp1": [], "tp2": ["parallel.tensor_model_parallel_size=2"],
+           "pp2": ["parallel.pipeline_model_parallel_size=2", "model.pipeline.num_microbatches=2"]}
 
 
 def _losses(path):
@@ -22,22 +25,33 @@ def _losses(path):
     return record["first_step"], {int(k): v for k, v in record["losses"].items()}
 
 
-def _run(tp, exp, vocab, corpus, record, stop_at=None):
-    if tp == 1:
+def _run(layout, exp, vocab, corpus, record, stop_at=None):
+    if layout == "tp1":
         pretrain(exp, vocab, corpus, 6, record, extra=EXTRA, stop_at=stop_at)
     else:
-        run_distributed(spawned_pretrain_tp2, 2, exp, vocab, corpus, 6, record, EXTRA, stop_at)
+        run_distributed(spawned_pretrain_layout, 2, exp, vocab, corpus, 6, record, EXTRA + LAYOUTS[layout], stop_at)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_vocab, corpus):
-    tmp = tmp_path_factory.mktemp("reference")
-    _run(1, tmp / "exp", tiny_vocab, corpus, tmp / "tp1.json")
-    return _losses(tmp / "tp1.json")[1]
+    """Uninterrupted losses by layout: TP=2 initialises and trains as TP=1 (one reference for
+    both); pipeline stages initialise their layers from per-stage seeds, as Megatron-LM does."""
+    runs = {}
+
+    def losses(layout):
+        key = "pp2" if layout == "pp2" else "tp1"
+        if key not in runs:
+            tmp = tmp_path_factory.mktemp(f"reference-{key}")
+            _run(key, tmp / "exp", tiny_vocab, corpus, tmp / "losses.json")
+            runs[key] = _losses(tmp / "losses.json")[1]
+        return runs[key]
+
+    return losses
 
 
-@pytest.mark.parametrize("first, second", [(2, 1), (1, 2)], ids=["tp2-then-tp1", "tp1-then-tp2"])
-def test_resume_at_another_tensor_parallel_size(tmp_path, tiny_vocab, corpus, reference, first, second):
+@pytest.mark.parametrize("first, second", [("tp2", "tp1"), ("tp1", "tp2"), ("pp2", "tp1")],
+                         ids=["tp2-then-tp1", "tp1-then-tp2", "pp2-then-pp1"])
+def test_resume_at_another_layout(tmp_path, tiny_vocab, corpus, reference, first, second):
     exp = tmp_path / "exp"
     _run(first, exp, tiny_vocab, corpus, tmp_path / "a.json", stop_at=3)
     checkpoints = exp / "biomegatron_pretrain" / "run" / "checkpoints"
@@ -53,4 +67,4 @@ def test_resume_at_another_tensor_parallel_size(tmp_path, tiny_vocab, corpus, re
     resumed_from, resumed = _losses(tmp_path / "b.json")
     assert resumed_from == 4 and sorted(resumed) == [4, 5, 6]
     for step in (4, 5, 6):
-        assert resumed[step] == pytest.approx(reference[step], abs=1e-5), f"step {step}"
+        assert resumed[step] == pytest.approx(reference(first)[step], abs=1e-5), f"step {step}"

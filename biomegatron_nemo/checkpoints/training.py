@@ -215,3 +215,20 @@ def complete_saved_batch(checkpoint: Dict[str, Any]) -> None:
     state = fit_loop.get("epoch_loop.state_dict", {})
     if "_batches_that_stepped" in state and "global_step" in checkpoint:
         state["_batches_that_stepped"] = max(int(state["_batches_that_stepped"]), int(checkpoint["global_step"]))
+    _count_steps_in_both_optimization_modes(fit_loop)
+
+
+def _count_steps_in_both_optimization_modes(fit_loop: Dict[str, Any]) -> None:
+    """Lightning counts optimizer steps (``global_step``) in the automatic-optimization loop, or in
+    the manual one that pipeline-parallel runs use; a run saved at PP=2 and resumed at PP=1 (or the
+    reverse) would restart its count, its learning-rate schedule and its data at step 0. Both
+    loops get the count of the one that ran."""
+    automatic = (fit_loop.get("epoch_loop.automatic_optimization.optim_progress") or {}).get("optimizer")
+    manual = fit_loop.get("epoch_loop.manual_optimization.optim_step_progress")
+    if not automatic or not manual or "step" not in automatic:
+        return
+    for counter in ("total", "current"):
+        steps = max(int(automatic["step"][counter].get("completed", 0)), int(manual[counter].get("completed", 0)))
+        for progress in (automatic["step"][counter], manual[counter], automatic.get("zero_grad", {}).get(counter, {})):
+            for field in progress:
+                progress[field] = max(int(progress[field]), steps)

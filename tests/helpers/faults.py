@@ -24,6 +24,7 @@ validation losses) as JSON lines, flushed at once so a killed run keeps what it 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import functools
 import io
 import json
@@ -79,7 +80,9 @@ class Faults(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach().clone().float()
-        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        # under torchrun every rank runs this callback; Lightning's own launcher starts the other
+        # ranks without it, so there the loss is rank 0's share
+        if "TORCHELASTIC_RUN_ID" in os.environ and torch.distributed.get_world_size() > 1:
             torch.distributed.all_reduce(loss)  # rank losses are normalised to average to the batch's
             loss /= torch.distributed.get_world_size()
         step = trainer.global_step
@@ -134,6 +137,7 @@ def main() -> None:
     parser.add_argument("script")
     parser.add_argument("overrides", nargs=argparse.REMAINDER)
     args = parser.parse_args()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 PID: where a hung run waits
     if args.kill_in_save:
         step, mode = args.kill_in_save.split(":")
         _arm_save_kill(int(step), mode)

@@ -113,8 +113,8 @@ def spawned_tp2_interrupted(rank, world_size, exp_dir, vocab_file, data_prefix, 
     pretrain(exp_dir, vocab_file, data_prefix, 6, f"{record_prefix}-b.json", devices=2, extra=extra)
 
 
-def spawned_pretrain_tp2(rank, world_size, exp_dir, vocab_file, data_prefix, max_steps, record, extra, stop_at):
-    """A TP=2 rank of a run that may stop early (``stop_at``) or resume what ``exp_dir`` holds."""
+def spawned_pretrain_layout(rank, world_size, exp_dir, vocab_file, data_prefix, max_steps, record, extra, stop_at):
+    """A rank of a 2-process run (its layout in ``extra``) that may stop early (``stop_at``) or
+    resume what ``exp_dir`` holds."""
     os.environ.setdefault("NODE_RANK", "0")
-    pretrain(exp_dir, vocab_file, data_prefix, max_steps, record, devices=2,
-             extra=list(extra) + ["parallel.tensor_model_parallel_size=2"], stop_at=stop_at)
+    pretrain(exp_dir, vocab_file, data_prefix, max_steps, record, devices=2, extra=extra, stop_at=stop_at)
