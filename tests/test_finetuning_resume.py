@@ -8,7 +8,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import OmegaConf
 
-from biomegatron_nemo.data.batching import LengthGroupedSampler, ResumableDataLoader
+from biomegatron_nemo.data.batching import (ClassBalancedSampler, LengthGroupedSampler, ResumableDataLoader,
+                                             ShuffledSampler)
 from biomegatron_nemo.models.token_classification import TokenClassificationModel
 from biomegatron_nemo.parallel.trainer import build_trainer
 from biomegatron_nemo.tokenizers.train import train_wordpiece
@@ -72,7 +73,14 @@ def test_a_run_resumed_mid_epoch_repeats_the_uninterrupted_losses(config, tmp_pa
         assert resumed[step][1:] == whole[step][1:], f"step {step}: batch index and logged step"
 
 
-def test_the_loader_state_skips_batches_without_loading_them():
+@pytest.mark.parametrize("make_sampler", [
+    lambda: LengthGroupedSampler([1, 3, 2, 5, 4, 1, 2, 6, 3, 1], batch_size=2, seed=0),
+    lambda: ShuffledSampler(10, seed=0),
+    lambda: ClassBalancedSampler([0, 0, 0, 0, 0, 0, 1, 1, 2, 2], seed=0),
+], ids=["length-grouped", "shuffled", "class-balanced"])
+def test_the_loader_state_skips_batches_without_loading_them(make_sampler):
+    """Every training order (group_by_length, plain shuffling, RE's oversampling) resumes mid-epoch
+    at the next batch, loading nothing for the batches it skips."""
     loaded = []
 
     class Recording(torch.utils.data.Dataset):
@@ -83,16 +91,15 @@ def test_the_loader_state_skips_batches_without_loading_them():
             loaded.append(i)
             return i
 
-    sampler = LengthGroupedSampler([1] * 10, batch_size=2, seed=0)
-    loader = ResumableDataLoader(Recording(), batch_size=2, sampler=sampler)
-    sampler.set_epoch(0)
+    loader = ResumableDataLoader(Recording(), batch_size=2, sampler=make_sampler())
+    loader.sampler.set_epoch(0)
     first = [b.tolist() for b in loader]
-    sampler.set_epoch(0)
+    loader.sampler.set_epoch(0)
     it = iter(loader)
     next(it), next(it)
     state = loader.state_dict()
     assert state == {"epoch": 0, "batches": 2}
-    again = ResumableDataLoader(Recording(), batch_size=2, sampler=LengthGroupedSampler([1] * 10, 2, seed=0))
+    again = ResumableDataLoader(Recording(), batch_size=2, sampler=make_sampler())
     again.load_state_dict(state)
     again.sampler.set_epoch(0)
     loaded.clear()

@@ -15,11 +15,11 @@ import torch
 from omegaconf import OmegaConf
 
 from biomegatron_nemo.common.errors import DataFormatError
+from biomegatron_nemo.data.batching import ClassBalancedSampler
 from biomegatron_nemo.data.chemprot import SequenceClassificationDataset, read_classification_tsv
 from biomegatron_nemo.metrics.evaluate import main as evaluate_main
 from biomegatron_nemo.models.sequence_classification import (
     SequenceClassificationModel,
-    class_balanced_sampler,
     mask_entities,
 )
 from biomegatron_nemo.tokenizers.train import train_wordpiece
@@ -170,10 +170,16 @@ def test_bad_inputs_name_file_and_line(trained, tmp_path):
 
 def test_class_balanced_sampler_draws_every_class_equally():
     targets = [0] * 90 + [1] * 9 + [2]
-    draws = list(class_balanced_sampler(targets, seed=3))
+    sampler = ClassBalancedSampler(targets, seed=3)
+    sampler.set_epoch(0)
+    draws = list(sampler)
     counts = [sum(targets[i] == c for i in draws) for c in range(3)]
     assert len(draws) == 100 and all(20 <= n <= 47 for n in counts)
-    assert draws == list(class_balanced_sampler(targets, seed=3))  # seeded: the same on every rank
+    again = ClassBalancedSampler(targets, seed=3)
+    again.set_epoch(0)
+    assert draws == list(again)  # seeded by (seed, epoch): the same on every rank and after a resume
+    again.set_epoch(1)
+    assert draws != list(again)
 
 
 def test_a_pretrained_encoder_gets_embedding_rows_for_the_markers(workdir, tmp_path, megatron_single):
@@ -215,16 +221,12 @@ def _batch(model, sentences):
 
 
 def test_oversampling_splits_one_draw_sequence_over_data_parallel_ranks():
-    """Under DDP Lightning wraps a custom sampler in its DistributedSamplerWrapper: each rank takes
-    its share of the sequence the (seeded, hence identical) sampler draws on every rank."""
-    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
-
+    """Each data-parallel rank takes its share of the one sequence the seeded sampler draws."""
     targets = [0] * 90 + [1] * 9 + [2]
-    whole = list(class_balanced_sampler(targets, seed=3))
-    shares = [list(DistributedSamplerWrapper(class_balanced_sampler(targets, seed=3), num_replicas=2, rank=r,
-                                             shuffle=False)) for r in range(2)]
+    whole = list(ClassBalancedSampler(targets, seed=3))
+    shares = [list(ClassBalancedSampler(targets, seed=3, num_replicas=2, rank=r)) for r in range(2)]
     assert len(shares[0]) == len(shares[1]) == 50
-    assert sorted(shares[0] + shares[1]) == sorted(whole)
+    assert shares[0] == whole[0::2] and shares[1] == whole[1::2]
 
 
 def test_the_example_script_runs_as_documented(tmp_path):

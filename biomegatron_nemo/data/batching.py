@@ -12,7 +12,8 @@ from one group of similar lengths and every rank makes the same number of steps.
 The order depends only on the seed and the epoch (``set_epoch``, which Lightning calls; without
 it each new iteration counts as the next epoch), and :class:`ResumableDataLoader` saves the place in
 the epoch in Lightning's checkpoints, so a run resumed mid-epoch continues with exactly the next
-batch. :func:`length_sorted_order` is the evaluation
+batch. Every training order is such an :class:`EpochSampler`: length-grouped, plainly shuffled
+(:class:`ShuffledSampler`) or class-balanced (:class:`ClassBalancedSampler`). :func:`length_sorted_order` is the evaluation
 order: longest first; callers map predictions back by example index.
 :class:`FineTuningDataConfig` is the loader section every fine-tuning dataset config extends.
 """
@@ -80,26 +81,26 @@ def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int) -> 
     return [i for batch in order + short for i in batch]
 
 
-class LengthGroupedSampler(torch.utils.data.distributed.DistributedSampler):
-    """Training order with batches of similar lengths, this data-parallel rank's share of it.
+class EpochSampler(torch.utils.data.distributed.DistributedSampler):
+    """A training order that depends only on (seed, epoch), this data-parallel rank's share of
+    it, resumable at any position (:meth:`skip_next`, used by :class:`ResumableDataLoader`).
 
     A ``DistributedSampler`` so that Lightning uses it as it is: it wraps any other custom sampler
-    in a *shuffling* distributed sampler for training, which would undo the grouping. The global
-    order is grouped by the global batch (``batch_size × num_replicas``); rank ``r`` takes every
+    in a *shuffling* distributed sampler for training. Rank ``r`` of ``num_replicas`` takes every
     ``num_replicas``-th index from ``r`` (the order padded by repeating its start, as
-    ``DistributedSampler`` does, so every rank makes the same number of steps). Deterministic
-    given ``seed`` and the epoch (``set_epoch``; without it each new iteration is the next epoch).
+    ``DistributedSampler`` does, so every rank makes the same number of steps). Without
+    ``set_epoch`` each new iteration counts as the next epoch. Subclasses define
+    :meth:`epoch_order`: ``size`` indices for one epoch.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 1234, num_replicas: int = 1,
-                 rank: int = 0):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.lengths = list(lengths)
-        super().__init__(self.lengths, num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
-        self.batch_size = int(batch_size)
+    def __init__(self, size: int, seed: int = 1234, num_replicas: int = 1, rank: int = 0):
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
         self._epoch_set = False
         self._skip = 0
+
+    def epoch_order(self, seed: int) -> List[int]:
+        """One epoch's global order, drawn from ``seed`` (the sampler's seed + the epoch)."""
+        raise NotImplementedError
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
@@ -110,13 +111,52 @@ class LengthGroupedSampler(torch.utils.data.distributed.DistributedSampler):
         self._skip = int(indices)
 
     def __iter__(self) -> Iterator[int]:
-        order = length_grouped_order(self.lengths, self.batch_size * self.num_replicas, self.seed + self.epoch)
+        order = self.epoch_order(self.seed + self.epoch)
         if not self._epoch_set:
             self.epoch += 1
         self._epoch_set = False
         order += order[: self.total_size - len(order)]
         skip, self._skip = self._skip, 0
         return iter(order[self.rank:self.total_size:self.num_replicas][skip:])
+
+
+class LengthGroupedSampler(EpochSampler):
+    """Batches of similar lengths (see the module docstring), grouped by the *global* batch
+    (``batch_size × num_replicas``) so each rank's batch comes from one group."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 1234, num_replicas: int = 1,
+                 rank: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__(len(lengths), seed=seed, num_replicas=num_replicas, rank=rank)
+        self.lengths = list(lengths)
+        self.batch_size = int(batch_size)
+
+    def epoch_order(self, seed: int) -> List[int]:
+        return length_grouped_order(self.lengths, self.batch_size * self.num_replicas, seed)
+
+
+class ShuffledSampler(EpochSampler):
+    """A seeded random permutation every epoch (``group_by_length: false``)."""
+
+    def epoch_order(self, seed: int) -> List[int]:
+        return torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+class ClassBalancedSampler(EpochSampler):
+    """Every class drawn equally often, with replacement, ``len(targets)`` draws an epoch
+    (relation extraction's ``oversample``)."""
+
+    def __init__(self, targets: Sequence[int], seed: int = 1234, num_replicas: int = 1, rank: int = 0):
+        super().__init__(len(targets), seed=seed, num_replicas=num_replicas, rank=rank)
+        counts: dict = {}
+        for t in targets:
+            counts[t] = counts.get(t, 0) + 1
+        self.weights = torch.tensor([1.0 / counts[t] for t in targets], dtype=torch.double)
+
+    def epoch_order(self, seed: int) -> List[int]:
+        return torch.multinomial(self.weights, len(self.weights), replacement=True,
+                                 generator=torch.Generator().manual_seed(seed)).tolist()
 
 
 class ResumableDataLoader(torch.utils.data.DataLoader):
@@ -127,14 +167,13 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
     mid-epoch would see other batches than an uninterrupted one. This one counts the batches it has
     handed out in the current epoch; after ``load_state_dict`` its next epoch (the same epoch
     number, which Lightning sets on the sampler) skips them in the sampler — no data is loaded for
-    them — and continues with exactly the next batch. The sampler must be a
-    :class:`LengthGroupedSampler`.
+    them — and continues with exactly the next batch. The sampler must be an :class:`EpochSampler`.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if not isinstance(self.sampler, LengthGroupedSampler):
-            raise TypeError("ResumableDataLoader needs a LengthGroupedSampler")
+        if not isinstance(self.sampler, EpochSampler):
+            raise TypeError("ResumableDataLoader needs an EpochSampler")
         self._yielded = 0
         self._resume_at = 0
 

@@ -28,6 +28,7 @@ from omegaconf import open_dict
 
 from biomegatron_nemo.common.config import option, section
 from biomegatron_nemo.common.errors import ConfigError
+from biomegatron_nemo.data.batching import ClassBalancedSampler
 from biomegatron_nemo.data.chemprot import (
     CHEMPROT_NEGATIVE,
     CHEMPROT_SPECIAL_TOKENS,
@@ -134,7 +135,7 @@ class SequenceClassificationModel(ClassificationTaskModel):
         if split == "train":
             self.resolve_auto_class_weights(dataset.label_targets())
             if data_config.oversample:
-                sampler = class_balanced_sampler(dataset.label_targets(), int(self.cfg.seed))
+                sampler = ClassBalancedSampler(dataset.label_targets(), int(self.cfg.seed), **self.data_parallel_ranks())
         return self.make_dataloader(dataset, data_config, split, sampler)
 
     # ------------------------------------------------------------------ validation / test scores
@@ -272,17 +273,3 @@ def mask_entities(text: str, first: Tuple[int, int], second: Tuple[int, int], ma
         raise ValueError(f"entity spans {first} and {second} must be non-empty, inside the text "
                          f"(length {len(text)}) and not overlap")
     return f"{text[:a]}{spans[0][1]}{text[b:c]}{spans[1][1]}{text[d:]}"
-
-
-def class_balanced_sampler(targets: Sequence[int], seed: int) -> torch.utils.data.WeightedRandomSampler:
-    """Draws every class equally often (with replacement), ``len(targets)`` draws an epoch.
-
-    Seeded, so every data-parallel rank draws the same sequence, of which Lightning's
-    distributed wrapper gives each rank its share.
-    """
-    counts: Dict[int, int] = {}
-    for t in targets:
-        counts[t] = counts.get(t, 0) + 1
-    weights = torch.tensor([1.0 / counts[t] for t in targets], dtype=torch.double)
-    return torch.utils.data.WeightedRandomSampler(weights, num_samples=len(targets), replacement=True,
-                                                  generator=torch.Generator().manual_seed(seed))

@@ -47,29 +47,39 @@ class FineTuningTaskModel(BioMegatronModelPT):
         index), unless the caller brings its own ``sampler`` (e.g. oversampling). ``dataset``
         has ``lengths()`` and ``collate_fn``."""
         from biomegatron_nemo.data.batching import (
+            EpochSampler,
             FixedOrderSampler,
             LengthGroupedSampler,
             ResumableDataLoader,
+            ShuffledSampler,
             length_sorted_order,
         )
 
         batch_size = int(data_config.batch_size)
         shuffle = data_config.shuffle if data_config.shuffle is not None else split == "train"
-        if sampler is None and shuffle and data_config.group_by_length:
-            # this data-parallel rank's share of batches grouped by the global batch
-            from megatron.core import parallel_state
-
-            dp = parallel_state.model_parallel_is_initialized()
-            sampler = LengthGroupedSampler(dataset.lengths(), batch_size, seed=int(self.cfg.seed),
-                                           num_replicas=parallel_state.get_data_parallel_world_size() if dp else 1,
-                                           rank=parallel_state.get_data_parallel_rank() if dp else 0)
-        elif sampler is None and not shuffle:
+        if sampler is None and shuffle:
+            # this data-parallel rank's share of one seeded order (grouped by the global batch)
+            ranks = self.data_parallel_ranks()
+            if data_config.group_by_length:
+                sampler = LengthGroupedSampler(dataset.lengths(), batch_size, seed=int(self.cfg.seed), **ranks)
+            else:
+                sampler = ShuffledSampler(len(dataset), seed=int(self.cfg.seed), **ranks)
+        elif sampler is None:
             sampler = FixedOrderSampler(length_sorted_order(dataset.lengths()))
-        # length-grouped training resumes mid-epoch at exactly the next batch
-        loader_class = ResumableDataLoader if isinstance(sampler, LengthGroupedSampler) else torch.utils.data.DataLoader
+        # training orders resume mid-epoch at exactly the next batch
+        loader_class = ResumableDataLoader if isinstance(sampler, EpochSampler) else torch.utils.data.DataLoader
         return loader_class(
-            dataset, batch_size=batch_size, sampler=sampler, shuffle=bool(shuffle) and sampler is None,
-            num_workers=int(data_config.num_workers), collate_fn=dataset.collate_fn, drop_last=False)
+            dataset, batch_size=batch_size, sampler=sampler, num_workers=int(data_config.num_workers),
+            collate_fn=dataset.collate_fn, drop_last=False)
+
+    def data_parallel_ranks(self) -> Dict[str, int]:
+        """``num_replicas`` / ``rank`` of this process for an :class:`EpochSampler`."""
+        from megatron.core import parallel_state
+
+        if not parallel_state.model_parallel_is_initialized():
+            return {"num_replicas": 1, "rank": 0}
+        return {"num_replicas": parallel_state.get_data_parallel_world_size(),
+                "rank": parallel_state.get_data_parallel_rank()}
 
     def inference_loader(self, dataset, batch_size: int) -> torch.utils.data.DataLoader:
         """``evaluate`` / ``predict``: batches sorted by length (callers map back by index)."""
