@@ -124,9 +124,9 @@ def format_table(rows: Sequence[BreakRate]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m biomegatron_nemo.analysis.break_rate",
+        prog=prog or "python -m biomegatron_nemo.analysis.break_rate",
         description="How often named entities of an IOB NER file break into sub-tokens, per "
                     "tokenizer and entity type (BioMegatron, Table 4).")
     parser.add_argument("--ner", required=True, metavar="FILE",

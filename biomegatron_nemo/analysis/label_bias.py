@@ -61,8 +61,8 @@ def qa_answer_counts(path) -> Counter:
     return Counter(ex.answers[0]["text"] for ex in read_squad(path) if ex.answers)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m biomegatron_nemo.analysis.label_bias",
+def main(argv=None, prog=None) -> int:
+    p = argparse.ArgumentParser(prog=prog or "python -m biomegatron_nemo.analysis.label_bias",
                                 description=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("task", choices=["ner", "re", "qa"])

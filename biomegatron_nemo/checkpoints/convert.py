@@ -102,8 +102,8 @@ def export_hf(nemo_file: str, out_dir: str) -> List[str]:
     return BioMegatronModelPT.restore_from(nemo_file).export_hf(out_dir)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m biomegatron_nemo.checkpoints.convert",
+def parse_args(argv=None, prog=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog or "python -m biomegatron_nemo.checkpoints.convert",
                                 description=__doc__.split("\n\n")[0],
                                 epilog="example: --from megatron-lm --to nemo BioMegatron345mUncased/ biomegatron.nemo "
                                        "--vocab-file vocab.txt")
@@ -125,8 +125,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog=None) -> int:
+    args = parse_args(argv, prog)
     try:
         if args.target == "hf":
             lines = export_hf(args.input, args.output)

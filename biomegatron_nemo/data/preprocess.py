@@ -219,9 +219,9 @@ def preprocess_corpus(
 # ----------------------------------------------------------------------------------------------
 # Command line.
 # ----------------------------------------------------------------------------------------------
-def build_arg_parser() -> argparse.ArgumentParser:
+def build_arg_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m biomegatron_nemo.data.preprocess",
+        prog=prog or "python -m biomegatron_nemo.data.preprocess",
         description="Split biomedical documents into sentences, tokenize them and write a "
                     "megatron-core indexed dataset (PREFIX.bin/PREFIX.idx; one sequence per "
                     "sentence, document boundaries kept) for masked-LM pretraining.",
@@ -276,8 +276,8 @@ def tokenizer_config_from_args(args: argparse.Namespace) -> Dict:
     return {"library": "sentencepiece", "model_file": args.tokenizer_model}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> PreprocessSummary:
-    args = build_arg_parser().parse_args(argv)
+def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> PreprocessSummary:
+    args = build_arg_parser(prog).parse_args(argv)
     try:
         summary = preprocess_corpus(
             args.input, args.output_prefix, tokenizer_config_from_args(args),

@@ -169,8 +169,8 @@ def _eval_bioasq(args) -> tuple:
     return scores, table
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m biomegatron_nemo.metrics.evaluate",
+def build_parser(prog=None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog or "python -m biomegatron_nemo.metrics.evaluate",
                                 description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1].split("\n\nEach")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -206,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog=None) -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
         scores, table = args.fn(args)
     except (DataFormatError, OSError) as e:

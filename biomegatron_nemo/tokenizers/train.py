@@ -218,9 +218,9 @@ def train_wordpiece(paths: Sequence[str], output: str, vocab_size: int, cased: b
     return tok.model.save(output)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m biomegatron_nemo.tokenizers.train",
+        prog=prog or "python -m biomegatron_nemo.tokenizers.train",
         description="Learn a SentencePiece or WordPiece vocabulary from raw text "
                     "(one document per line; .jsonl with a 'text' field; .gz accepted).")
     p.add_argument("--input", nargs="+", required=True, metavar="FILE", help="training text files")
@@ -244,8 +244,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = _parser()
+def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     preset = PRESETS.get(args.preset, {})
     kind = args.kind or preset.get("kind", "sentencepiece")
