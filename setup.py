@@ -15,8 +15,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["biomegatron_nemo", "biomegatron_nemo.*"]),
-    package_data={"biomegatron_nemo": ["samples/**/*", "samples/*"]},
+    # conf/ (the runs' Hydra YAML) ships inside the package as biomegatron_nemo/conf, so that the
+    # biomegatron command finds it in a wheel install too
+    packages=find_packages(include=["biomegatron_nemo", "biomegatron_nemo.*"]) + ["biomegatron_nemo.conf"],
+    package_dir={"biomegatron_nemo.conf": "conf"},
+    package_data={"biomegatron_nemo": ["samples/**/*", "samples/*"],
+                  "biomegatron_nemo.conf": ["*.yaml", "model/encoder/*.yaml"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.6",
@@ -35,9 +39,10 @@ setup(
         "matplotlib>=3.7",  # reports: confusion matrices and bar charts as pictures
     ],
     extras_require={
-        "test": ["pytest>=8", "transformers>=4.40"],
+        "test": ["pytest>=8", "transformers>=4.40", "onnx>=1.16", "onnxruntime>=1.18"],
         "hf": ["transformers>=4.40"],  # Hugging Face import / export (biomegatron_nemo.checkpoints.hf)
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],  # export-onnx and serving the exported model
         "gpu": ["transformer-engine[pytorch]>=2.9,<2.12"],
     },
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["biomegatron = biomegatron_nemo.cli:main"]},
 )

@@ -11,24 +11,17 @@ Every key: docs/configuration.md.
 """
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from biomegatron_nemo.models.launch import start_run
-from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
 from biomegatron_nemo.models.runs import register_run_configs
+from biomegatron_nemo.models.tasks import run_task
 
-register_run_configs()  # the schema conf/pretrain_bert.yaml builds on
+register_run_configs()  # the schema conf/pretrain_bert.yaml builds on, and ${samples:...}
 
 
 @hydra.main(config_path="../conf", config_name="pretrain_bert", version_base=None)
 def main(cfg: DictConfig) -> None:
-    trainer, log_dir = start_run(cfg)
-    model = BioMegatronPretrainingModel(cfg.model, trainer=trainer)
-    if trainer.is_global_zero:
-        print(OmegaConf.to_yaml(cfg.model))
-    trainer.fit(model)
-    if trainer.is_global_zero:
-        print(f"logs and checkpoints: {log_dir}")
+    run_task("pretrain", cfg)  # the same run as `biomegatron pretrain`
 
 
 if __name__ == "__main__":

@@ -21,37 +21,18 @@ and bioasq_submission.json (BioASQ) into <log folder>/test_predictions. Every ke
 docs/configuration.md.
 """
 
-import json
-
 import hydra
 from omegaconf import DictConfig
 
-from biomegatron_nemo.data.squad import read_squad
-from biomegatron_nemo.models.finetuning import run_finetuning
-from biomegatron_nemo.models.question_answering import QuestionAnsweringModel
 from biomegatron_nemo.models.runs import register_run_configs
+from biomegatron_nemo.models.tasks import run_task
 
 register_run_configs()  # the schema conf/question_answering.yaml builds on, and ${samples:...}
 
 
-def training_texts(path):
-    examples = read_squad(path)
-    return list(dict.fromkeys(ex.context for ex in examples)) + [ex.question for ex in examples]
-
-
-def report_test(model, test_file, log_dir):
-    output = log_dir / "test_predictions"
-    scores = model.evaluate(test_file, output_dir=str(output), golden_file=model.cfg.test_ds.get("golden_file"),
-                            batch_size=int(model.cfg.test_ds.batch_size))
-    shown = {k: v for k, v in scores.items() if k not in ("rank_of_first_correct", "data")}
-    data = scores["data"]
-    return (f"{json.dumps(shown, indent=1)}\n{data['examples']} questions in {data['features']} windows"
-            f"\npredictions: {output}")
-
-
 @hydra.main(config_path="../conf", config_name="question_answering", version_base=None)
 def main(cfg: DictConfig) -> None:
-    run_finetuning(cfg, QuestionAnsweringModel, training_texts, report_test)
+    run_task("qa", cfg)  # the same run as `biomegatron finetune qa`
 
 
 if __name__ == "__main__":

@@ -19,32 +19,15 @@ docs/configuration.md.
 import hydra
 from omegaconf import DictConfig
 
-from biomegatron_nemo.data.chemprot import read_classification_tsv
-from biomegatron_nemo.metrics.classification import format_classification_table
-from biomegatron_nemo.models.finetuning import run_finetuning
 from biomegatron_nemo.models.runs import register_run_configs
-from biomegatron_nemo.models.sequence_classification import SequenceClassificationModel
+from biomegatron_nemo.models.tasks import run_task
 
 register_run_configs()  # the schema conf/sequence_classification.yaml builds on, and ${samples:...}
 
 
-def training_texts(path):
-    return [ex.text for ex in read_classification_tsv(path)]
-
-
-def report_test(model, test_file, log_dir):
-    output, report = log_dir / "test_predictions.tsv", log_dir / "test_report"
-    scores = model.evaluate(test_file, output_file=str(output), report_dir=str(report),
-                            batch_size=int(model.cfg.test_ds.batch_size))
-    data = scores["data"]
-    return (f"{format_classification_table(scores)}\n{data['truncated']} sentences cut around their markers "
-            f"({data['markers_cut']} with markers too far apart to keep both), {data['missing_markers']} "
-            f"without two markers\npredictions: {output}\nreport: {report}")
-
-
 @hydra.main(config_path="../conf", config_name="sequence_classification", version_base=None)
 def main(cfg: DictConfig) -> None:
-    run_finetuning(cfg, SequenceClassificationModel, training_texts, report_test)
+    run_task("re", cfg)  # the same run as `biomegatron finetune re`
 
 
 if __name__ == "__main__":

@@ -17,28 +17,15 @@ docs/configuration.md.
 import hydra
 from omegaconf import DictConfig
 
-from biomegatron_nemo.data.conll import read_conll
-from biomegatron_nemo.metrics.ner import format_ner_table
-from biomegatron_nemo.models.finetuning import run_finetuning
 from biomegatron_nemo.models.runs import register_run_configs
-from biomegatron_nemo.models.token_classification import TokenClassificationModel
+from biomegatron_nemo.models.tasks import run_task
 
 register_run_configs()  # the schema conf/token_classification.yaml builds on, and ${samples:...}
 
 
-def training_texts(path):
-    return [" ".join(s.words) for s in read_conll(path)]
-
-
-def report_test(model, test_file, log_dir):
-    output = log_dir / "test_predictions.conll"
-    scores = model.evaluate(test_file, output_file=str(output), batch_size=int(model.cfg.test_ds.batch_size))
-    return f"{format_ner_table(scores)}\npredictions: {output}"
-
-
 @hydra.main(config_path="../conf", config_name="token_classification", version_base=None)
 def main(cfg: DictConfig) -> None:
-    run_finetuning(cfg, TokenClassificationModel, training_texts, report_test)
+    run_task("ner", cfg)  # the same run as `biomegatron finetune ner`
 
 
 if __name__ == "__main__":

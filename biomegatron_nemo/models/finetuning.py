@@ -1,4 +1,5 @@
-"""The flow of the fine-tuning example scripts (NER, relation extraction), shared so it is written once.
+"""The flow of a fine-tuning run (NER, relation extraction, QA), shared by the example scripts and the
+``biomegatron finetune`` command (:mod:`biomegatron_nemo.models.tasks`).
 
 ``run_finetuning(cfg, ModelClass, ...)``: trainer and ``exp_manager`` from the run config, the
 model new or restored (``restore_from``), ``do_training`` through ``trainer.fit``, ``do_testing``

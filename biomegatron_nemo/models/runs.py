@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from biomegatron_nemo.common.config import Schema, option, section
 from biomegatron_nemo.common.errors import ConfigError
@@ -112,6 +112,25 @@ RUN_SCHEMAS = {
 
 #: the sample data shipped inside the package (``${samples:ner/train.tsv}`` in a config)
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+def conf_dir() -> Path:
+    """The runs' Hydra YAML: ``biomegatron_nemo/conf`` in an installed wheel (setup.py maps the
+    repository's ``conf/`` there), the repository's ``conf/`` in a source checkout."""
+    for candidate in (Path(__file__).resolve().parents[1] / "conf", Path(__file__).resolve().parents[2] / "conf"):
+        if (candidate / "pretrain_bert.yaml").is_file():
+            return candidate
+    raise FileNotFoundError("the conf/ folder of biomegatron_nemo is missing from this installation")
+
+
+def compose_run_config(config_name: str, overrides: Sequence[str] = ()):
+    """A run config from ``conf/<config_name>.yaml`` with Hydra command-line ``overrides``
+    (``key=value``), checked against its schema — what ``@hydra.main`` gives an example script."""
+    from hydra import compose, initialize_config_dir
+
+    register_run_configs()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        return compose(config_name=config_name, overrides=list(overrides))
 
 
 def register_run_configs() -> None:
