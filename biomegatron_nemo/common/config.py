@@ -227,11 +227,12 @@ def _yaml_value(value: Any) -> str:
     return f"`{OmegaConf.to_yaml({'v': value}).strip()[3:]}`"
 
 
-def _flatten(values: Mapping, prefix: str) -> List[tuple]:
+def flatten(values: Mapping, prefix: str = "") -> List[tuple]:
+    """``(dotted.key, value)`` for every leaf of a nested mapping (an empty mapping is a leaf)."""
     rows = []
     for key, value in values.items():
         if isinstance(value, Mapping) and value:
-            rows += _flatten(value, f"{prefix}{key}.")
+            rows += flatten(value, f"{prefix}{key}.")
         else:
             rows.append((f"{prefix}{key}", value))
     return rows
@@ -255,7 +256,7 @@ def schema_table(schema: Type, prefix: str = "") -> List[str]:
         if choices:
             doc += " (" + " \\| ".join(map(str, choices)) + ")"
         if isinstance(default, Mapping) and default:
-            rows += [f"| `{k}` | any | {_yaml_value(v)} | {doc} |" for k, v in _flatten(default, key + ".")]
+            rows += [f"| `{k}` | any | {_yaml_value(v)} | {doc} |" for k, v in flatten(default, key + ".")]
             continue
         rows.append(f"| `{key}` | {_type_name(hints[f.name])} | {_yaml_value(default)} | {doc} |")
     return rows

@@ -57,16 +57,28 @@ def restore_and_predict(path: str) -> None:
     assert model.predict(TEXTS) == expected, "the restored model predicts differently"
 
 
+def check_command() -> None:
+    """The console script is installed and finds the run configs shipped in the wheel."""
+    command = str(Path(sys.executable).parent / "biomegatron")
+    listing = subprocess.run([command, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "finetune" in listing and "predict" in listing, listing
+    shown = subprocess.run([command, "finetune", "ner", "--show-config", "trainer.max_epochs=1"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "max_epochs: 1" in shown, shown[-2000:]
+
+
 def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--restore":
         restore_and_predict(sys.argv[2])
         return 0
     modules = import_everything()
+    check_command()
     with tempfile.TemporaryDirectory() as tmp:
         path = save_model(Path(tmp))
         subprocess.run([sys.executable, __file__, "--restore", str(path)], check=True, cwd=tmp)
-    print(f"package check: {modules} modules import from the installed wheel; a .nemo saved by it "
-          "restores in a fresh process with identical predictions")
+    print(f"package check: {modules} modules import from the installed wheel; the biomegatron command "
+          "composes a run from the shipped conf/; a .nemo saved by it restores in a fresh process with "
+          "identical predictions")
     return 0
 
 
