@@ -39,7 +39,9 @@ setup(
         "matplotlib>=3.7",  # reports: confusion matrices and bar charts as pictures
     ],
     extras_require={
-        "test": ["pytest>=8", "transformers>=4.40", "onnx>=1.16", "onnxruntime>=1.18"],
+        "test": ["pytest>=8", "transformers>=4.40", "onnx>=1.16", "onnxruntime>=1.18", "mkdocs>=1.6",
+                 "mkdocstrings[python]>=0.26"],
+        "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],  # the site: mkdocs build (mkdocs.yml)
         "hf": ["transformers>=4.40"],  # Hugging Face import / export (biomegatron_nemo.checkpoints.hf)
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],  # export-onnx and serving the exported model
         "gpu": ["transformer-engine[pytorch]>=2.9,<2.12"],
