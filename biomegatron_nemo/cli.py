@@ -199,6 +199,18 @@ def _show_answers(row) -> str:
     return "\n".join(lines)
 
 
+def _samples(argv: Sequence[str], prog: str) -> int:
+    p = argparse.ArgumentParser(prog=prog, description="Print the folder of the sample data the package ships "
+                                "(NER, ChemProt, QA, PubMed-style abstracts), for try-outs.",
+                                epilog="example:\n  biomegatron analyze label-bias ner $(biomegatron samples)/ner/train.tsv",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.parse_args(list(argv))
+    from biomegatron_nemo.models.runs import SAMPLES
+
+    print(SAMPLES)
+    return 0
+
+
 def _export_hf(argv: Sequence[str], prog: str) -> int:
     p = argparse.ArgumentParser(prog=prog, description="Write a .nemo (any task) as a Hugging Face folder that "
                                 "transformers loads without this library (weights, config, tokenizer files).",
@@ -225,6 +237,7 @@ def _commands() -> Dict[str, Tuple[Callable[[Sequence[str], str], int], str]]:
     table["predict"] = (_predict, "run a fine-tuned .nemo on text (entities, relations, answers)")
     table["export-hf"] = (_export_hf, "a .nemo as a Hugging Face folder")
     table["analyze"] = (_analyze, "paper analyses: break-rate | label-bias")
+    table["samples"] = (_samples, "print the folder of the shipped sample data")
     return table
 
 

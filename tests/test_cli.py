@@ -27,13 +27,13 @@ def _run(capsys, *argv):
 def test_the_command_lists_every_subcommand(capsys):
     code, out, _ = _run(capsys, "--help")
     assert code == 0
-    for name in [*DELEGATED, "pretrain", "finetune", "predict", "export-hf", "analyze"]:
+    for name in [*DELEGATED, "pretrain", "finetune", "predict", "export-hf", "analyze", "samples"]:
         assert f"\n  {name} " in out, name
     assert _run(capsys, "frobnicate")[0] == 2
 
 
 @pytest.mark.parametrize("argv", [[name] for name in DELEGATED if name != "export-onnx"]
-                         + [["analyze", name] for name in ANALYSES] + [["predict"], ["export-hf"]])
+                         + [["analyze", name] for name in ANALYSES] + [["predict"], ["export-hf"], ["samples"]])
 def test_each_subcommand_help_lists_options_and_an_example(capsys, argv):
     code, out, _ = _run(capsys, *argv, "--help")
     assert code == 0
