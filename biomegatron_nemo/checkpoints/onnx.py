@@ -1,0 +1,374 @@
+"""ONNX export of a task model (encoder + head), for serving without PyTorch.
+
+    python -m biomegatron_nemo.checkpoints.onnx ner.nemo ner.onnx [--opset 17] [--check]
+
+This module owns the exported graph's contract and the command that writes it:
+
+* the inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64 ``[batch, sequence]``,
+  both axes dynamic) and the outputs of each head, named (:data:`OUTPUTS`);
+* the export wrapper (:class:`ExportedTaskModel`): the model's own ``encode`` and head modules in
+  eval mode, fp32, at TP=PP=1 — nothing re-implemented, so the graph is the model's forward;
+* the metadata a server needs to read the logits without PyTorch (``metadata_props``: task, model
+  class, labels, vocabulary size, maximum sequence length, special token ids, library version);
+* restoring a ``.nemo`` for export (:func:`export_nemo_to_onnx`) and the ``export-onnx`` command,
+  whose ``--check`` compares onnxruntime's outputs with PyTorch's on a batch of another shape.
+
+Task models are recognised by their heads (classes of :mod:`biomegatron_nemo.encoder.heads`), not
+by their model class: ``checkpoints`` sits below ``models`` in the package's layering, and the
+class to restore comes from the ``.nemo``'s own ``target`` (restricted to this library's models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import tarfile
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from biomegatron_nemo.encoder.heads import (
+    MaskedLMHead,
+    SequenceClassificationHead,
+    SpanQAHead,
+    TokenClassificationHead,
+)
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+#: task → its outputs and their dynamic axes (every other axis is fixed: labels, classes, vocabulary)
+OUTPUTS: Dict[str, Dict[str, Dict[int, str]]] = {
+    "token_classification": {"logits": {0: "batch", 1: "sequence"}},                 # [batch, sequence, labels]
+    "sequence_classification": {"logits": {0: "batch"}},                             # [batch, labels]
+    "question_answering": {"start_logits": {0: "batch", 1: "sequence"},              # [batch, sequence]
+                           "end_logits": {0: "batch", 1: "sequence"}},
+    "masked_lm": {"logits": {0: "batch", 1: "sequence"}},                            # [batch, sequence, vocab]
+}
+#: the masked-LM model's optional sentence-order head adds this output, ``[batch, 2]``
+SENTENCE_ORDER_OUTPUT = "sentence_order_logits"
+#: the tolerance ``--check`` holds onnxruntime to (the acceptance bound of the export)
+CHECK_TOLERANCE = 1e-4
+#: protobuf cannot serialise a message over 2 GiB: larger models keep their weights in a side file
+PROTOBUF_LIMIT = 2 ** 31 - 1
+MISSING_ONNX = "ONNX export needs onnx and onnxruntime: pip install 'biomegatron_nemo[onnx]'"
+#: the .nemo classes this exporter restores (a .nemo's ``target`` names a class to import)
+MODEL_PREFIX = "biomegatron_nemo.models."
+
+
+def _import(name: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        raise ImportError(f"{MISSING_ONNX} ({err})") from err
+
+
+def task_of(model: torch.nn.Module) -> str:
+    """The task of a model, from the head it carries."""
+    classifier = getattr(model, "classifier", None)
+    if isinstance(classifier, TokenClassificationHead):
+        return "token_classification"
+    if isinstance(classifier, SequenceClassificationHead):
+        return "sequence_classification"
+    if isinstance(getattr(model, "span_head", None), SpanQAHead):
+        return "question_answering"
+    if isinstance(getattr(model, "mlm_head", None), MaskedLMHead):
+        return "masked_lm"
+    raise ValueError(f"{type(model).__name__} has none of the heads ONNX export knows (token or sequence "
+                     "classifier, span QA head, masked-LM head); on a pipeline stage other than the last the "
+                     "heads do not exist")
+
+
+def output_names(model: torch.nn.Module) -> List[str]:
+    names = list(OUTPUTS[task_of(model)])
+    if getattr(model, "binary_head", None) is not None:
+        names.append(SENTENCE_ORDER_OUTPUT)
+    return names
+
+
+def _drop_empty_extra_state(module, state_dict, prefix, local_metadata) -> None:
+    # megatron-core's parallel linears report None as their `_extra_state` (the slot Transformer
+    # Engine keeps fp8 metadata in). The TorchScript tracer passes every state-dict value to the
+    # graph as an input and fails on None ("'NoneType' object has no attribute 'detach'").
+    for key in [k for k, v in state_dict.items() if k.startswith(prefix) and v is None]:
+        del state_dict[key]
+
+
+class ExportedTaskModel(torch.nn.Module):
+    """``(input_ids, attention_mask, token_type_ids)`` → the head's logits, through the model's own
+    :meth:`encode` and heads; the tuple follows :func:`output_names`."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.task = task_of(model)
+        self.vocab_size = int(model.tokenizer.vocab_size)
+        # only this wrapper's state dict (what the tracer reads) loses the empty entries
+        self.register_state_dict_post_hook(_drop_empty_extra_state)
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        model = self.model
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        hidden = model.encode(batch)
+        if self.task in ("token_classification", "sequence_classification"):
+            return model.classifier(hidden)
+        if self.task == "question_answering":
+            return model.span_logits(hidden, attention_mask)  # padding positions at the model's -10000
+        # The output layer has Megatron's padded vocabulary (rows that only make TP shards equal,
+        # masked to -10000): a server gets one logit per tokenizer id.
+        logits = model.mlm_logits(hidden)[..., :self.vocab_size]
+        if model.binary_head is not None:
+            return logits, model.binary_head(hidden)
+        return logits
+
+
+def check_exportable(model: torch.nn.Module) -> None:
+    """A clear error unless ``model`` can export: one process layout (TP=PP=1), the whole encoder
+    with its heads, fp32 weights, no Transformer Engine modules."""
+    from megatron.core import parallel_state
+
+    if parallel_state.model_parallel_is_initialized():
+        tp = parallel_state.get_tensor_model_parallel_world_size()
+        pp = parallel_state.get_pipeline_model_parallel_world_size()
+        if (tp, pp) != (1, 1):
+            raise ValueError(f"ONNX export runs at tensor/pipeline parallel size 1, this process has TP={tp} PP={pp}: "
+                             "save the model to a .nemo and export that in one process (the .nemo is layout-free)")
+    encoder = getattr(model, "encoder", None)
+    if encoder is None or not (encoder.pre_process and encoder.post_process):
+        raise ValueError("ONNX export needs the whole encoder (first and last pipeline stage) in one model")
+    task_of(model)
+    wrong = sorted({str(p.dtype) for p in model.parameters() if p.dtype != torch.float32})
+    if wrong:
+        raise ValueError(f"ONNX export writes fp32; this model has {', '.join(wrong)} weights (call model.float())")
+    te = sorted({type(m).__name__ for m in model.modules() if type(m).__module__.startswith("transformer_engine")})
+    if te:
+        raise ValueError(f"Transformer Engine modules ({', '.join(te)}) do not export; restore with "
+                         "encoder.layer_spec=portable (export_nemo_to_onnx does)")
+
+
+def sample_inputs(model: torch.nn.Module, batch_size: int = 2, seq_len: int = 8,
+                  seed: int = 0) -> Dict[str, torch.Tensor]:
+    """A batch of random non-special ids, its last row padded from the middle (pad ids, mask 0),
+    two token types: what the exporter traces and ``--check`` runs."""
+    tokenizer = model.tokenizer
+    seq_len = min(seq_len, int(model.encoder.encoder_config.max_position_embeddings))
+    specials = set(tokenizer.special_ids.values())
+    ordinary = torch.tensor([i for i in range(tokenizer.vocab_size) if i not in specials])
+    g = torch.Generator().manual_seed(seed)
+    ids = ordinary[torch.randint(len(ordinary), (batch_size, seq_len), generator=g)]
+    ids[:, 0] = tokenizer.cls_id
+    mask = torch.ones_like(ids)
+    mask[-1, max(2, seq_len // 2):] = 0
+    ids[mask == 0] = tokenizer.pad_id
+    types = torch.zeros_like(ids)
+    types[:, seq_len // 2:] = 1
+    device = next(model.parameters()).device
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "token_type_ids": types.to(device)}
+
+
+def metadata(model: torch.nn.Module) -> Dict[str, str]:
+    """The ``metadata_props`` of the exported file (strings; lists and maps as JSON)."""
+    from biomegatron_nemo import __version__
+
+    tokenizer = model.tokenizer
+    props = {
+        "task": task_of(model),
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "outputs": json.dumps(output_names(model)),
+        "vocab_size": str(tokenizer.vocab_size),
+        "max_sequence_length": str(model.encoder.encoder_config.max_position_embeddings),
+        "tokenizer": json.dumps({"library": model.cfg.tokenizer.library, "cased": model.cfg.tokenizer.get("cased")}),
+        "special_ids": json.dumps(dict(tokenizer.special_ids)),
+        "biomegatron_nemo_version": __version__,
+    }
+    label_map = getattr(model, "label_map", None)
+    if label_map is not None and props["task"] in ("token_classification", "sequence_classification"):
+        props["labels"] = json.dumps(list(label_map.labels))  # logit index i is labels[i]
+    return props
+
+
+def _write(onnx, proto, out_path: Path, external_data: Optional[bool]) -> None:
+    from biomegatron_nemo.common.atomic import atomic_write
+
+    if external_data is None:
+        external_data = proto.ByteSize() > PROTOBUF_LIMIT
+    if not external_data:
+        atomic_write(out_path, lambda f: f.write(proto.SerializeToString()))
+        return
+    # weights in one side file next to the graph (ONNX's external data, found by relative name);
+    # the side file goes in place first, so a complete graph never points at a partial one
+    data_name = out_path.name + ".data"
+    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+        onnx.save_model(proto, os.path.join(tmp, out_path.name), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+        os.replace(os.path.join(tmp, data_name), out_path.parent / data_name)
+        os.replace(os.path.join(tmp, out_path.name), out_path)
+
+
+def _declare_unread_inputs(onnx, proto) -> None:
+    """The tracer drops inputs the graph never reads: ``token_type_ids`` of an encoder without
+    token-type embeddings (``num_tokentypes: 0``). Declared again (and ignored), every exported
+    model takes the same three inputs, so a server feeds all models alike."""
+    present = [i.name for i in proto.graph.input]
+    for position, name in enumerate(INPUTS):
+        if name not in present:
+            declared = onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, ["batch", "sequence"])
+            proto.graph.input.insert(position, declared)
+            present.insert(position, name)
+
+
+def export_onnx(model: torch.nn.Module, out_path, opset: int = 17, external_data: Optional[bool] = None) -> Dict:
+    """Write ``model`` (a task model of this library, TP=PP=1) as an ONNX file at ``out_path``.
+
+    The weights go in the file itself unless it would pass protobuf's 2 GiB limit (the 1.2b
+    encoder) or ``external_data=True``: then they are in ``<out_path>.data`` next to it. Returns
+    a summary: path, inputs, outputs, labels (classification models), opset.
+    """
+    onnx = _import("onnx")
+    if opset < 14:  # torch exports scaled_dot_product_attention (the portable attention) from opset 14
+        raise ValueError(f"ONNX export needs opset 14 or later (attention), got {opset}")
+    check_exportable(model)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = ExportedTaskModel(model)
+    names = output_names(model)
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
+    axes.update({name: OUTPUTS.get(wrapper.task, {}).get(name, {0: "batch"}) for name in names})
+    was_training = model.training
+    model.eval()  # no dropout in the graph
+    try:
+        example = sample_inputs(model)
+        device = example["input_ids"].device.type
+        with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp, torch.no_grad(), \
+                torch.autocast(device, enabled=False), warnings.catch_warnings():  # fp32, whatever the caller runs
+            # The TorchScript exporter (dynamo=False), deprecated since torch 2.9 but still shipped:
+            # the dynamo exporter also gives our outputs (tried: 1.8e-7 on NER, torch 2.13) but needs
+            # onnxscript, which the `onnx` extra does not install, and takes ~40x longer on the tiny
+            # test models. Tracing sees one path through the model: eval mode, the padding mask
+            # (`attention_mask < 0.5`) and SDPA's boolean mask trace to ONNX ops with dynamic shapes.
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+            raw = os.path.join(tmp, "model.onnx")
+            torch.onnx.export(wrapper, tuple(example[name] for name in INPUTS), raw, dynamo=False,
+                              opset_version=opset, input_names=list(INPUTS), output_names=names, dynamic_axes=axes)
+            proto = onnx.load(raw)  # with any side files the exporter wrote for a > 2 GiB model
+        _declare_unread_inputs(onnx, proto)
+        props = metadata(model)
+        for key, value in props.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.doc_string = f"biomegatron_nemo {props['model_class']} ({props['task']}); outputs {names}"
+        _write(onnx, proto, out_path, external_data)
+    finally:
+        model.train(was_training)
+    onnx.checker.check_model(str(out_path))  # by path: also for a model with external data
+    return {"path": str(out_path), "inputs": list(INPUTS), "outputs": names,
+            "labels": json.loads(props["labels"]) if "labels" in props else None, "opset": opset}
+
+
+def read_nemo_config(nemo_path) -> Dict:
+    """The ``model_config.yaml`` of a ``.nemo`` (read as YAML data, nothing instantiated)."""
+    import yaml
+
+    from biomegatron_nemo.checkpoints.weights import check_nemo_file
+
+    check_nemo_file(str(nemo_path))  # a tar holding model_config.yaml, or an error naming the file
+    with tarfile.open(nemo_path) as tar:
+        member = next(m for m in tar.getmembers() if os.path.basename(m.name) == "model_config.yaml")
+        try:
+            cfg = yaml.safe_load(tar.extractfile(member).read().decode("utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ValueError(f"{nemo_path}: its model_config.yaml is not YAML: {err}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{nemo_path}: its model_config.yaml is not a mapping")
+    return cfg
+
+
+def restore_for_export(nemo_path):
+    """The ``.nemo``'s model on the CPU, with the ``portable`` layer spec (``auto``/``local`` hold the
+    same weights; ``local``'s attention is CUDA-only and Transformer Engine's modules do not export)."""
+    from omegaconf import OmegaConf
+
+    cfg = read_nemo_config(nemo_path)
+    target = str(cfg.get("target", ""))
+    if not target.startswith(MODEL_PREFIX):
+        raise ValueError(f"{nemo_path}: its config's target {target!r} is not a model of this library "
+                         f"({MODEL_PREFIX}...); only those are restored")
+    module, _, name = target.rpartition(".")
+    model_class = getattr(importlib.import_module(module), name, None)
+    if model_class is None:
+        raise ValueError(f"{nemo_path}: its config's target {target!r} does not exist in this version of the library")
+    encoder = cfg.setdefault("encoder", {})
+    if encoder.get("layer_spec", "auto") in ("auto", "local"):
+        encoder["layer_spec"] = "portable"
+    return model_class.restore_from(str(nemo_path), override_config_path=OmegaConf.create(cfg),
+                                    map_location=torch.device("cpu")).eval()
+
+
+def export_nemo_to_onnx(nemo_path, out_path, opset: int = 17, external_data: Optional[bool] = None) -> Dict:
+    """Restore a ``.nemo`` of this library and :func:`export_onnx` it."""
+    return export_onnx(restore_for_export(nemo_path), out_path, opset=opset, external_data=external_data)
+
+
+def compare_with_onnxruntime(model: torch.nn.Module, onnx_path, batch_size: int = 3, seq_len: int = 11
+                             ) -> Dict[str, float]:
+    """Max abs difference per output between onnxruntime on ``onnx_path`` and ``model`` in PyTorch,
+    on a padded batch of another shape than the exporter traced (the dynamic axes are exercised)."""
+    ort = _import("onnxruntime")
+    batch = sample_inputs(model, batch_size, seq_len, seed=1)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {name: batch[name].cpu().numpy() for name in INPUTS})
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            ours = ExportedTaskModel(model)(*(batch[name] for name in INPUTS))
+    finally:
+        model.train(was_training)
+    ours = ours if isinstance(ours, tuple) else (ours,)
+    names = [o.name for o in session.get_outputs()]
+    return {name: float((torch.from_numpy(t) - o.cpu()).abs().max()) for name, t, o in zip(names, theirs, ours)}
+
+
+def parse_args(argv=None, prog=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog=prog or "python -m biomegatron_nemo.checkpoints.onnx",
+        description="Export a task model's .nemo (NER, relation extraction, QA, masked LM) as an ONNX file that "
+                    "onnxruntime serves without PyTorch: inputs input_ids, attention_mask, token_type_ids (int64, "
+                    "dynamic batch and sequence), the head's logits as outputs, labels in the metadata.",
+        epilog="example: %(prog)s ner.nemo ner.onnx --check")
+    p.add_argument("model", help="the .nemo of a model of this library")
+    p.add_argument("output", help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--check", action="store_true",
+                   help=f"run onnxruntime on a sample batch and print the max abs difference against PyTorch "
+                        f"(exit 1 above {CHECK_TOLERANCE:g})")
+    return p.parse_args(argv)
+
+
+def main(argv=None, prog=None) -> int:
+    args = parse_args(argv, prog)
+    try:
+        model = restore_for_export(args.model)
+        summary = export_onnx(model, args.output, opset=args.opset)
+        print(f"written: {summary['path']} (opset {summary['opset']})")
+        print(f"inputs: {', '.join(summary['inputs'])}; outputs: {', '.join(summary['outputs'])}")
+        if summary["labels"]:
+            print(f"labels: {', '.join(summary['labels'])}")
+        diffs = compare_with_onnxruntime(model, args.output) if args.check else {}
+    except (ValueError, FileNotFoundError, ImportError) as err:  # ConfigError / DataFormatError are ValueErrors
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for name, diff in diffs.items():
+        print(f"check: {name} max abs difference onnxruntime vs PyTorch {diff:.3g}")
+    if diffs and max(diffs.values()) > CHECK_TOLERANCE:
+        print(f"error: onnxruntime differs from PyTorch by more than {CHECK_TOLERANCE:g}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
