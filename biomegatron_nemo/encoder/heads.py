@@ -105,7 +105,9 @@ class MaskedLMHead(torch.nn.Module):
         divided by ``normalizer`` (default: the number of those positions).
 
         ``logits`` are vocab-parallel; megatron-core's cross-entropy all-reduces the softmax
-        statistics across the tensor-parallel group instead of gathering the logits.
+        statistics across the tensor-parallel group instead of gathering the logits, and works in
+        their memory: fp32 ``logits`` hold ``exp(logit - max)`` afterwards (no copy of a
+        ``[b, s, vocab]`` tensor is made).
         """
         if loss_mask is None:
             loss_mask = labels != IGNORE_INDEX

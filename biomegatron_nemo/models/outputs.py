@@ -65,7 +65,8 @@ class TokenClassifierOutput(HeadOutput):
 @dataclass
 class MaskedLMOutput(HeadOutput):
     """Pretraining: vocab-parallel MLM logits ``[b, s, padded_vocab / TP]`` and, with the
-    sentence-order head, its logits ``[b, 2]``."""
+    sentence-order head, its logits ``[b, 2]``. ``forward_batch`` leaves ``mlm_logits`` empty: the
+    loss computes in the logits' memory; ``model.mlm_logits(model.encode(batch))`` gives them."""
 
     mlm_logits: Optional[torch.Tensor] = None
     sentence_order_logits: Optional[torch.Tensor] = None

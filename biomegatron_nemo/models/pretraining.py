@@ -3,7 +3,8 @@
 Batches follow the contract of :mod:`biomegatron_nemo.data.pretraining` (``input_ids``,
 ``token_type_ids``, ``attention_mask``, ``lm_labels``, ``loss_mask`` and, with the binary
 head, ``sentence_order_labels``). Logged: MLM loss and perplexity, binary-head loss and
-accuracy, learning rate, tokens/s. Tensor, pipeline and data parallel per the strategy.
+accuracy, learning rate, tokens/s; the losses are also drawn into the run's log folder
+(:mod:`~biomegatron_nemo.models.loss_curve`). Tensor, pipeline and data parallel per the strategy.
 """
 
 from __future__ import annotations
@@ -67,6 +68,13 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
             tied["mlm_head.output_layer.weight"] = f"encoder.{MegatronBertEncoder.WORD_EMBEDDINGS_KEY}"
         return WeightLayout(layout.vocab_sized + tuple(vocab), tied, layout.vocab_size)
 
+    def configure_callbacks(self):
+        """Lightning hook: the loss curve (``loss_curve.png`` / ``.tsv`` in the run's log folder),
+        whoever built the Trainer."""
+        from biomegatron_nemo.models.loss_curve import LossCurve
+
+        return [LossCurve()]
+
     # ------------------------------------------------------------------ losses
     def hf_export(self, state):
         from biomegatron_nemo.checkpoints.hf import pretraining_heads_to_hf
@@ -90,7 +98,9 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
             binary_logits = self.binary_head(hidden)
             losses["sentence_order"] = F.cross_entropy(
                 binary_logits.float(), batch["sentence_order_labels"], reduction="sum") / normalizers["sentence_order"]
-        return MaskedLMOutput(losses, mlm_logits=logits, sentence_order_logits=binary_logits)
+        # megatron-core's vocab-parallel cross-entropy works in the logits' own memory (no copy of a
+        # [b, s, vocab] tensor): after the loss they hold exp(logit - max), so they are not handed on
+        return MaskedLMOutput(losses, mlm_logits=None, sentence_order_logits=binary_logits)
 
     # ------------------------------------------------------------------ logging
     def on_train_batch_start(self, batch, batch_idx):
