@@ -18,6 +18,7 @@ live in :mod:`biomegatron_nemo.data.token_classification`; chunking and scores i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -208,10 +209,11 @@ class TokenClassificationModel(ClassificationTaskModel):
         return indices, label_rows, prob_rows
 
     def evaluate(self, file: str, output_file: Optional[str] = None, batch_size: int = 32,
-                 max_seq_length: Optional[int] = None) -> Dict:
+                 max_seq_length: Optional[int] = None, report_dir: Optional[str] = None) -> Dict:
         """Entity-level scores (:func:`~biomegatron_nemo.metrics.ner.ner_scores`) on a CoNLL file.
 
-        ``output_file``: ``word gold pred`` lines, a blank line between sentences (conlleval's input).
+        ``output_file``: ``word gold pred`` lines, a blank line between sentences (conlleval's input);
+        ``report_dir``: ``per_type.tsv`` and ``per_type_f1.png`` (P/R/F1 per entity type and micro).
         """
         file = check_input_file(file, "evaluate")
         check_positive_int(batch_size, "evaluate", "batch_size")
@@ -223,7 +225,12 @@ class TokenClassificationModel(ClassificationTaskModel):
         gold = [s.tags for s in sentences]
         if output_file:
             write_conll_predictions(output_file, [s.words for s in sentences], gold, pred)
-        return ner_scores(gold, pred)
+        scores = ner_scores(gold, pred)
+        if report_dir:
+            from biomegatron_nemo.models.reports import write_ner_report
+
+            write_ner_report(scores, Path(report_dir))
+        return scores
 
     def predict(self, texts: Sequence[str], batch_size: int = 32, max_seq_length: Optional[int] = None
                 ) -> List[List[Dict]]:
