@@ -14,6 +14,8 @@ from biomegatron_nemo.metrics.ner import entity_spans
 from biomegatron_nemo.tokenizers import SPECIAL_TOKENS
 from biomegatron_nemo.tokenizers.train import train_sentencepiece
 
+from helpers.pictures import assert_png
+
 FIXTURES = Path(__file__).parent / "fixtures" / "tokenizers"
 NER = FIXTURES / "break_rate_ner.tsv"
 SHARED = Path(__file__).parents[2] / "shared" / "data"
@@ -153,3 +155,17 @@ def test_command_runs_on_bc5cdr_with_bert_uncased_and_a_pubmed_vocab(tmp_path):
     # even 8k units learned on 1 MB of PubMed split fewer entities than BERT's 30k general ones
     assert 50 < pubmed["ALL"]["split_pct"] < bert["ALL"]["split_pct"] < 100
     assert pubmed["ALL"]["subtokens_per_word"] < bert["ALL"]["subtokens_per_word"]
+
+
+def test_plot_draws_table_4_and_leaves_the_table_alone(toy_vocab, tmp_path, capsys):
+    args = ["--ner", str(NER), "--tokenizer", f"toy=wordpiece:{toy_vocab}",
+            "--tokenizer", f"cased=wordpiece-cased:{toy_vocab}"]
+    assert main(args) == 0
+    plain = capsys.readouterr().out
+    picture = tmp_path / "break_rate.png"
+    assert main(args + ["--plot", str(picture)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == plain and captured.err.strip() == f"plot: {picture}"
+    assert_png(picture)
+    assert main(args + ["--plot", str(tmp_path / "break_rate.tsv")]) == 2  # not a picture format
+    assert "--plot" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import pytest
 from biomegatron_nemo.analysis.label_bias import answer_bias, label_bias, main
 
 from _data_paths import BROKEN, FIXTURES, SHARED_DATA
+from helpers.pictures import assert_png
 
 
 def test_minority_over_majority_with_chemprot_dev_counts():
@@ -45,3 +46,22 @@ def test_chemprot_dev_prints_paper_value(capsys):
     assert main(["re", str(SHARED_DATA / "chemprot" / "dev.tsv")]) == 0
     out = capsys.readouterr().out
     assert "samples: 11,820" in out and "bias: 0.257" in out
+
+
+@pytest.mark.parametrize("task, name, json_flag", [("ner", "ner_iob2.tsv", []),
+                                                   ("qa", "bioasq_squad_format.json", ["--json"])])
+def test_plot_draws_the_histogram_and_leaves_the_output_alone(task, name, json_flag, tmp_path, capsys):
+    args = [task, str(FIXTURES / name), *json_flag]
+    assert main(args) == 0
+    plain = capsys.readouterr().out
+    picture = tmp_path / "charts" / "bias.png"  # a folder that does not exist yet
+    assert main(args + ["--plot", str(picture)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == plain and captured.err.strip() == f"plot: {picture}"
+    assert_png(picture)
+
+
+def test_plot_with_an_unknown_format_is_refused_before_reading(tmp_path, capsys):
+    assert main(["ner", str(FIXTURES / "ner_iob2.tsv"), "--plot", str(tmp_path / "bias.txt")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "--plot" in captured.err and ".png" in captured.err

@@ -11,7 +11,10 @@ Words are tokenised as the NER models see them (``encode_words``: each word on i
 word's count does not depend on its neighbours). Command line::
 
     python -m biomegatron_nemo.analysis.break_rate --ner train.tsv \\
-        --tokenizer wordpiece:bert-base-uncased-vocab.txt --tokenizer sentencepiece:spm.model [--json]
+        --tokenizer wordpiece:bert-base-uncased-vocab.txt --tokenizer sentencepiece:spm.model [--json] \\
+        [--plot break_rate.png]
+
+``--plot`` also draws Table 4 as a bar chart: ``split %`` per entity type, one bar per tokenizer.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import os
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from biomegatron_nemo.common.plots import bar_chart, check_picture_path, draw_for_command
 from biomegatron_nemo.data.conll import Sentence, read_conll
 from biomegatron_nemo.metrics.ner import entity_spans
 from biomegatron_nemo.tokenizers import BioTokenizer, SentencePieceTokenizer, WordPieceTokenizer
@@ -124,6 +129,21 @@ def format_table(rows: Sequence[BreakRate]) -> str:
     return "\n".join(lines)
 
 
+def plot_break_rates(rows: Sequence[BreakRate], path: Path, title: str) -> Path:
+    """Table 4 as bars: ``split %`` per entity type (``ALL`` last), one bar per tokenizer."""
+    types = list(dict.fromkeys(r.entity_type for r in rows))
+    tokenizers = list(dict.fromkeys(r.tokenizer for r in rows))
+    split = {(r.tokenizer, r.entity_type): r.split_pct for r in rows}
+    return bar_chart(path, types, {t: [split.get((t, e), 0.0) for e in types] for t in tokenizers},
+                     ylabel="entities split into sub-tokens (%)", title=title, ylim=(0.0, 108.0),
+                     value_format="{:.1f}")
+
+
+def _short_name(path: str) -> str:
+    # the folder names the data set (BC5CDR-chem/train.tsv); the full path is too long for a title
+    return os.path.join(*Path(path).parts[-2:])
+
+
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     parser = argparse.ArgumentParser(
         prog=prog or "python -m biomegatron_nemo.analysis.break_rate",
@@ -137,8 +157,11 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     parser.add_argument("--scheme", choices=("IOB1", "IOB2", "IOBES"), default="IOB2",
                         help="tag scheme of the NER file (default IOB2)")
     parser.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="also draw split %% per entity type and tokenizer as a bar chart (Table 4)")
     args = parser.parse_args(argv)
     try:
+        plot = check_picture_path(args.plot) if args.plot else None
         tokenizers = [load_tokenizer_spec(s) for s in args.tokenizer]
         if not os.path.isfile(args.ner):
             raise FileNotFoundError(f"--ner file {args.ner!r} does not exist")
@@ -152,6 +175,9 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     else:
         print(f"{args.ner}: {len(sentences):,} sentences")
         print(format_table(rows))
+    if plot is not None:
+        title = f"{_short_name(args.ner)}: entities broken into sub-tokens (Table 4)"
+        return draw_for_command(lambda path: plot_break_rates(rows, path, title), plot)
     return 0
 
 

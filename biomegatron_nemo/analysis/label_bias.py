@@ -1,5 +1,5 @@
 """Label bias of a benchmark file, the paper's Table 9:
-``python -m biomegatron_nemo.analysis.label_bias {ner,re,qa} FILE [--json]``.
+``python -m biomegatron_nemo.analysis.label_bias {ner,re,qa} FILE [--json] [--plot FILE.png]``.
 
 Definitions (Shin et al. 2020, §5 / Table 9):
 
@@ -9,18 +9,22 @@ Definitions (Shin et al. 2020, §5 / Table 9):
 * QA: bias = (minimum repeat of the same answer) / (maximum repeat), over the first gold answer
   of every question (answer texts compared exactly).
 
-The histogram of labels (or of answer repeats for QA) is printed too.
+The histogram of labels (or of answer repeats for QA) is printed too; ``--plot`` draws it as a
+bar chart with the bias in its title.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Dict
 
 from biomegatron_nemo.common.errors import DataFormatError
+from biomegatron_nemo.common.plots import bar_chart, check_picture_path, draw_for_command
 
 
 def label_bias(counts: Counter) -> Dict:
@@ -61,6 +65,17 @@ def qa_answer_counts(path) -> Counter:
     return Counter(ex.answers[0]["text"] for ex in read_squad(path) if ex.answers)
 
 
+def plot_label_bias(result: Dict, path: Path) -> Path:
+    """The histogram of :func:`label_bias` / :func:`answer_bias` output as bars (most frequent
+    label first; QA: answers per repeat count), the bias in the title."""
+    qa = result["task"] == "qa"
+    histogram = result["histogram"]
+    return bar_chart(path, [str(k) for k in histogram], {"samples": list(histogram.values())},
+                     ylabel="answers" if qa else "samples", xlabel="times an answer repeats" if qa else "label",
+                     title=f"{os.path.join(*Path(result['file']).parts[-2:])} ({result['task']}): label bias {result['bias']:.3f} (Table 9)",
+                     value_format="{:,.0f}")
+
+
 def main(argv=None, prog=None) -> int:
     p = argparse.ArgumentParser(prog=prog or "python -m biomegatron_nemo.analysis.label_bias",
                                 description=__doc__.split("\n\n", 1)[1],
@@ -69,8 +84,10 @@ def main(argv=None, prog=None) -> int:
     p.add_argument("file", help="CoNLL file (ner), [id<TAB>]sentence<TAB>label TSV (re), SQuAD JSON (qa)")
     p.add_argument("--scheme", default="IOB2", choices=["IOB1", "IOB2", "IOBES"], help="NER tag scheme")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw the histogram as a bar chart, the bias in its title")
     args = p.parse_args(argv)
     try:
+        plot = check_picture_path(args.plot) if args.plot else None
         if args.task == "ner":
             result = label_bias(ner_label_counts(args.file, args.scheme))
         elif args.task == "re":
@@ -81,13 +98,21 @@ def main(argv=None, prog=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     result = {"task": args.task, "file": args.file, **result}
-    if args.json:
+    print_result(result, args.json)
+    if plot is not None:
+        return draw_for_command(lambda path: plot_label_bias(result, path), plot)
+    return 0
+
+
+def print_result(result: Dict, as_json: bool = False) -> None:
+    """The command's report of a result (with its ``task`` and ``file``): text, or JSON."""
+    if as_json:
         print(json.dumps(result, indent=1))
-        return 0
-    print(f"file: {args.file}")
+        return
+    print(f"file: {result['file']}")
     print(f"samples: {result['samples']:,}")
     print(f"bias: {result['bias']:.3f}")
-    if args.task == "qa":
+    if result["task"] == "qa":
         print(f"distinct answers: {result['distinct_answers']:,}")
         print("most repeated answers: " + ", ".join(f"{a!r} ×{n}" for a, n in result["most_repeated"].items()))
         print("histogram (times an answer repeats: number of answers):")
@@ -97,7 +122,6 @@ def main(argv=None, prog=None) -> int:
     width = max(len(str(k)) for k in result["histogram"])
     for k, v in result["histogram"].items():
         print(f"  {str(k):>{width}}: {v:,}")
-    return 0
 
 
 if __name__ == "__main__":
