@@ -29,6 +29,7 @@ DELEGATED: Dict[str, Tuple[str, str]] = {
     "evaluate": ("biomegatron_nemo.metrics.evaluate", "score prediction files with the official measures"),
     "convert": ("biomegatron_nemo.checkpoints.convert", "import Megatron-LM / NeMo 1.x / HF checkpoints, export HF"),
     "export-onnx": ("biomegatron_nemo.checkpoints.onnx", "a task model as ONNX, for serving without PyTorch"),
+    "benchmark": ("biomegatron_nemo.benchmark", "the paper's five benchmarks for one encoder, beside the published numbers"),
 }
 ANALYSES: Dict[str, Tuple[str, str]] = {
     "break-rate": ("biomegatron_nemo.analysis.break_rate", "how often entities break into sub-tokens (Table 4)"),
@@ -42,6 +43,7 @@ EXAMPLES = {
     "biomegatron evaluate": "biomegatron evaluate ner --gold dev.tsv --pred dev_predictions.conll",
     "biomegatron convert": "biomegatron convert --from megatron-lm --to nemo BioMegatron345mUncased/ lm.nemo --vocab-file vocab.txt",
     "biomegatron export-onnx": "biomegatron export-onnx ner.nemo ner.onnx --check",
+    "biomegatron benchmark": "biomegatron benchmark lm.nemo --samples --budget 20 --recipe small",
     "biomegatron analyze break-rate": ("biomegatron analyze break-rate --ner train.tsv --tokenizer bert=wordpiece:vocab.txt "
                                        "--tokenizer pubmed=sentencepiece:pubmed.model"),
     "biomegatron analyze label-bias": "biomegatron analyze label-bias ner train.tsv",

@@ -9,7 +9,10 @@ Stages (each prints its figures and wall time):
   4. fine-tune NER (chemicals, diseases) from that encoder, evaluate entity F1 on the dev sample;
   5. save the .nemo, restore it in a fresh process and tag example sentences;
   6. fine-tune relation extraction (ChemProt-style sample) from the same encoder — its vocabulary
-     gains the entity markers — and score micro-F1 over the CPR classes, with a confusion matrix.
+     gains the entity markers — and score micro-F1 over the CPR classes, with a confusion matrix;
+  7. fine-tune BioASQ-style factoid question answering from the same encoder, score strict /
+     lenient accuracy and MRR on the dev sample, and answer a question with `biomegatron predict`
+     in a fresh process.
 
 The sample files are small and synthetic-but-realistic (see biomegatron_nemo/samples/README.md);
 the figures show the pipeline works, not what BioMegatron reaches on real data (docs/results.md).
@@ -24,11 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from biomegatron_nemo.models.runs import SAMPLES, register_run_configs
+from biomegatron_nemo.models.runs import SAMPLES, compose_run_config
 
-REPO = Path(__file__).resolve().parents[1]
-register_run_configs()  # the schemas conf/*.yaml build on, and ${samples:...}
-CONF = REPO / "conf"
 EXAMPLE_SENTENCES = [
     "Cisplatin induced nephrotoxicity in rats.",
     "Patients receiving haloperidol developed tardive dyskinesia and hypotension.",
@@ -37,11 +37,7 @@ EXAMPLE_SENTENCES = [
 
 
 def compose(config_name: str, overrides):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+    return compose_run_config(config_name, overrides)
 
 
 class Stages:
@@ -106,52 +102,70 @@ def pretrain(out: Path, vocab_file: str, steps: int) -> dict:
             "val_loss": round(float(metrics["val_loss"]), 3), "nemo": str(nemo_file)}
 
 
-def finetune_ner(out: Path, vocab_file: str, pretrained: str, epochs: int) -> dict:
+def fine_tune(out: Path, task: str, vocab_file: str, pretrained: str, epochs: int, extra=()):
+    """Fine-tune ``task`` (models/tasks.py) from the pretrained encoder on its shipped sample."""
     from biomegatron_nemo.models.launch import start_run
-    from biomegatron_nemo.models.token_classification import TokenClassificationModel
+    from biomegatron_nemo.models.tasks import TASKS
 
-    cfg = compose("token_classification", [
+    cfg = compose(TASKS[task].config_name, [
         f"model.tokenizer.vocab_file={vocab_file}", f"model.language_model.nemo_file={pretrained}",
-        f"model.train_ds.file={SAMPLES / 'ner' / 'train.tsv'}", f"model.validation_ds.file={SAMPLES / 'ner' / 'dev.tsv'}",
-        f"model.test_ds.file={SAMPLES / 'ner' / 'dev.tsv'}", "model.optim.lr=3e-3",
-        f"trainer.max_epochs={epochs}", f"exp_manager.exp_dir={out / 'experiments'}", "exp_manager.name=demo_ner",
-        "exp_manager.resume_if_exists=false",
-    ])
+        f"trainer.max_epochs={epochs}", f"exp_manager.exp_dir={out / 'experiments'}", f"exp_manager.name=demo_{task}",
+        "exp_manager.resume_if_exists=false", *extra])
     trainer, _ = start_run(cfg)
-    model = TokenClassificationModel(cfg.model, trainer=trainer)
+    model = TASKS[task].load_model_class()(cfg.model, trainer=trainer)
     trainer.fit(model)
-    scores = model.evaluate(str(SAMPLES / "ner" / "dev.tsv"), output_file=str(out / "ner_dev_predictions.conll"))
-    nemo_file = out / "ner.nemo"
-    model.save_to(str(nemo_file))
+    model.save_to(str(out / f"{task}.nemo"))
+    return model
+
+
+def finetune_ner(out: Path, vocab_file: str, pretrained: str, epochs: int) -> dict:
+    model = fine_tune(out, "ner", vocab_file, pretrained, epochs, [
+        f"model.train_ds.file={SAMPLES / 'ner' / 'train.tsv'}", f"model.validation_ds.file={SAMPLES / 'ner' / 'dev.tsv'}",
+        f"model.test_ds.file={SAMPLES / 'ner' / 'dev.tsv'}", "model.optim.lr=3e-3"])
+    scores = model.evaluate(str(SAMPLES / "ner" / "dev.tsv"), output_file=str(out / "ner_dev_predictions.conll"),
+                            report_dir=str(out / "ner_dev_report"))
     figures = {"dev_entity_f1": round(scores["f1"], 4)}
     figures.update({f"f1_{t}": round(s["f1"], 4) for t, s in scores.get("per_type", {}).items()})
-    figures["nemo"] = str(nemo_file)
+    figures["per_type_chart"] = str(out / "ner_dev_report" / "per_type_f1.png")
+    figures["nemo"] = str(out / "ner.nemo")
     return figures
 
 
 def finetune_re(out: Path, vocab_file: str, pretrained: str, epochs: int) -> dict:
     """Relation extraction on the ChemProt-style sample: the pretrained encoder's vocabulary gains
     the entity markers as new tokens (and embedding rows)."""
-    from biomegatron_nemo.models.launch import start_run
-    from biomegatron_nemo.models.sequence_classification import SequenceClassificationModel
-
-    cfg = compose("sequence_classification", [
-        f"model.tokenizer.vocab_file={vocab_file}", f"model.language_model.nemo_file={pretrained}",
-        f"trainer.max_epochs={epochs}", f"exp_manager.exp_dir={out / 'experiments'}", "exp_manager.name=demo_re",
-        "exp_manager.resume_if_exists=false",
-    ])
-    trainer, _ = start_run(cfg)
-    model = SequenceClassificationModel(cfg.model, trainer=trainer)
-    trainer.fit(model)
+    model = fine_tune(out, "re", vocab_file, pretrained, epochs)
     scores = model.evaluate(str(SAMPLES / "chemprot" / "dev.tsv"), output_file=str(out / "re_dev_predictions.tsv"),
                             report_dir=str(out / "re_dev_report"))
-    nemo_file = out / "re.nemo"
-    model.save_to(str(nemo_file))
     example = "@CHEMICAL$ is a potent inhibitor of @GENE$ activity."
     top = model.predict([example])[0]
     print(f"  {example}\n      {top['label']}  p={top['probability']:.2f}")
     return {"dev_micro_f1": round(scores["f1"], 4), "dev_accuracy": round(scores["accuracy"], 4),
-            "confusion_matrix": str(out / "re_dev_report" / "confusion_matrix.png"), "nemo": str(nemo_file)}
+            "confusion_matrix": str(out / "re_dev_report" / "confusion_matrix.png"), "nemo": str(out / "re.nemo")}
+
+
+def finetune_qa(out: Path, vocab_file: str, pretrained: str, epochs: int) -> dict:
+    """Factoid QA on the BioASQ-style sample (snippets as paragraphs, answers merged per question)."""
+    model = fine_tune(out, "qa", vocab_file, pretrained, epochs)
+    scores = model.evaluate(str(SAMPLES / "qa" / "dev.json"), output_dir=str(out / "qa_dev_predictions"))
+    return {"dev_strict_accuracy": round(scores["strict_accuracy"], 4),
+            "dev_lenient_accuracy": round(scores["lenient_accuracy"], 4), "dev_mrr": round(scores["mrr"], 4),
+            "nemo": str(out / "qa.nemo")}
+
+
+def answer_in_fresh_process(nemo_file: str) -> dict:
+    """`biomegatron predict` on the saved QA model, as a user would run it."""
+    dev = json.loads((SAMPLES / "qa" / "dev.json").read_text(encoding="utf-8"))
+    paragraph = dev["data"][0]["paragraphs"][0]
+    question, context = paragraph["qas"][0]["question"], paragraph["context"]
+    done = subprocess.run([sys.executable, "-m", "biomegatron_nemo", "predict", nemo_file, "--question", question,
+                           "--context", context, "--top-k", "3"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"biomegatron predict {nemo_file} failed:\n{done.stderr[-3000:]}")
+    answers = [line for line in done.stdout.splitlines() if line.startswith("  ")]
+    print(f"  $ biomegatron predict {Path(nemo_file).name} --question {question!r} --context ...")
+    print("\n".join(f"  {line}" for line in [question] + answers))
+    return {"answers": len(answers)}
 
 
 def tag_in_fresh_process(nemo_file: str) -> dict:
@@ -181,6 +195,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pretrain-steps", type=int, default=300)
     parser.add_argument("--ner-epochs", type=int, default=30)
     parser.add_argument("--re-epochs", type=int, default=20)
+    parser.add_argument("--qa-epochs", type=int, default=20)
     args = parser.parse_args(argv)
 
     out = Path(args.output).resolve()
@@ -195,6 +210,8 @@ def main(argv=None) -> int:
     ner = stages.run("4. fine-tune + evaluate NER", lambda: finetune_ner(out, vocab["vocab_file"], pretrained["nemo"], args.ner_epochs))
     stages.run("5. restore .nemo, tag sentences", lambda: tag_in_fresh_process(ner["nemo"]))
     stages.run("6. fine-tune + evaluate RE", lambda: finetune_re(out, vocab["vocab_file"], pretrained["nemo"], args.re_epochs))
+    qa = stages.run("7. fine-tune + evaluate QA", lambda: finetune_qa(out, vocab["vocab_file"], pretrained["nemo"], args.qa_epochs))
+    stages.run("8. answer with biomegatron predict", lambda: answer_in_fresh_process(qa["nemo"]))
     print(stages.summary())
     (out / "summary.json").write_text(json.dumps([{"stage": n, "seconds": s, "figures": f} for n, s, f in stages.rows], indent=2))
     return 0

@@ -32,7 +32,7 @@ def test_the_command_lists_every_subcommand(capsys):
     assert _run(capsys, "frobnicate")[0] == 2
 
 
-@pytest.mark.parametrize("argv", [[name] for name in DELEGATED if name != "export-onnx"]
+@pytest.mark.parametrize("argv", [[name] for name in DELEGATED]
                          + [["analyze", name] for name in ANALYSES] + [["predict"], ["export-hf"], ["samples"]])
 def test_each_subcommand_help_lists_options_and_an_example(capsys, argv):
     code, out, _ = _run(capsys, *argv, "--help")

@@ -38,9 +38,10 @@ def _ner_texts(path: str) -> List[str]:
 def _ner_report(model, test_file: str, log_dir: Path) -> str:
     from biomegatron_nemo.metrics.ner import format_ner_table
 
-    output = log_dir / "test_predictions.conll"
-    scores = model.evaluate(test_file, output_file=str(output), batch_size=int(model.cfg.test_ds.batch_size))
-    return f"{format_ner_table(scores)}\npredictions: {output}"
+    output, report = log_dir / "test_predictions.conll", log_dir / "test_report"
+    scores = model.evaluate(test_file, output_file=str(output), report_dir=str(report),
+                            batch_size=int(model.cfg.test_ds.batch_size))
+    return f"{format_ner_table(scores)}\npredictions: {output}\nreport: {report}"
 
 
 def _re_texts(path: str) -> List[str]:
@@ -101,7 +102,7 @@ def run_pretraining(cfg: DictConfig) -> None:
         print(OmegaConf.to_yaml(cfg.model))
     trainer.fit(model)
     if trainer.is_global_zero:
-        print(f"logs and checkpoints: {log_dir}")
+        print(f"logs and checkpoints: {log_dir}\nloss curve: {log_dir / 'loss_curve.png'}")
 
 
 def run_task(name: str, cfg: DictConfig) -> None:
