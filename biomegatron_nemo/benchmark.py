@@ -1,0 +1,246 @@
+"""``biomegatron benchmark MODEL``: the paper's benchmark suite for one encoder, in one command.
+
+The encoder (a ``.nemo`` of this library, a Megatron-LM checkpoint folder or a Hugging Face
+folder) is fine-tuned on BC5CDR-chem, BC5CDR-disease, NCBI-disease (entity F1), ChemProt
+(micro-F1 over the five CPR classes) and BioASQ factoid (strict / lenient accuracy, MRR; with
+``--squad-train`` after a SQuAD stage, as the paper does), each scored with its official measure on its
+test file when one is given, else on its development file. One table prints the scores beside the
+published BioBERT / PubMedBERT / BioMegatron numbers (:mod:`biomegatron_nemo.analysis.published`),
+and is written as ``benchmark.md`` and ``benchmark.json``.
+
+Data: ``--data DIR`` in the layout of docs/data_sources.md (``ner/BC5CDR-chem/train.tsv`` ...), or
+``--samples`` for the small files the package ships (a try-out: every NER set uses the NER
+sample). ``--budget STEPS`` caps each fine-tuning run (CPU try-outs); ``--recipe`` picks the
+epochs and learning rates (``paper``: docs/recipes.md; ``small``: a few epochs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tarfile
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str  #: as the paper names it
+    task: str  #: ner | re | qa (models/tasks.py)
+    metrics: tuple  #: the keys of the model's evaluate() scores, the first is the headline
+    train: str  #: paths relative to --data
+    dev: str
+    test: Optional[str] = None
+    golden: Optional[str] = None  #: BioASQ: the official golden file of the test file
+
+
+SUITE = [
+    Benchmark("BC5CDR-chem", "ner", ("f1",), "ner/BC5CDR-chem/train.tsv", "ner/BC5CDR-chem/devel.tsv",
+              "ner/BC5CDR-chem/test.tsv"),
+    Benchmark("BC5CDR-disease", "ner", ("f1",), "ner/BC5CDR-disease/train.tsv", "ner/BC5CDR-disease/devel.tsv",
+              "ner/BC5CDR-disease/test.tsv"),
+    Benchmark("NCBI-disease", "ner", ("f1",), "ner/NCBI-disease/train.tsv", "ner/NCBI-disease/devel.tsv",
+              "ner/NCBI-disease/test.tsv"),
+    Benchmark("ChemProt", "re", ("f1",), "chemprot/train.tsv", "chemprot/dev.tsv", "chemprot/test.tsv"),
+    Benchmark("BioASQ-7b-factoid", "qa", ("strict_accuracy", "lenient_accuracy", "mrr"),
+              "bioasq/BioASQ-train-factoid-7b.json", "bioasq/BioASQ-dev-factoid-7b.json",
+              "bioasq/BioASQ-test-factoid-6b-1.json", "bioasq/6B1_golden.json"),
+]
+#: the shipped samples standing in for every file (--samples)
+SAMPLE_FILES = {"ner": ("ner/train.tsv", "ner/dev.tsv"), "re": ("chemprot/train.tsv", "chemprot/dev.tsv"),
+                "qa": ("qa/train.json", "qa/dev.json")}
+#: task -> (epochs, learning rate); "paper" follows docs/recipes.md
+RECIPES = {"paper": {"ner": (10, 5e-5), "re": (10, 3e-5), "qa": (5, 3e-5)},
+           "small": {"ner": (3, 1e-3), "re": (3, 1e-3), "qa": (3, 1e-3)}}
+
+
+@dataclass
+class Score:
+    benchmark: str
+    metric: str
+    value: float
+    split: str
+    files: Dict[str, str] = field(default_factory=dict)
+
+
+def encoder_nemo(model: str, work: Path, vocab_file: Optional[str] = None) -> Path:
+    """``model`` as a ``.nemo`` of this library (Megatron-LM and HF folders are converted)."""
+    path = Path(model)
+    if path.is_file():
+        return path
+    from biomegatron_nemo.checkpoints.convert import import_checkpoint
+
+    source = "hf" if (path / "config.json").is_file() else "megatron-lm"
+    out = work / "encoder.nemo"
+    for line in import_checkpoint(source, str(path), str(out), vocab_file=vocab_file):
+        print(f"  {line}")
+    return out
+
+
+def nemo_sections(nemo_file: Path, work: Path) -> Dict:
+    """The tokenizer and encoder sections of a ``.nemo``'s config, its vocabulary extracted to ``work``."""
+    with tarfile.open(nemo_file) as tar:
+        members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+        config = yaml.safe_load(tar.extractfile(members["model_config.yaml"]))
+        tokenizer = dict(config["tokenizer"])
+        for key in ("vocab_file", "model_file"):
+            value = tokenizer.get(key)
+            if value:
+                name = Path(str(value).removeprefix("nemo:")).name
+                tar.extract(members[name], work, filter="data")
+                tokenizer[key] = str(work / members[name].name)
+    return {"tokenizer": tokenizer, "encoder": config["encoder"]}
+
+
+def _files(bench: Benchmark, data: Optional[Path], samples: Optional[Path]) -> Dict[str, Optional[str]]:
+    if samples is not None:
+        train, dev = SAMPLE_FILES[bench.task]
+        return {"train": str(samples / train), "dev": str(samples / dev), "test": None, "golden": None}
+    files = {"train": data / bench.train, "dev": data / bench.dev,
+             "test": data / bench.test if bench.test else None, "golden": data / bench.golden if bench.golden else None}
+    for role in ("train",):
+        if not files[role].is_file():
+            raise FileNotFoundError(f"{files[role]}: the {bench.name} {role} file is missing (layout: docs/data_sources.md)")
+    present = {k: str(v) if v is not None and v.is_file() else None for k, v in files.items()}
+    if present["dev"] is None and present["test"] is None:
+        raise FileNotFoundError(f"{files['dev']}: {bench.name} needs a development or a test file")
+    return present
+
+
+def run_one(bench: Benchmark, sections: Dict, pretrained: Path, files: Dict, out: Path, recipe: str,
+            budget: Optional[int], extra: Sequence[str] = ()) -> Tuple[List[Score], str]:
+    """Fine-tune ``pretrained`` on one benchmark and score it on its test file, else its development
+    file (neither: no score); ``extra``: more Hydra overrides. Returns the scores and the saved model."""
+    from omegaconf import OmegaConf, open_dict
+
+    from biomegatron_nemo.models.launch import start_run
+    from biomegatron_nemo.models.runs import compose_run_config
+    from biomegatron_nemo.models.tasks import TASKS
+
+    task = TASKS[bench.task]
+    epochs, lr = RECIPES[recipe][bench.task]
+    overrides = [f"model.train_ds.file={files['train']}", f"model.validation_ds.file={files['dev'] or 'null'}",
+                 f"trainer.max_epochs={epochs}", f"model.optim.lr={lr}", f"exp_manager.exp_dir={out}",
+                 f"name={bench.name.replace(' ', '_')}", "exp_manager.resume_if_exists=false",
+                 "trainer.enable_progress_bar=true", *extra]
+    if not any(o.startswith("model.init_from=") for o in extra):
+        overrides.append(f"model.language_model.nemo_file={pretrained}")
+    if budget:
+        overrides.append(f"trainer.max_steps={budget}")
+    if files["dev"] is None:  # no validation: keep the last model
+        overrides += ["exp_manager.checkpoint_callback_params.monitor=train_loss"]
+    cfg = compose_run_config(task.config_name, overrides)
+    with open_dict(cfg):
+        cfg.model.tokenizer = OmegaConf.create(sections["tokenizer"])
+        cfg.model.encoder = OmegaConf.create(sections["encoder"])
+    trainer, log_dir = start_run(cfg)
+    model = task.load_model_class()(cfg.model, trainer=trainer)
+    trainer.fit(model)
+    saved = str(log_dir / "model.nemo")
+    model.save_to(saved)
+    split = "test" if files["test"] else "dev" if files["dev"] else None
+    if split is None:
+        return [], saved
+    kwargs = {"golden_file": files["golden"]} if bench.task == "qa" and files["golden"] else {}
+    where = {"output_dir": str(log_dir / f"{split}_predictions")} if bench.task == "qa" else \
+        {"output_file": str(log_dir / f"{split}_predictions.txt")}
+    scores = model.evaluate(files[split], **where, **kwargs)
+    return [Score(bench.name, metric, round(100 * float(scores[metric]), 2), split, {**files, "model": saved})
+            for metric in bench.metrics], saved
+
+
+#: the published model families shown beside ours, one column each
+FAMILIES = ("BioBERT", "PubMedBERT", "BioMegatron")
+
+
+def _published_cell(published: Sequence, score: Score, family: str, squad_first: bool) -> str:
+    """The family's best published figure for this benchmark and metric, with its size (BioASQ:
+    only figures obtained the way this run trained — after SQuAD or directly)."""
+    found = [p for p in published if p.task == score.benchmark and p.metric == score.metric
+             and p.model.split("-")[0] == family]
+    if score.benchmark == "BioASQ-7b-factoid":
+        found = [p for p in found if p.setting.startswith("fine-tuned on SQuAD first") == squad_first]
+    if not found:
+        return ""
+    top = max(found, key=lambda p: p.value)
+    return f"{top.value:.2f} ({top.parameters})"
+
+
+def table(scores: Sequence[Score], published: Sequence, squad_first: bool = False) -> str:
+    """Our scores beside the best published ones of each family, one Markdown table."""
+    lines = ["| benchmark | metric | split | this encoder | " + " | ".join(FAMILIES) + " |",
+             "|" + " --- |" * (4 + len(FAMILIES))]
+    for s in scores:
+        cells = [_published_cell(published, s, family, squad_first) for family in FAMILIES]
+        lines.append(f"| {s.benchmark} | {s.metric} | {s.split} | {s.value:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None, prog=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog or "python -m biomegatron_nemo.benchmark", description=__doc__.split("\n\n")[0],
+                                epilog="examples:\n  biomegatron benchmark lm.nemo --data ../shared/data --output bench/\n"
+                                       "  biomegatron benchmark lm.nemo --samples --budget 20 --recipe small   # a CPU try-out",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="the encoder: a .nemo, a Megatron-LM checkpoint folder or a Hugging Face folder")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data", type=Path, help="folder with the benchmark files (docs/data_sources.md)")
+    where.add_argument("--samples", action="store_true", help="the shipped sample files (a try-out)")
+    p.add_argument("--output", type=Path, default=Path("benchmark"), help="folder for runs and the tables")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="paper", help="epochs and learning rates")
+    p.add_argument("--budget", type=int, help="at most this many optimizer steps per task (CPU try-outs)")
+    p.add_argument("--tasks", nargs="+", choices=[b.name for b in SUITE], help="a subset (default: all five)")
+    p.add_argument("--vocab-file", help="the vocabulary of a Megatron-LM checkpoint (it holds none)")
+    p.add_argument("--squad-train", help="SQuAD v1.1 training JSON: fine-tune on it first, then BioASQ from "
+                                         "that model, as the paper does")
+    p.add_argument("--squad-dev", help="SQuAD v1.1 development JSON, scored (EM/F1) after the SQuAD stage")
+    return p.parse_args(argv)
+
+
+def main(argv=None, prog=None) -> int:
+    args = parse_args(argv, prog)
+    from biomegatron_nemo.analysis.published import PUBLISHED
+    from biomegatron_nemo.models.runs import SAMPLES
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    chosen = [b for b in SUITE if not args.tasks or b.name in args.tasks]
+    scores: List[Score] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        pretrained = encoder_nemo(args.model, Path(tmp), args.vocab_file)
+        sections = nemo_sections(pretrained, args.output)
+        squad_model = None
+        if args.squad_train and any(b.task == "qa" for b in chosen):
+            print("\n=== SQuAD v1.1 (the first stage of BioASQ)", flush=True)
+            squad = Benchmark("SQuAD-v1.1", "qa", ("exact_match", "f1"), args.squad_train, args.squad_dev or "")
+            files = {"train": args.squad_train, "dev": args.squad_dev, "test": None, "golden": None}
+            stage, squad_model = run_one(squad, sections, pretrained, files, args.output / "runs", args.recipe,
+                                         args.budget, ["model.dataset=squad"] + (
+                                             ["exp_manager.checkpoint_callback_params.monitor=val_f1"]
+                                             if args.squad_dev else []))
+            scores += stage
+        for bench in chosen:
+            print(f"\n=== {bench.name}", flush=True)
+            files = _files(bench, args.data, SAMPLES if args.samples else None)
+            extra = ["model.dataset=bioasq"] if bench.task == "qa" else []
+            if bench.task == "qa" and squad_model:
+                extra += [f"model.init_from={squad_model}", "model.init_heads=true"]
+            scores += run_one(bench, sections, pretrained, files, args.output / "runs", args.recipe, args.budget,
+                              extra)[0]
+    shown = table(scores, PUBLISHED, squad_first=bool(args.squad_train))
+    note = "sample files (a try-out, not the benchmark)" if args.samples else f"data from {args.data}"
+    sources = sorted({f"{p.source.paper}, {p.source.table}: {p.source.url}" for p in PUBLISHED})
+    (args.output / "benchmark.md").write_text(f"# Benchmark of {args.model}\n\n{note}; recipe {args.recipe}"
+                                             f"{f', at most {args.budget} steps a task' if args.budget else ''}.\n\n"
+                                             f"{shown}\n\nPublished figures (the best of each family, its size in "
+                                             "brackets), test sets as the papers report them:\n"
+                                             + "".join(f"- {line}\n" for line in sources), encoding="utf-8")
+    (args.output / "benchmark.json").write_text(json.dumps({"model": str(args.model), "recipe": args.recipe,
+                                                            "budget": args.budget, "samples": args.samples,
+                                                            "squad_first": bool(args.squad_train),
+                                                            "scores": [asdict(s) for s in scores],
+                                                            "published": [asdict(p) for p in PUBLISHED]}, indent=1))
+    print(f"\n{shown}\n\ntables: {args.output / 'benchmark.md'}, {args.output / 'benchmark.json'}")
+    return 0
