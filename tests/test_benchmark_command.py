@@ -61,3 +61,16 @@ def test_the_suite_runs_every_task_and_tables_them_beside_the_published_numbers(
     with tarfile.open(record["scores"][2]["files"]["model"]) as tar:
         config = yaml.safe_load(tar.extractfile(next(m for m in tar if m.name.endswith("model_config.yaml"))))
     assert config["init_from"] == record["scores"][0]["files"]["model"] and config["init_heads"] is True
+
+
+def test_the_paper_recipe_names_only_keys_the_configs_have():
+    from biomegatron_nemo.benchmark import Benchmark, recipe_overrides
+    from biomegatron_nemo.models.runs import compose_run_config
+    from biomegatron_nemo.models.tasks import TASKS
+
+    squad = Benchmark("SQuAD-v1.1", "qa", ("f1",), "", "")
+    for bench in [*SUITE, squad]:
+        overrides = recipe_overrides("paper", bench)
+        assert any(o.startswith("trainer.max_epochs=") for o in overrides), bench.name
+        cfg = compose_run_config(TASKS[bench.task].config_name, overrides)  # a misspelt key raises
+        assert cfg.model.optim.name == "adam"
