@@ -114,8 +114,11 @@ def _read_inputs(args) -> List[str]:
     """The texts of --text, or the non-empty lines of FILE / stdin."""
     if args.text:
         return list(args.text)
-    with contextlib.nullcontext(sys.stdin) if args.file == "-" else open(args.file, encoding="utf-8") as f:
-        return [line.rstrip("\r\n") for line in f if line.strip()]
+    try:
+        with contextlib.nullcontext(sys.stdin) if args.file == "-" else open(args.file, encoding="utf-8") as f:
+            return [line.rstrip("\r\n") for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise SystemExit(f"biomegatron predict: {args.file}: cannot read it as UTF-8 text ({err})") from None
 
 
 def _qa_items(args, lines: List[str]) -> List[Dict[str, str]]:
@@ -160,7 +163,10 @@ def _predict(argv: Sequence[str], prog: str) -> int:
 
     from biomegatron_nemo.models.base import BioMegatronModelPT
 
-    model = BioMegatronModelPT.restore_from(args.model)
+    try:
+        model = BioMegatronModelPT.restore_from(args.model)
+    except (OSError, ValueError) as err:  # a missing, broken or foreign file: say so, no traceback
+        raise SystemExit(f"biomegatron predict: {err}") from None
     model.eval()
     kind = type(model).__name__
     if kind == "QuestionAnsweringModel":

@@ -110,6 +110,13 @@ def test_predict_prints_entities_relations_and_answers(nemo_files, capsys, tmp_p
         assert context[answer["start"]:answer["end"]] == answer["text"] and 0 <= answer["probability"] <= 1
 
 
+def test_predict_names_a_missing_model_or_input(nemo_files, tmp_path):
+    with pytest.raises(SystemExit, match=f"{tmp_path / 'none.nemo'}: no such .nemo file"):
+        main(["predict", str(tmp_path / "none.nemo"), "--text", "x"])
+    with pytest.raises(SystemExit, match=f"{tmp_path / 'none.txt'}: cannot read it"):
+        main(["predict", str(nemo_files["ner"]), str(tmp_path / "none.txt")])
+
+
 def test_predict_reads_standard_input_in_a_fresh_process(nemo_files):
     proc = subprocess.run([sys.executable, "-m", "biomegatron_nemo", "predict", str(nemo_files["qa"]), "-", "--json"],
                           input=json.dumps({"question": "which drug ?", "context": "aspirin was given ."}) + "\n",
