@@ -48,3 +48,19 @@ class DataParallelSequentialSampler(torch.utils.data.distributed.DistributedSamp
 
     def __iter__(self):
         return iter(range(self.rank, len(self) * self.num_replicas, self.num_replicas))
+
+
+class ConsumedSamplesDataLoader(torch.utils.data.DataLoader):
+    """The pretraining loader over a :class:`SkipConsumedSamples` dataset.
+
+    Its place is restored from the checkpoint's optimizer step (the model skips ``step × global
+    batch`` samples before Lightning starts iterating), so it keeps no state of its own. It still
+    has ``state_dict`` / ``load_state_dict``: Lightning warns, on every mid-epoch resume, that a
+    loader without them "is not resumable", which is not so here.
+    """
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing to load: the position comes from the checkpoint's ``global_step``."""

@@ -142,7 +142,8 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
         from megatron.core import parallel_state
 
         from biomegatron_nemo.data.pretraining import build_pretraining_dataloader
-        from biomegatron_nemo.data.resumable import DataParallelSequentialSampler, SkipConsumedSamples
+        from biomegatron_nemo.data.resumable import (ConsumedSamplesDataLoader, DataParallelSequentialSampler,
+                                                     SkipConsumedSamples)
 
         dataset_cfg = {**to_plain(self.cfg.data), "seed": int(self.cfg.seed), "binary_head": bool(self.cfg.binary_head)}
         loader = build_pretraining_dataloader(
@@ -154,7 +155,8 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
         # DistributedSampler for training, which breaks the exact resume.
         sampler = DataParallelSequentialSampler(dataset, parallel_state.get_data_parallel_world_size(),
                                                 parallel_state.get_data_parallel_rank())
-        return torch.utils.data.DataLoader(
+        loader_class = ConsumedSamplesDataLoader if split == "train" else torch.utils.data.DataLoader
+        return loader_class(
             dataset, batch_size=loader.batch_size, sampler=sampler, drop_last=loader.drop_last,
             num_workers=loader.num_workers, persistent_workers=loader.persistent_workers,
             collate_fn=loader.collate_fn)
