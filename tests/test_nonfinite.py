@@ -30,10 +30,13 @@ class NaNAtStep(Callback):
                                              if isinstance(v, torch.Tensor)}
 
 
-def test_a_nan_step_stops_the_run_naming_the_step(tmp_path, tiny_vocab, corpus):
+@pytest.mark.parametrize("clip", ["1.0", "0"], ids=["clipping", "no-clipping"])
+def test_a_nan_step_stops_the_run_naming_the_step(tmp_path, tiny_vocab, corpus, clip):
+    """The guard shares the clipping hook's gradient norm, and runs when nothing is clipped too."""
     nan = NaNAtStep(5)
     with pytest.raises(FloatingPointError, match=r"step 5: the gradient norm is nan"):
-        pretrain(tmp_path / "exp", tiny_vocab, corpus, 8, tmp_path / "r.json", callbacks=[nan])
+        pretrain(tmp_path / "exp", tiny_vocab, corpus, 8, tmp_path / "r.json", callbacks=[nan],
+                 extra=[f"trainer.gradient_clip_val={clip}"])
     assert sorted(nan.weights) == [1, 2, 3, 4]  # no update was made with step 5's gradients
 
 

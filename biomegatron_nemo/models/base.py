@@ -246,26 +246,30 @@ class BioMegatronModelPT(ModelPT):
     def on_eval_output(self, split: str, batch, output: HeadOutput) -> None:
         """Metric collection hook (see the module docstring); the base collects nothing."""
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        if not self.pipeline_parallel:  # the pipeline step checks before it clips
-            self.guard_nonfinite_gradients(optimizer)
-
-    def guard_nonfinite_gradients(self, optimizer) -> bool:
-        """False, with the gradients dropped so the optimizer leaves every weight as it is, when
-        the whole model's gradient norm is NaN or inf (``on_nonfinite=skip``); raises
-        ``FloatingPointError`` naming the step with ``on_nonfinite=error``. The norm is taken
-        after the data-parallel reduction and over all model-parallel ranks, so every rank
-        decides alike (a rank raising alone would leave the others waiting in a collective)."""
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Before every optimizer step (Lightning calls this hook on each one, clipping or not): the
+        norm of the whole model's gradient, across tensor and pipeline ranks, computed once, both
+        guards against NaN/inf (``on_nonfinite``) and clips by ``gradient_clip_val``."""
+        if gradient_clip_val and gradient_clip_algorithm not in (None, "norm"):
+            raise ValueError(f"gradient_clip_algorithm={gradient_clip_algorithm!r}: only 'norm' is supported")
         from biomegatron_nemo.parallel.grad_clip import model_parallel_grad_norm
 
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         norm = model_parallel_grad_norm(params)
-        if bool(torch.isfinite(norm)):
-            return True
+        if not bool(torch.isfinite(norm)):
+            self._on_nonfinite_gradients(params, float(norm))
+        elif gradient_clip_val:
+            torch.nn.utils.clip_grads_with_norm_(params, float(gradient_clip_val), norm, foreach=True)
+
+    def _on_nonfinite_gradients(self, params, norm: float) -> None:
+        """``on_nonfinite=error``: a ``FloatingPointError`` naming the step; ``skip``: the gradients
+        are dropped, so the optimizer leaves every weight as it is. The norm is taken after the
+        data-parallel reduction and over all model-parallel ranks, so every rank decides alike (a
+        rank raising alone would leave the others waiting in a collective)."""
         step = self.trainer.global_step + 1 if self._trainer is not None else None
         if self.cfg.get("on_nonfinite", "error") == "error":
             raise FloatingPointError(
-                f"step {step}: the gradient norm is {float(norm)} (a NaN or inf loss or gradient); the run stops "
+                f"step {step}: the gradient norm is {norm} (a NaN or inf loss or gradient); the run stops "
                 "before this update. Lower the learning rate or check this step's batch; "
                 "model.on_nonfinite=skip drops such updates instead")
         for p in params:
@@ -273,21 +277,9 @@ class BioMegatronModelPT(ModelPT):
         self._nonfinite_skipped += 1
         from nemo.utils import logging
 
-        logging.warning(f"step {step}: the gradient norm is {float(norm)}; this update was skipped "
+        logging.warning(f"step {step}: the gradient norm is {norm}; this update was skipped "
                         f"({self._nonfinite_skipped} skipped so far)")
         self.log("train_nonfinite_skipped", float(self._nonfinite_skipped))
-        return False
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        """Clip by the norm of the whole model, across tensor and pipeline ranks."""
-        if not gradient_clip_val:
-            return
-        if gradient_clip_algorithm not in (None, "norm"):
-            raise ValueError(f"gradient_clip_algorithm={gradient_clip_algorithm!r}: only 'norm' is supported")
-        from biomegatron_nemo.parallel.grad_clip import clip_grad_norm_model_parallel
-
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        clip_grad_norm_model_parallel(params, float(gradient_clip_val))
 
     # ------------------------------------------------------------------ optimisation
     def setup_optimizer_param_groups(self):

@@ -1,4 +1,5 @@
-"""Gradient-norm clipping that sees the whole model across tensor and pipeline ranks.
+"""The gradient norm of the whole model across tensor and pipeline ranks (clipping and the NaN/inf
+guard of ``BioMegatronModelPT.configure_gradient_clipping`` both use it, computed once a step).
 
 Lightning clips by the norm of the parameters a rank holds; under tensor parallelism that is
 a shard of each partitioned weight (plus a copy of every replicated one), under pipeline
@@ -29,11 +30,3 @@ def model_parallel_grad_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.
     if dist.is_initialized() and parallel_state.model_parallel_is_initialized():
         dist.all_reduce(squared, group=parallel_state.get_model_parallel_group())
     return squared.sqrt().float()
-
-
-def clip_grad_norm_model_parallel(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
-    """Scale all gradients so the full model's gradient norm is at most ``max_norm``."""
-    parameters = [p for p in parameters if p.grad is not None]
-    total = model_parallel_grad_norm(parameters)
-    torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total, foreach=True)
-    return total

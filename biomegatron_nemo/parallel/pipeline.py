@@ -142,8 +142,7 @@ def pipeline_training_step(model, runner: PipelineRunner, batch: Dict[str, torch
     optimizer.zero_grad()
     loss = runner.step(batch)
     clip = model.trainer.gradient_clip_val if model.trainer is not None else None
-    if model.guard_nonfinite_gradients(optimizer) and clip:
-        model.configure_gradient_clipping(optimizer, clip, "norm")
+    model.configure_gradient_clipping(optimizer, clip, "norm")  # also the NaN/inf guard
     optimizer.step()
     scheduler = model.lr_schedulers()
     if scheduler is not None:
