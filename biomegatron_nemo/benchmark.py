@@ -120,9 +120,8 @@ def _files(bench: Benchmark, data: Optional[Path], samples: Optional[Path]) -> D
         return {"train": str(samples / train), "dev": str(samples / dev), "test": None, "golden": None}
     files = {"train": data / bench.train, "dev": data / bench.dev,
              "test": data / bench.test if bench.test else None, "golden": data / bench.golden if bench.golden else None}
-    for role in ("train",):
-        if not files[role].is_file():
-            raise FileNotFoundError(f"{files[role]}: the {bench.name} {role} file is missing (layout: docs/data_sources.md)")
+    if not files["train"].is_file():
+        raise FileNotFoundError(f"{files['train']}: the {bench.name} train file is missing (layout: docs/data_sources.md)")
     present = {k: str(v) if v is not None and v.is_file() else None for k, v in files.items()}
     if present["dev"] is None and present["test"] is None:
         raise FileNotFoundError(f"{files['dev']}: {bench.name} needs a development or a test file")

@@ -38,7 +38,7 @@ def test_each_subcommand_help_lists_options_and_an_example(capsys, argv):
     code, out, _ = _run(capsys, *argv, "--help")
     assert code == 0
     assert out.startswith(f"usage: biomegatron {' '.join(argv)}"), out[:200]
-    assert "  -h, --help" in out and "\n  --" in out or "\n  -" in out  # its options
+    assert "\n  -h, --help" in out  # its options are listed
     assert "example" in out
 
 

@@ -20,7 +20,7 @@ Lightning's checkpoints unchanged.
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, Mapping, Optional
+from typing import Callable, Dict, Iterable, Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -130,9 +130,11 @@ def merge_pipeline_stages(module: torch.nn.Module, named: Mapping[str, object]) 
     return full
 
 
-def global_name(module: torch.nn.Module, key: str) -> str:
-    """The layout-free name of a local state-dict key (layers numbered over all pipeline stages)."""
-    return _renumber(key, _layer_numbering(module))
+def global_names(module: torch.nn.Module) -> Callable[[str], str]:
+    """local state-dict key → its layout-free name (layers numbered over all pipeline stages); the
+    module's layer numbering is read once."""
+    renames = _layer_numbering(module)
+    return lambda key: _renumber(key, renames)
 
 
 def shard_layout_free_state_dict(

@@ -30,7 +30,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from biomegatron_nemo.checkpoints.layout import (
     gather_named_tensors,
-    global_name,
+    global_names,
     merge_pipeline_stages,
     shard_named_tensors,
 )
@@ -103,8 +103,9 @@ def layout_free_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.O
                             **merge_pipeline_stages(model, other)}.items():
             state.setdefault(name, {})[key] = value
     groups = []
+    global_name = global_names(model)
     for group in optimizer.param_groups:
-        members = [global_name(model, names[id(p)]) for p in group["params"] if names[id(p)] not in tied]
+        members = [global_name(names[id(p)]) for p in group["params"] if names[id(p)] not in tied]
         groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": members})
     groups = _merge_group_members(groups)
     return {"format": OPTIMIZER_FORMAT, "state": state, "param_groups": groups}
@@ -135,37 +136,33 @@ def load_layout_free_optimizer_state(model: torch.nn.Module, optimizer: torch.op
     if len(saved["param_groups"]) != len(optimizer.param_groups):
         raise ValueError(f"the checkpoint's optimizer has {len(saved['param_groups'])} parameter groups, "
                          f"this model's {len(optimizer.param_groups)}")
-    state: Dict[int, Dict[str, Any]] = {}
+    global_name = global_names(model)
+    sources: Dict[str, str] = {}  # local parameter name -> its layout-free name in the checkpoint
+    positions: Dict[str, int] = {}
     groups = []
-    index = 0
     for number, (group, stored) in enumerate(zip(optimizer.param_groups, saved["param_groups"])):
         members = set(stored["params"])
-        positions = []
         for p in group["params"]:
             local = names[id(p)]
-            source = tied.get(local, global_name(model, local))
-            if source not in members and local not in tied:
-                raise ValueError(f"the checkpoint's optimizer has no {source} in parameter group {number}; "
+            sources[local] = tied.get(local, global_name(local))
+            if sources[local] not in members and local not in tied:
+                raise ValueError(f"the checkpoint's optimizer has no {sources[local]} in parameter group {number}; "
                                  "it was saved by a different model")
-            entries = saved["state"].get(source)
-            if entries:
-                state[index] = _shard_entries(model, local, p, source, entries, vocab_keys)
-            positions.append(index)
-            index += 1
-        groups.append({**{k: v for k, v in stored.items() if k != "params"}, "params": positions})
+            positions[local] = len(positions)
+        groups.append({**{k: v for k, v in stored.items() if k != "params"},
+                       "params": [positions[names[id(p)]] for p in group["params"]]})
+    # each kind of entry (exp_avg, momentum_buffer, ...) cut for this rank in one pass, like the weights
+    shapes = {n: p.shape for n, p in model.named_parameters() if n in sources}
+    state: Dict[int, Dict[str, Any]] = {}
+    keys = {k for local in sources for k in saved["state"].get(sources[local], {})}
+    for key in sorted(keys):
+        full = {sources[n]: saved["state"][sources[n]][key] for n in sources if key in saved["state"].get(sources[n], {})}
+        shaped = {src: v for src, v in full.items() if isinstance(v, torch.Tensor) and v.dim() > 0}
+        pieces = shard_named_tensors(model, shaped, shapes, vocab_keys, aliases=sources)
+        for local, source in sources.items():
+            if source in full:
+                state.setdefault(positions[local], {})[key] = pieces.get(local, full[source])
     optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def _shard_entries(model, local: str, param: torch.Tensor, source: str, entries: Dict[str, Any],
-                   vocab_keys) -> Dict[str, Any]:
-    out = {}
-    for key, value in entries.items():
-        if isinstance(value, torch.Tensor) and value.dim() > 0:
-            piece = shard_named_tensors(model, {source: value}, {local: param.shape}, vocab_keys,
-                                        aliases={local: source})
-            value = piece[local]
-        out[key] = value
-    return out
 
 
 # ---------------------------------------------------------------------------- resume

@@ -85,10 +85,12 @@ def resume_checkpoint(exp_manager_cfg: Mapping[str, Any]) -> Optional[str]:
         return None  # a finished run: NeMo's rules (resume_past_end) apply
     from nemo.utils.callbacks.nemo_model_checkpoint import NeMoModelCheckpoint
 
+    candidates = [path for path in folder.glob("*last.ckpt")
+                  if not NeMoModelCheckpoint.is_checkpoint_unfinished(path)]  # NeMo's marker: never ended
+    if len(candidates) < 2:
+        return None  # the usual case: nothing is read
     steps = {}
-    for path in folder.glob("*last.ckpt"):
-        if NeMoModelCheckpoint.is_checkpoint_unfinished(path):
-            continue  # NeMo's marker: its save or removal never ended
+    for path in candidates:
         try:
             steps[path] = int(load_training_checkpoint(path, mmap=True).get("global_step", -1))
         except FileNotFoundError:
