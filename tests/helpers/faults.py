@@ -90,6 +90,10 @@ class Faults(Callback):
                     batch_idx=batch_idx)
         args = self.args
         if args.kill_at_step == step:
+            if "TORCHELASTIC_RUN_ID" in os.environ and torch.distributed.get_world_size() > 1:
+                # every rank kills the job; without this barrier another rank could do it before
+                # rank 0 has recorded the step
+                torch.distributed.barrier()
             _kill_everything()
         if args.disk_full_at_step == step:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of a signal
