@@ -6,7 +6,8 @@
    ``parallel_state`` with the configured tensor and pipeline sizes;
 2. DDP reduces gradients over the **data-parallel group only** (tensor-parallel ranks hold
    different shards, pipeline ranks different layers), and the distributed sampler splits data
-   over data-parallel ranks, so every rank of one model replica sees the same batch;
+   over data-parallel ranks, so every rank of one model replica sees the same batch; with one
+   data-parallel replica the model is not wrapped at all;
 3. checkpoints hold plain containers, load with ``weights_only=True`` and are written
    atomically (:mod:`biomegatron_nemo.checkpoints.training`); weights *and* optimizer state are
    layout-free (gathered on every rank, written by rank 0), so a run saved at one tensor /
@@ -68,6 +69,10 @@ class MegatronDDPStrategy(DDPStrategy):
         if self.pipeline_model_parallel_size > 1:
             # Pipeline stages run their backward inside the pipeline schedule, outside DDP's
             # forward; data-parallel gradients are reduced by the pipeline runner instead.
+            return model
+        if parallel_state.get_data_parallel_world_size() == 1:
+            # One replica has no gradients to reduce; a DDP wrapper would still copy every
+            # gradient into its buckets and all-reduce them over a group of one on each step.
             return model
         return super()._setup_model(model)
 
