@@ -1,7 +1,7 @@
 """The Hugging Face peer's training loop, shared by the side-by-side benchmarks.
 
-The same recipe as our models under NeMo: AdamW without weight decay on biases and LayerNorm
-weights, NeMo's WarmupHoldPolicy (lr · (step + 1) / (warmup + 1), then constant), gradient
+The same recipe as our models under NeMo: AdamW (torch's fused implementation, HF Trainer's default
+``adamw_torch_fused``, and ours) without weight decay on biases and LayerNorm weights, NeMo's WarmupHoldPolicy (lr · (step + 1) / (warmup + 1), then constant), gradient
 clipping at 1.0, trained until a wall-clock budget runs out.
 """
 
@@ -28,7 +28,7 @@ def adamw_with_warmup(model: torch.nn.Module, lr: float, warmup_steps: int):
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and not n.endswith(".bias")]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and not n.endswith(".bias"))]
     optimizer = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=lr, weight_decay=0.01, betas=(0.9, 0.999))
+                                  lr=lr, weight_decay=0.01, betas=(0.9, 0.999), fused=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup_steps + 1)))
     return optimizer, schedule
 

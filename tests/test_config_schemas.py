@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from omegaconf import OmegaConf
 
@@ -47,6 +48,7 @@ def ner_cfg(vocab, **sections):
     ({"encoder": {"preset": "micro", "num_attention_heads": 3}}, "encoder.num_attention_heads: hidden_size 64 is not divisible"),
     ({"loss": {"name": "dice", "class_weights": [1, 2]}}, "loss.class_weights: is set but loss.name='dice'"),
     ({"optim": {"lr": 1e-3, "sched": {"name": "Cosine"}}}, "optim.sched.name: 'Cosine' is not one of"),
+    ({"optim": {"name": "rmsprop", "fused": True}}, "optim.fused: rmsprop has no fused implementation"),
     ({"tokenizer": {"library": "sentencepiece", "vocab_file": "v.txt"}}, "tokenizer.vocab_file: ['vocab_file'] are not used"),
 ])
 def test_a_bad_key_fails_at_once_naming_it(vocab, sections, message, monkeypatch):
@@ -169,3 +171,27 @@ def test_the_ner_benchmark_config_follows_the_schema(vocab, monkeypatch):
 
     sched = nemo_optim_config(cfg.optim)["sched"]
     assert sched["name"] == "WarmupHoldPolicy" and sched["warmup_steps"] == 100 and "warmup_ratio" not in sched
+
+
+@pytest.mark.parametrize("optim, fused, foreach", [
+    ({}, True, None),                                   # AdamW: fused unless told otherwise
+    ({"fused": False}, None, True),                     # the foreach update instead
+    ({"fused": False, "foreach": False}, None, False),  # torch's per-tensor loop
+    ({"name": "rmsprop"}, None, True),                  # no fused RMSprop in torch: foreach
+])
+def test_the_optimizer_is_built_fused_or_foreach_as_configured(vocab, optim, fused, foreach):
+    model = TokenClassificationModel(ner_cfg(vocab, optim={"lr": 1e-3, **optim}))
+    optimizer, _ = model.setup_optimization(model.cfg.optim)
+    defaults = optimizer.defaults
+    assert defaults.get("fused") == fused and defaults.get("foreach") == foreach, defaults
+    model.forward_batch(_ner_batch(model)).loss.backward()
+    weight = model.classifier.weight if hasattr(model.classifier, "weight") else next(model.classifier.parameters())
+    before = weight.detach().clone()
+    optimizer.step()  # the chosen kernel runs on these (CPU, fp32) parameters
+    assert not torch.equal(before, weight)
+
+
+def _ner_batch(model, batch=2, seq=8):
+    ids = torch.randint(5, model.tokenizer.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+            "labels": torch.zeros_like(ids), "loss_mask": torch.ones_like(ids)}

@@ -19,6 +19,9 @@ from biomegatron_nemo.tokenizers import TokenizerConfig
 
 #: Optimisers and LR schedules this schema accepts: NeMo's registries, by name.
 OPTIMIZERS = ("adamw", "adam", "sgd", "adafactor", "novograd", "rmsprop", "adagrad", "adamax", "adadelta")
+# torch's optimisers with a fused implementation (one kernel for the whole update: on a 2-core CPU
+# about 4x faster than foreach for Adam, a few per cent of a fine-tuning step)
+FUSED_OPTIMIZERS = ("adamw", "adam", "sgd", "adagrad")
 SCHEDULERS = ("CosineAnnealing", "WarmupAnnealing", "WarmupPolicy", "WarmupHoldPolicy", "SquareRootAnnealing",
               "PolynomialDecayAnnealing", "InverseSquareRootAnnealing", "NoamAnnealing")
 
@@ -57,7 +60,9 @@ class OptimConfig(Schema):
     eps: Optional[float] = option(None, "Adam-family epsilon; null: the optimiser's (1e-8)")
     momentum: Optional[float] = option(None, "SGD momentum (optimisers without it: leave null)")
     foreach: Optional[bool] = option(True, "one multi-tensor update (torch picks the slow per-tensor "
-                                           "loop on CPU when left null)")
+                                           "loop on CPU when left null); used where the update is not fused")
+    fused: Optional[bool] = option(None, "one fused kernel per update, on CPU and GPU; null: fused for "
+                                         f"{', '.join(FUSED_OPTIMIZERS)}, the foreach update otherwise")
     sched: Optional[SchedulerConfig] = section(SchedulerConfig, "learning-rate schedule; null: constant")
 
     def check(self) -> None:
@@ -67,6 +72,9 @@ class OptimConfig(Schema):
             raise ConfigError(f"must be >= 0, got {self.weight_decay}", key="weight_decay")
         if self.betas is not None and (len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas)):
             raise ConfigError(f"must be two numbers in [0, 1), got {self.betas}", key="betas")
+        if self.fused and self.name not in FUSED_OPTIMIZERS:
+            raise ConfigError(f"{self.name} has no fused implementation (those with one: "
+                              f"{', '.join(FUSED_OPTIMIZERS)}); set it to null or false", key="fused")
 
 
 def nemo_optim_config(optim: Any) -> Dict[str, Any]:
@@ -77,6 +85,12 @@ def nemo_optim_config(optim: Any) -> Dict[str, Any]:
         return {k: drop_none(v) if isinstance(v, dict) else v for k, v in values.items() if v is not None}
 
     values = drop_none(to_plain(optim))
+    fused = values.pop("fused", None)
+    if fused is None:
+        fused = values.get("name", "adamw") in FUSED_OPTIMIZERS
+    if fused:  # torch refuses foreach and fused together
+        values.pop("foreach", None)
+        values["fused"] = True
     sched = values.get("sched") or {}
     if "warmup_steps" in sched:  # NeMo refuses both; warmup_steps is the explicit choice
         sched.pop("warmup_ratio", None)
