@@ -79,3 +79,32 @@ def test_lightning_bf16_mixed_trains_with_fp32_weights_and_optimizer_state(tmp_p
     state = trainer.optimizers[0].state
     assert state and all(s["exp_avg"].dtype == torch.float32 for s in state.values())
     assert all(map(lambda x: x == x, losses)) and sum(losses[-5:]) < sum(losses[:5])
+
+
+@pytest.mark.parametrize("path", ["one-rank F.linear", "megatron-core's function"])
+def test_bf16_activations_stay_bf16_between_the_linears(vocab, path, monkeypatch):
+    """Under CPU autocast every linear after the first of a layer receives a bf16 activation: no
+    fp32 bias (megatron-core's ``skip_bias_add``) promotes the MLP's GELU or the residual stream
+    to fp32. Both matmul paths of encoder/linear.py (the several-rank one forced on one rank)
+    give fp32 the same loss."""
+    from biomegatron_nemo.encoder import linear
+
+    if path != "one-rank F.linear":
+        monkeypatch.setattr(linear._PortableLinearMixin, "_matmul_only", lambda self: False)
+    model = BioMegatronPretrainingModel(pretraining_config(vocab, binary_head=False))
+    batch = synthetic_mlm_batch(model.tokenizer.vocab_size, batch_size=4, seq_len=16)
+    seen = {}
+    for name, module in model.named_modules():
+        if isinstance(module, linear._PortableLinearMixin):
+            module.register_forward_pre_hook(lambda m, args, name=name: seen.__setitem__(name, args[0].dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.forward_batch(batch)
+    inner = {n: d for n, d in seen.items() if n.endswith(("linear_proj", "linear_fc2"))}
+    assert inner and all(d == torch.bfloat16 for d in inner.values()), inner
+    model.eval()
+    with torch.no_grad():
+        loss = float(model.forward_batch(batch).loss)
+    monkeypatch.undo()
+    with torch.no_grad():
+        reference = float(model.forward_batch(batch).loss)  # the one-rank path
+    assert loss == pytest.approx(reference, rel=1e-5)
