@@ -49,6 +49,7 @@ DEFAULT_PRESET = "tiny"
 #: BERT's WordPiece vocabulary size: the vocabulary of a bare encoder built without a tokenizer.
 BERT_VOCAB_SIZE = 30522
 LAYER_SPECS = ("auto", "te", "local", "portable")
+RECOMPUTE_GRANULARITIES = ("none", "full", "selective")
 
 
 @dataclass
@@ -81,6 +82,14 @@ class EncoderConfig(Schema):
                                          "LayerNorm); post: the original BERT (LayerNorm after each residual "
                                          "add and on the embeddings) — BioBERT, PubMedBERT",
                                   choices=("pre", "post"))
+    recompute_granularity: str = option("none", "activation recompute: full = keep each chunk of layers' "
+                                                "input and rerun the chunk in the backward (CPU and GPU); "
+                                                "selective = megatron-core's core-attention recompute (CUDA)",
+                                        choices=RECOMPUTE_GRANULARITIES)
+    recompute_method: str = option("uniform", "full recompute: uniform = every chunk of recompute_num_layers "
+                                              "layers is rerun; block = only the first recompute_num_layers "
+                                              "layers of each pipeline stage", choices=("uniform", "block"))
+    recompute_num_layers: int = option(1, "full recompute: layers per chunk (uniform) or rerun layers (block)")
     extra: Dict[str, Any] = option(doc="more megatron-core TransformerConfig fields, passed through",
                                    factory=dict)
 
@@ -149,6 +158,15 @@ class EncoderConfig(Schema):
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"must be in [0, 1), got {getattr(self, name)}", key=name)
+        if self.recompute_granularity not in RECOMPUTE_GRANULARITIES:
+            raise ConfigError(f"must be one of {'|'.join(RECOMPUTE_GRANULARITIES)}, got "
+                              f"{self.recompute_granularity!r}", key="recompute_granularity")
+        if self.recompute_method not in ("uniform", "block"):
+            raise ConfigError(f"must be uniform or block, got {self.recompute_method!r}", key="recompute_method")
+        layers_per_stage = self.num_layers // pipeline_parallel_size
+        if self.recompute_granularity == "full" and not 1 <= self.recompute_num_layers <= layers_per_stage:
+            raise ConfigError(f"must be in [1, {layers_per_stage}] (the layers of a pipeline stage), got "
+                              f"{self.recompute_num_layers}", key="recompute_num_layers")
         if self.layer_spec not in LAYER_SPECS:
             raise ConfigError(f"must be one of {'|'.join(LAYER_SPECS)}, got {self.layer_spec!r}", key="layer_spec")
 
@@ -209,6 +227,14 @@ class EncoderConfig(Schema):
             # dtype of the activations sent between pipeline stages
             pipeline_dtype=params_dtype or torch.float32,
         )
+        if self.recompute_granularity == "selective" and not torch.cuda.is_available():
+            raise ConfigError("selective recompute is megatron-core's, which saves CUDA RNG states: CUDA only; "
+                              "use recompute_granularity=full (any device)", key="recompute_granularity")
+        if self.recompute_granularity == "full":
+            values.update(recompute_granularity="full", recompute_method=self.recompute_method,
+                          recompute_num_layers=self.recompute_num_layers)
+        elif self.recompute_granularity == "selective":
+            values.update(recompute_granularity="selective")
         values.update(self.extra)
         values.update(overrides)
         return TransformerConfig(**values)

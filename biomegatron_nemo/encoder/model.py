@@ -21,11 +21,11 @@ import torch
 from megatron.core import parallel_state
 from megatron.core.models.common.embeddings.language_model_embedding import LanguageModelEmbedding
 from megatron.core.transformer.module import MegatronModule
-from megatron.core.transformer.transformer_block import TransformerBlock
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from .config import EncoderConfig
 from .post_ln import post_layernorm_spec
+from .recompute import RecomputingTransformerBlock
 from .specs import get_layer_spec
 
 
@@ -81,7 +81,7 @@ class MegatronBertEncoder(MegatronModule):
             spec = post_layernorm_spec(spec, transformer_config)
         # post_process=True makes TransformerBlock build the final LayerNorm Megatron-BERT needs
         # (post-LN BERT has none: its layers end in a LayerNorm).
-        self.encoder = TransformerBlock(
+        self.encoder = RecomputingTransformerBlock(
             config=transformer_config,
             spec=spec,
             post_layer_norm=not post_ln,
