@@ -4,13 +4,14 @@ interleaved in one process (A B A B …) so that both see the same machine state
     python benchmarks/throughput.py --task ner --mode train --precision fp32 --output R.jsonl
     python benchmarks/throughput.py --task pretrain --mode infer --precision bf16 --preset base --output R.jsonl
     python benchmarks/throughput.py --task qa --mode train --memory --output R.jsonl     # + peak memory
+    python benchmarks/throughput.py --task pretrain --preset base --recompute --memory   # activation recompute
     python benchmarks/throughput.py --table R.jsonl [--plot docs/benchmarks/throughput.png]
 
 Peers: ``MegatronBertForMaskedLM`` for ``pretrain`` (the same pre-LayerNorm architecture),
 ``BertForTokenClassification`` / ``BertForSequenceClassification`` / ``BertForQuestionAnswering``
 for ``ner`` / ``re`` / ``qa``. Both get the same synthetic batch (full attention mask), a
-one-layer head, dropout off, and in ``train`` mode the same ``torch.optim.AdamW`` (forward, backward,
-step); ``infer`` is the forward under ``no_grad``. ``bf16`` is autocast (fp32 master weights) on CPU
+one-layer head, dropout off, and in ``train`` mode the same fused ``torch.optim.AdamW`` (forward,
+backward, step); ``infer`` is the forward under ``no_grad``. ``bf16`` is autocast (fp32 master weights) on CPU
 or GPU.
 
 Reported per system: the median step time over ``--steps`` measured steps (after ``--warmup``),
@@ -56,6 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--memory", action="store_true", help="also peak memory, each system alone in a child process")
+    p.add_argument("--recompute", action="store_true",
+                   help="activation recompute: ours full (one layer a chunk), HF gradient checkpointing")
     p.add_argument("--only", choices=("megatron", "hf"), help=argparse.SUPPRESS)  # the --memory child
     p.add_argument("--output", help="append the result as one JSON line to this file")
     p.add_argument("--table", nargs="+", metavar="RESULTS", help="print result rows as markdown and exit")
@@ -84,7 +87,8 @@ def build_ours(args, vocab_file):
     from biomegatron_nemo.models.token_classification import TokenClassificationModel
 
     cfg = {"tokenizer": {"vocab_file": str(vocab_file)},
-           "encoder": {"preset": args.preset, "hidden_dropout": 0.0, "attention_dropout": 0.0}}
+           "encoder": {"preset": args.preset, "hidden_dropout": 0.0, "attention_dropout": 0.0,
+                       **({"recompute_granularity": "full"} if args.recompute else {})}}
     if args.task == "pretrain":
         return BioMegatronPretrainingModel(OmegaConf.create(cfg))
     cfg["head"] = {"num_layers": 1, "dropout": 0.0}
@@ -105,7 +109,10 @@ def build_peer(args, enc, vocab_size: int):
                           intermediate_size=enc.ffn_hidden_size, max_position_embeddings=enc.max_position_embeddings,
                           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                           **({"num_labels": NUM_LABELS[args.task]} if NUM_LABELS[args.task] else {}))
-    return getattr(transformers, TASKS[args.task])(config)
+    peer = getattr(transformers, TASKS[args.task])(config)
+    if args.recompute:
+        peer.gradient_checkpointing_enable()  # each layer's input kept, the layer rerun in the backward
+    return peer
 
 
 def batch_for(args, vocab: int):
@@ -138,7 +145,8 @@ def peer_loss(args, peer, batch):
 
 def make_step(args, model, loss_of):
     """One timed unit: forward (+ backward + AdamW step in train mode), synchronised."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if args.mode == "train" else None
+    # torch's fused AdamW: what both use by default (ours: optim.fused; HF Trainer: adamw_torch_fused)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True) if args.mode == "train" else None
     dtype = torch.bfloat16 if args.precision == "bf16" else None
 
     def step():
@@ -234,7 +242,8 @@ def peak_memory_of(args, system: str) -> float:
 def _forwarded(args):
     return ["--task", args.task, "--mode", args.mode, "--precision", args.precision, "--preset", args.preset,
             "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--vocab-size", str(args.vocab_size),
-            "--steps", str(min(args.steps, 5)), "--warmup", "1", "--threads", str(args.threads)]
+            "--steps", str(min(args.steps, 5)), "--warmup", "1", "--threads", str(args.threads),
+            *(["--recompute"] if args.recompute else [])]
 
 
 _BASELINE = {"mib": 0.0}
@@ -267,7 +276,9 @@ def print_table(paths, plot=None):
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         mem = r.get("peak_mib", {})
-        print(f"| {r['task']} | {r['mode']} | {r['precision']} | {r['preset']} | {r['batch_size']} × {r['seq_len']} | "
+        recompute = " + recompute" if r.get("recompute") else ""
+        print(f"| {r['task']} | {r['mode']}{recompute} | {r['precision']} | {r['preset']} | "
+              f"{r['batch_size']} × {r['seq_len']} | "
               f"{r['ms']['megatron']:.1f} | {r['ms']['hf']:.1f} | **{r['ratio']:.2f}×** | "
               f"{100 * r['mfu']['megatron']:.1f}% | {100 * r['mfu']['hf']:.1f}% | "
               f"{_mib(mem, 'megatron')} | {_mib(mem, 'hf')} |")
@@ -301,6 +312,7 @@ def main(argv=None):
     flops, peak = model_flops(args, enc, vocab_of(args)), matmul_peak(args.precision)
     median = {name: statistics.median(t) for name, t in times.items()}
     result = {"task": args.task, "mode": args.mode, "precision": args.precision, "preset": args.preset,
+              "recompute": args.recompute,
               "batch_size": args.batch_size, "seq_len": args.seq_len, "threads": args.threads, "device": _device(),
               "steps": args.steps, "ms": {k: 1000 * v for k, v in median.items()},
               "tokens_per_s": {k: args.batch_size * args.seq_len / v for k, v in median.items()},
