@@ -91,15 +91,21 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
         return self.mlm_head(hidden, weight)
 
     def head_forward(self, hidden, batch, normalizers) -> MaskedLMOutput:
-        logits = self.mlm_logits(hidden)
-        losses = {"mlm": MaskedLMHead.loss(logits, batch["lm_labels"], batch["loss_mask"], normalizers["mlm"])}
+        # The loss reads only the masked positions (about 15%): the head and its vocabulary-wide
+        # output layer run on those alone, as a [n, 1, h] batch (megatron-core's linears expect
+        # three dimensions). The same loss, with a sixth of the head's work; at base size the
+        # output layer is a fifth of the forward's FLOPs.
+        selected = batch["loss_mask"].bool()
+        logits = self.mlm_logits(hidden[selected].unsqueeze(1))
+        labels = batch["lm_labels"][selected].unsqueeze(1)
+        losses = {"mlm": MaskedLMHead.loss(logits, labels, torch.ones_like(labels), normalizers["mlm"])}
         binary_logits = None
         if self.binary_head is not None:
             binary_logits = self.binary_head(hidden)
             losses["sentence_order"] = F.cross_entropy(
                 binary_logits.float(), batch["sentence_order_labels"], reduction="sum") / normalizers["sentence_order"]
-        # megatron-core's vocab-parallel cross-entropy works in the logits' own memory (no copy of a
-        # [b, s, vocab] tensor): after the loss they hold exp(logit - max), so they are not handed on
+        # only the masked positions have logits, and megatron-core's vocab-parallel cross-entropy
+        # works in their memory (after the loss they hold exp(logit - max)): none are handed on
         return MaskedLMOutput(losses, mlm_logits=None, sentence_order_logits=binary_logits)
 
     # ------------------------------------------------------------------ logging
