@@ -68,10 +68,6 @@ class PortableDotProductAttention(MegatronModule):
         # megatron-core masks are True where attention is forbidden; SDPA's boolean masks are
         # True where attention is allowed.
         allowed = None if attention_mask is None else ~attention_mask
-        if allowed is not None and not q.is_cuda and not torch.jit.is_tracing() and bool(allowed.all()):
-            # No padding in this batch: SDPA without a mask takes its faster kernels (on CUDA the
-            # check would cost a device sync in every layer, and a traced graph must keep the mask)
-            allowed = None
         dropout_p = self.dropout_p if self.training else 0.0
         if dropout_p > 0.0 and q.is_cuda and parallel_state.model_parallel_is_initialized():
             # Heads differ between TP ranks, so their dropout masks must come from the

@@ -110,6 +110,11 @@ class MegatronBertEncoder(MegatronModule):
         Stages other than the first take ``hidden_states`` (``[s, b, h]``) instead of ids.
         """
         extended_mask = padding_mask_to_attention_mask(attention_mask)
+        if not attention_mask.is_cuda and not torch.jit.is_tracing() and not bool(extended_mask.any()):
+            # No padding in this batch: attention without a mask takes SDPA's faster kernels. Checked
+            # once here rather than in every layer; on CPU the layers are the portable spec, which
+            # takes None. Kept on CUDA (the check would sync the device) and in a traced graph.
+            extended_mask = None
         if self.pre_process:
             if input_ids is None:
                 raise ValueError("the first pipeline stage needs input_ids")
