@@ -185,7 +185,7 @@ def test_the_optimizer_is_built_fused_or_foreach_as_configured(vocab, optim, fus
     defaults = optimizer.defaults
     assert defaults.get("fused") == fused and defaults.get("foreach") == foreach, defaults
     model.forward_batch(_ner_batch(model)).loss.backward()
-    weight = model.classifier.weight if hasattr(model.classifier, "weight") else next(model.classifier.parameters())
+    weight = next(model.classifier.parameters())
     before = weight.detach().clone()
     optimizer.step()  # the chosen kernel runs on these (CPU, fp32) parameters
     assert not torch.equal(before, weight)
