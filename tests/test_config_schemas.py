@@ -49,6 +49,7 @@ def ner_cfg(vocab, **sections):
     ({"loss": {"name": "dice", "class_weights": [1, 2]}}, "loss.class_weights: is set but loss.name='dice'"),
     ({"optim": {"lr": 1e-3, "sched": {"name": "Cosine"}}}, "optim.sched.name: 'Cosine' is not one of"),
     ({"optim": {"name": "rmsprop", "fused": True}}, "optim.fused: rmsprop has no fused implementation"),
+    ({"train_ds": {"file": "t.tsv", "max_tokens": 100}}, "train_ds.max_tokens: must be >= max_seq_length (128)"),
     ({"tokenizer": {"library": "sentencepiece", "vocab_file": "v.txt"}}, "tokenizer.vocab_file: ['vocab_file'] are not used"),
 ])
 def test_a_bad_key_fails_at_once_naming_it(vocab, sections, message, monkeypatch):

@@ -1,6 +1,6 @@
 """Fine-tuning resumed mid-epoch continues with exactly the next batch: a NER run stopped at a
 step inside its first epoch and resumed from that checkpoint makes the same losses, step for step,
-as one uninterrupted run (the loader's place in the epoch is in the checkpoint; dropout is seeded
+as one uninterrupted run, with batches of a fixed count or of a token budget (the loader's place in the epoch is in the checkpoint; dropout is seeded
 by the step)."""
 
 import pytest
@@ -8,8 +8,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import OmegaConf
 
-from biomegatron_nemo.data.batching import (ClassBalancedSampler, LengthGroupedSampler, ResumableDataLoader,
-                                             ShuffledSampler)
+from biomegatron_nemo.data.batching import (BatchedExamples, ClassBalancedSampler, LengthGroupedSampler,
+                                             ResumableDataLoader, ShuffledSampler, TokenBudgetSampler,
+                                             already_collated)
 from biomegatron_nemo.models.token_classification import TokenClassificationModel
 from biomegatron_nemo.parallel.trainer import build_trainer
 from biomegatron_nemo.tokenizers.train import train_wordpiece
@@ -30,6 +31,7 @@ class RecordLosses(Callback):
         # the loss, and the step bookkeeping a logger and val_check_interval count with
         self.losses[trainer.global_step] = (float(outputs["loss"]), batch_idx,
                                             trainer.fit_loop.epoch_loop._batches_that_stepped)
+        self.batches_per_epoch = trainer.num_training_batches
         if trainer.global_step == self.stop_at:
             trainer.should_stop = True
 
@@ -45,7 +47,7 @@ def config(tmp_path_factory):
                              "optim": {"lr": 3e-3, "weight_decay": 0.01, "sched": {"warmup_ratio": 0.1}}})
 
 
-def _run(cfg, ckpt_dir=None, resume=None, stop_at=None):
+def _run(cfg, ckpt_dir=None, resume=None, stop_at=None, epoch_length=None):
     record = RecordLosses(stop_at)
     callbacks = [record]
     if ckpt_dir is not None:
@@ -54,54 +56,79 @@ def _run(cfg, ckpt_dir=None, resume=None, stop_at=None):
                              "enable_checkpointing": ckpt_dir is not None, "callbacks": callbacks})
     model = TokenClassificationModel(cfg, trainer=trainer)
     trainer.fit(model, ckpt_path=resume)
+    if epoch_length is not None:
+        epoch_length.append(record.batches_per_epoch)
     return record.losses
 
 
-def test_a_run_resumed_mid_epoch_repeats_the_uninterrupted_losses(config, tmp_path):
+@pytest.mark.parametrize("batching", [{}, {"batch_size": 64, "max_tokens": 300}], ids=["batch-size", "max-tokens"])
+def test_a_run_resumed_mid_epoch_repeats_the_uninterrupted_losses(config, tmp_path, batching):
+    config = OmegaConf.merge(config, {"train_ds": batching})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    epoch_length = []
     try:
-        whole = _run(config)
+        whole = _run(config, epoch_length=epoch_length)
         _run(config, ckpt_dir=tmp_path, stop_at=STOP)
         (checkpoint,) = tmp_path.glob("*.ckpt")
         resumed = _run(config, resume=str(checkpoint))
     finally:
         torch.set_num_threads(threads)
-    assert sorted(resumed) == list(range(STOP + 1, STEPS + 1))  # steps 10..20, across the epoch boundary
+    assert STOP + 1 < epoch_length[0] < STEPS  # stopped mid-epoch; resumed across the epoch boundary
+    assert sorted(resumed) == list(range(STOP + 1, STEPS + 1))
     for step in resumed:
         assert resumed[step][0] == pytest.approx(whole[step][0], abs=1e-6), f"step {step}"
         assert resumed[step][1:] == whole[step][1:], f"step {step}: batch index and logged step"
 
 
-@pytest.mark.parametrize("make_sampler", [
-    lambda: LengthGroupedSampler([1, 3, 2, 5, 4, 1, 2, 6, 3, 1], batch_size=2, seed=0),
-    lambda: ShuffledSampler(10, seed=0),
-    lambda: ClassBalancedSampler([0, 0, 0, 0, 0, 0, 1, 1, 2, 2], seed=0),
-], ids=["length-grouped", "shuffled", "class-balanced"])
-def test_the_loader_state_skips_batches_without_loading_them(make_sampler):
-    """Every training order (group_by_length, plain shuffling, RE's oversampling) resumes mid-epoch
-    at the next batch, loading nothing for the batches it skips."""
-    loaded = []
+class Recording(torch.utils.data.Dataset):
+    """Ten examples, 0 to 9, recording which ones are loaded."""
 
-    class Recording(torch.utils.data.Dataset):
-        def __len__(self):
-            return 10
+    def __init__(self):
+        self.loaded = []
 
-        def __getitem__(self, i):
-            loaded.append(i)
-            return i
+    def __len__(self):
+        return 10
 
-    loader = ResumableDataLoader(Recording(), batch_size=2, sampler=make_sampler())
+    def __getitem__(self, i):
+        self.loaded.append(i)
+        return i
+
+    def collate_fn(self, items):
+        return torch.tensor(items)
+
+
+LENGTHS = [1, 3, 2, 5, 4, 1, 2, 6, 3, 1]
+LOADERS = {
+    "length-grouped": lambda data: ResumableDataLoader(data, batch_size=2,
+                                                       sampler=LengthGroupedSampler(LENGTHS, batch_size=2, seed=0)),
+    "shuffled": lambda data: ResumableDataLoader(data, batch_size=2, sampler=ShuffledSampler(10, seed=0)),
+    "class-balanced": lambda data: ResumableDataLoader(
+        data, batch_size=2, sampler=ClassBalancedSampler([0, 0, 0, 0, 0, 0, 1, 1, 2, 2], seed=0)),
+    # a sampler item is a whole batch: the resumed epoch skips that many batches
+    "token-budget": lambda data: ResumableDataLoader(
+        BatchedExamples(data), batch_size=None, collate_fn=already_collated,
+        sampler=TokenBudgetSampler(LENGTHS, max_tokens=6, max_examples=4, seed=0)),
+}
+
+
+@pytest.mark.parametrize("make_loader", LOADERS.values(), ids=LOADERS.keys())
+def test_the_loader_state_skips_batches_without_loading_them(make_loader):
+    """Every training order (group_by_length, plain shuffling, RE's oversampling, max_tokens)
+    resumes mid-epoch at the next batch, loading nothing for the batches it skips."""
+    data = Recording()
+    loader = make_loader(data)
     loader.sampler.set_epoch(0)
     first = [b.tolist() for b in loader]
+    assert len(first) == len(loader) > 2
     loader.sampler.set_epoch(0)
     it = iter(loader)
     next(it), next(it)
     state = loader.state_dict()
     assert state == {"epoch": 0, "batches": 2}
-    again = ResumableDataLoader(Recording(), batch_size=2, sampler=make_sampler())
+    again = make_loader(data)
     again.load_state_dict(state)
     again.sampler.set_epoch(0)
-    loaded.clear()
+    data.loaded.clear()
     rest = [b.tolist() for b in again]
-    assert rest == first[2:] and sorted(loaded) == sorted(i for b in first[2:] for i in b)
+    assert rest == first[2:] and sorted(data.loaded) == sorted(i for b in first[2:] for i in b)

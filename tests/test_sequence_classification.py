@@ -242,3 +242,13 @@ def test_the_example_script_runs_as_documented(tmp_path):
     run_example("sequence_classification", ["do_training=false", f"restore_from={nemo}", *common,
                                             "exp_manager.version=again"], cwd=tmp_path)
     assert (tmp_path / "biomegatron_re" / "again" / "test_predictions.tsv").read_text().splitlines() == rows
+
+
+def test_oversampling_and_token_budget_batches_are_refused_together():
+    from biomegatron_nemo.common.config import validate_config
+    from biomegatron_nemo.common.errors import ConfigError
+    from biomegatron_nemo.data.chemprot import RelationDataConfig
+
+    validate_config({"file": "t.tsv", "max_tokens": 4096}, RelationDataConfig, where="re")
+    with pytest.raises(ConfigError, match="re: oversample: oversample draws single examples; it cannot be combined"):
+        validate_config({"file": "t.tsv", "oversample": True, "max_tokens": 4096}, RelationDataConfig, where="re")

@@ -291,3 +291,26 @@ def test_example_config_composes_to_a_model_on_the_shipped_samples(workdir, mega
     model = TokenClassificationModel(cfg.model)
     assert model.label_map.labels == ["O", "B-Chemical", "I-Chemical", "B-Disease", "I-Disease"]
     assert model.labelling_mode == "all_subtokens" and model.classifier.mlp[-1].out_features == 5
+
+
+@pytest.mark.parametrize("trained", ["first_subtoken"], indirect=True)
+def test_validation_in_token_budget_batches_scores_as_evaluate_does(trained, tmp_path):
+    """validation_ds.max_tokens: batches of several sizes in length order, the same entity F1."""
+    from biomegatron_nemo.parallel.trainer import build_trainer
+
+    model, _, _ = trained
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("\n\n".join((SAMPLES / "ner" / "dev.tsv").read_text().strip().split("\n\n")[:40]) + "\n")
+    expected = model.evaluate(str(dev))["f1"]
+    assert 0.0 < expected < 1.0  # a real, unsaturated score
+    kept = model._validation_dl
+    try:
+        model.setup_validation_data(OmegaConf.merge(model.cfg.validation_ds, {"file": str(dev), "max_tokens": 80}))
+        shapes = [tuple(b["input_ids"].shape) for b in model._validation_dl]
+        assert len({rows for rows, _ in shapes}) > 1 and all(rows * width <= 80 for rows, width in shapes)
+        assert [width for _, width in shapes] == sorted((width for _, width in shapes), reverse=True)
+        trainer = build_trainer({"enable_progress_bar": False, "enable_model_summary": False, "logger": False})
+        metrics = trainer.validate(model, verbose=False)[0]
+    finally:
+        model._validation_dl = kept
+    assert metrics["val_f1"] == pytest.approx(expected, abs=1e-6)

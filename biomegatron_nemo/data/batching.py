@@ -13,8 +13,14 @@ The order depends only on the seed and the epoch (``set_epoch``, which Lightning
 it each new iteration counts as the next epoch), and :class:`ResumableDataLoader` saves the place in
 the epoch in Lightning's checkpoints, so a run resumed mid-epoch continues with exactly the next
 batch. Every training order is such an :class:`EpochSampler`: length-grouped, plainly shuffled
-(:class:`ShuffledSampler`) or class-balanced (:class:`ClassBalancedSampler`). :func:`length_sorted_order` is the evaluation
-order: longest first; callers map predictions back by example index.
+(:class:`ShuffledSampler`), class-balanced (:class:`ClassBalancedSampler`) or in token budgets
+(:class:`TokenBudgetSampler`). :func:`length_sorted_order` is the evaluation order: longest
+first; callers map predictions back by example index.
+
+With ``max_tokens``, batches hold up to that many *padded* tokens (examples × the longest)
+instead of a fixed number of examples, as fairseq's ``--max-tokens``: many short sentences or a
+few long ones, so every step does about the same work (training: :class:`TokenBudgetSampler`;
+evaluation: the length-sorted order cut the same way, :func:`token_budget_batches`).
 :class:`FineTuningDataConfig` is the loader section every fine-tuning dataset config extends.
 """
 
@@ -43,6 +49,11 @@ class FineTuningDataConfig(Schema):
     group_by_length: bool = option(True, "shuffled batches of similar lengths (Hugging Face's group_by_length), "
                                          "so little is padding, and resumable mid-epoch at exactly the next "
                                          "batch; evaluation is always sorted by length")
+    max_tokens: Optional[int] = option(None, "batches of up to this many padded tokens (examples x the longest) "
+                                             "per rank, at most batch_size examples each (raise batch_size so "
+                                             "batches of short examples can grow): similar lengths together, "
+                                             "shuffled for training, in length order for evaluation; null: "
+                                             "batch_size examples a batch")
     defer_setup: bool = option(True, "build the data in setup(), once tokenizer and labels exist (keep true)")
 
     def check(self) -> None:
@@ -52,6 +63,9 @@ class FineTuningDataConfig(Schema):
             raise ConfigError(f"must be >= 1, got {self.batch_size}", key="batch_size")
         if self.num_workers < 0:
             raise ConfigError(f"must be >= 0, got {self.num_workers}", key="num_workers")
+        if self.max_tokens is not None and self.max_tokens < self.max_seq_length:
+            raise ConfigError(f"must be >= max_seq_length ({self.max_seq_length}) so that the longest window fits, "
+                              f"got {self.max_tokens}", key="max_tokens")
         if not self.defer_setup:
             raise ConfigError("must be true: the data needs the model's tokenizer and label map", key="defer_setup")
 
@@ -159,6 +173,99 @@ class ClassBalancedSampler(EpochSampler):
                                  generator=torch.Generator().manual_seed(seed)).tolist()
 
 
+def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_examples: int,
+                         generator: Optional[torch.Generator] = None) -> List[List[int]]:
+    """Batches of at most ``max_tokens`` padded tokens (examples × the longest) and ``max_examples``
+    examples, cut greedily from the examples sorted longest first. Ties are in index order, or in a
+    random order drawn from ``generator``. The cuts depend only on the sorted lengths, so the
+    number of batches is the same whatever the tie order (an epoch's step count is known before
+    it starts). An example longer than ``max_tokens`` is a batch of its own."""
+    if max_tokens < 1 or max_examples < 1:
+        raise ValueError(f"max_tokens and max_examples must be >= 1, got {max_tokens} and {max_examples}")
+    ties = torch.randperm(len(lengths), generator=generator).tolist() if generator is not None else range(len(lengths))
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], ties[i]))
+    batches: List[List[int]] = []
+    for i in order:
+        # sorted longest first: a batch's first example is its longest
+        if batches and len(batches[-1]) < max_examples and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+class TokenBudgetSampler(EpochSampler):
+    """Training batches of up to ``max_tokens`` padded tokens (:func:`token_budget_batches`, ties
+    drawn anew each epoch), in a seeded random order with the longest batch first. Each item is a
+    batch (a list of indices), for a ``DataLoader(BatchedExamples(dataset), batch_size=None)``.
+
+    Under data parallelism consecutive batches of the sorted cut (similar lengths) form a group of
+    ``num_replicas``, one batch per rank, and the groups are shuffled, so the ranks of a step do
+    about the same work; every rank makes the same number of steps (the last group is filled by
+    repeating the first batches, as ``DistributedSampler`` pads)."""
+
+    def __init__(self, lengths: Sequence[int], max_tokens: int, max_examples: int, seed: int = 1234,
+                 num_replicas: int = 1, rank: int = 0):
+        self.lengths = list(lengths)
+        self.max_tokens, self.max_examples = int(max_tokens), int(max_examples)
+        batches = len(token_budget_batches(self.lengths, self.max_tokens, self.max_examples))
+        super().__init__(batches, seed=seed, num_replicas=num_replicas, rank=rank)
+
+    def epoch_order(self, seed: int) -> List[List[int]]:
+        generator = torch.Generator().manual_seed(seed)
+        batches = token_budget_batches(self.lengths, self.max_tokens, self.max_examples, generator)
+        world = self.num_replicas
+        groups = [batches[i:i + world] for i in range(0, len(batches), world)]
+        short = [g for g in groups if len(g) < world]  # at most one, the shortest examples: it goes last
+        full = [g for g in groups if len(g) == world]
+        order = [full[k] for k in torch.randperm(len(full), generator=generator).tolist()]
+        if order:  # the longest group first: an out-of-memory error shows at once
+            longest = max(range(len(order)), key=lambda k: self.lengths[order[k][0][0]])
+            order.insert(0, order.pop(longest))
+        return [batch for group in order + short for batch in group]
+
+
+class FixedBatchesSampler(torch.utils.data.Sampler):
+    """The given batches (lists of indices), in the given order, every epoch (evaluation)."""
+
+    def __init__(self, batches: Sequence[Sequence[int]]):
+        self.batches = [list(b) for b in batches]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[List[int]]:
+        return iter(self.batches)
+
+
+class BatchedExamples(torch.utils.data.Dataset):
+    """``dataset`` a batch at a time: item ``[i, j, …]`` is the collated batch of those examples.
+
+    A ``DataLoader`` batches by a fixed count unless it is given a ``batch_sampler``, and Lightning
+    re-creates or replaces a custom batch sampler when it sets up distributed sampling. A loader
+    with ``batch_size=None`` over this dataset, and a sampler whose items are batches
+    (:class:`TokenBudgetSampler`, a ``DistributedSampler`` Lightning leaves alone), makes batches
+    of any size, collated in the loader's workers."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices: Sequence[int]):
+        return self.dataset.collate_fn([self.dataset[i] for i in indices])
+
+    def lengths(self) -> List[int]:
+        return self.dataset.lengths()
+
+
+def already_collated(batch):
+    """The ``collate_fn`` of a loader over :class:`BatchedExamples` (a module-level function, so
+    that worker processes can pickle it)."""
+    return batch
+
+
 class ResumableDataLoader(torch.utils.data.DataLoader):
     """A training loader whose place in the epoch goes into Lightning's checkpoints.
 
@@ -179,7 +286,8 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
 
     def __iter__(self):
         skip, self._resume_at = self._resume_at, 0
-        self.sampler.skip_next(skip * self.batch_size)
+        # a sampler item is one example, or one batch when batch_size is None (TokenBudgetSampler)
+        self.sampler.skip_next(skip * (self.batch_size or 1))
         self._yielded = skip
         for batch in super().__iter__():
             self._yielded += 1

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from biomegatron_nemo.common.config import option
-from biomegatron_nemo.common.errors import DataFormatError
+from biomegatron_nemo.common.errors import ConfigError, DataFormatError
 from biomegatron_nemo.common.files import iter_lines
 from biomegatron_nemo.data.collate import Collator
 from biomegatron_nemo.data.batching import FineTuningDataConfig
@@ -110,6 +110,12 @@ class RelationDataConfig(FineTuningDataConfig):
 
     oversample: bool = option(False, "training: draw every class equally often (with replacement), "
                                      "one epoch = as many draws as rows")
+
+    def check(self) -> None:
+        super().check()
+        if self.oversample and self.max_tokens is not None:
+            raise ConfigError("oversample draws single examples; it cannot be combined with max_tokens batches "
+                              "(set one of them off)", key="oversample")
 
 
 def _marker_window(ids: Sequence[int], positions: Sequence[int], length: int) -> Tuple[int, bool]:

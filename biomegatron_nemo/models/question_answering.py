@@ -169,7 +169,7 @@ class QuestionAnsweringModel(FineTuningTaskModel):
             return
         starts = {fi: s for fi, s, _ in rows}  # features the distributed sampler repeated count once
         ends = {fi: e for fi, _, e in rows}
-        dataset: QADataset = loader.dataset
+        dataset: QADataset = self.examples_of(loader)
         decoded = self.decode(dataset, starts, ends)
         scores = self.scores(dataset.examples, *decoded, golden_file=dataset.golden_file)
         self.last_scores[split] = scores

@@ -159,7 +159,7 @@ class SequenceClassificationModel(ClassificationTaskModel):
         if rows is None or loader is None:
             return
         predicted = dict(rows)  # examples the distributed sampler repeated count once
-        dataset: SequenceClassificationDataset = loader.dataset
+        dataset: SequenceClassificationDataset = self.examples_of(loader)
         order = sorted(predicted)
         scores = self.scores([dataset.examples[i].label for i in order],
                              self.label_map.decode([predicted[i] for i in order]))

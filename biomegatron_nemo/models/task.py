@@ -4,7 +4,8 @@ of the base lifecycle.
 :class:`FineTuningTaskModel` owns
 
 * the data loaders of a fine-tuning split: training batches shuffled and grouped by length
-  (``group_by_length``, data-parallel aware), evaluation batches sorted by length, and the
+  (``group_by_length``) or cut to a token budget (``max_tokens``), data-parallel aware;
+  evaluation batches sorted by length; and the
   sorted loader ``evaluate`` / ``predict`` use (callers map results back by index);
 * the evaluation rows the ``on_eval_output`` hook collects per split, gathered over all ranks at
   epoch end (data parallel, and the last pipeline stage), and the scores of the last epoch;
@@ -28,6 +29,7 @@ import torch
 from lightning.pytorch import Trainer
 from omegaconf import DictConfig
 
+from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.models.base import BioMegatronModelPT
 
 
@@ -43,34 +45,52 @@ class FineTuningTaskModel(BioMegatronModelPT):
     # ------------------------------------------------------------------ data
     def make_dataloader(self, dataset, data_config, split: str, sampler=None) -> torch.utils.data.DataLoader:
         """The loader of a fine-tuning split: training shuffled in length-grouped batches
-        (``group_by_length``), evaluation sorted by length (predictions carry their example
-        index), unless the caller brings its own ``sampler`` (e.g. oversampling). ``dataset``
-        has ``lengths()`` and ``collate_fn``."""
-        from biomegatron_nemo.data.batching import (
-            EpochSampler,
-            FixedOrderSampler,
-            LengthGroupedSampler,
-            ResumableDataLoader,
-            ShuffledSampler,
-            length_sorted_order,
-        )
+        (``group_by_length``) or in token budgets (``max_tokens``), evaluation sorted by length
+        (predictions carry their example index), unless the caller brings its own ``sampler``
+        (e.g. oversampling). ``dataset`` has ``lengths()`` and ``collate_fn``."""
+        from biomegatron_nemo.data import batching
 
         batch_size = int(data_config.batch_size)
+        max_tokens = data_config.get("max_tokens")
         shuffle = data_config.shuffle if data_config.shuffle is not None else split == "train"
+        workers = int(data_config.num_workers)
+        if max_tokens is not None:
+            if sampler is not None:
+                raise ConfigError("cannot be combined with this split's own sampling (e.g. oversample); "
+                                  "set max_tokens: null", key=f"{split}_ds.max_tokens", where=type(self).__name__)
+            if shuffle:
+                sampler = batching.TokenBudgetSampler(dataset.lengths(), int(max_tokens), batch_size,
+                                                      seed=int(self.cfg.seed), **self.data_parallel_ranks())
+            else:
+                sampler = batching.FixedBatchesSampler(
+                    batching.token_budget_batches(dataset.lengths(), int(max_tokens), batch_size))
+            # each sampler item is a whole batch, collated by the dataset wrapper (in the workers)
+            loader_class = batching.ResumableDataLoader if shuffle else torch.utils.data.DataLoader
+            return loader_class(batching.BatchedExamples(dataset), batch_size=None, sampler=sampler,
+                                num_workers=workers, collate_fn=batching.already_collated)
         if sampler is None and shuffle:
             # this data-parallel rank's share of one seeded order (grouped by the global batch)
             ranks = self.data_parallel_ranks()
             if data_config.group_by_length:
-                sampler = LengthGroupedSampler(dataset.lengths(), batch_size, seed=int(self.cfg.seed), **ranks)
+                sampler = batching.LengthGroupedSampler(dataset.lengths(), batch_size, seed=int(self.cfg.seed), **ranks)
             else:
-                sampler = ShuffledSampler(len(dataset), seed=int(self.cfg.seed), **ranks)
+                sampler = batching.ShuffledSampler(len(dataset), seed=int(self.cfg.seed), **ranks)
         elif sampler is None:
-            sampler = FixedOrderSampler(length_sorted_order(dataset.lengths()))
+            sampler = batching.FixedOrderSampler(batching.length_sorted_order(dataset.lengths()))
         # training orders resume mid-epoch at exactly the next batch
-        loader_class = ResumableDataLoader if isinstance(sampler, EpochSampler) else torch.utils.data.DataLoader
-        return loader_class(
-            dataset, batch_size=batch_size, sampler=sampler, num_workers=int(data_config.num_workers),
-            collate_fn=dataset.collate_fn, drop_last=False)
+        resumable = isinstance(sampler, batching.EpochSampler)
+        loader_class = batching.ResumableDataLoader if resumable else torch.utils.data.DataLoader
+        return loader_class(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                            collate_fn=dataset.collate_fn, drop_last=False)
+
+    @staticmethod
+    def examples_of(loader: torch.utils.data.DataLoader):
+        """The task dataset behind a loader of :meth:`make_dataloader` (under ``max_tokens`` the
+        loader's dataset is a :class:`~biomegatron_nemo.data.batching.BatchedExamples` view of it)."""
+        from biomegatron_nemo.data.batching import BatchedExamples
+
+        dataset = loader.dataset
+        return dataset.dataset if isinstance(dataset, BatchedExamples) else dataset
 
     def data_parallel_ranks(self) -> Dict[str, int]:
         """``num_replicas`` / ``rank`` of this process for an :class:`EpochSampler`."""

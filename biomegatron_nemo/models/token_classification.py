@@ -127,7 +127,7 @@ class TokenClassificationModel(ClassificationTaskModel):
         rows = self.take_eval_rows(split)
         if rows is None or loader is None:
             return
-        dataset: TokenClassificationDataset = loader.dataset
+        dataset: TokenClassificationDataset = self.examples_of(loader)
         labels = dict(rows)  # windows the distributed sampler repeated count once
         values = dataset.word_values(list(labels.values()), list(labels))
         if len(values) < len(dataset.sentences):
