@@ -61,9 +61,14 @@ def run_and_record(args, run_megatron: Callable, run_hf: Callable, describe: Cal
     result = {"system": args.system, "budget_minutes": args.budget_minutes, "steps": steps,
               "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1), "threads": args.threads,
               "lr": args.lr, "batch_size": args.batch_size, "max_seq_length": args.max_seq_length, **describe(scores)}
+    return record_result(result, args.output)
+
+
+def record_result(result: Dict, output=None) -> Dict:
+    """Print ``result`` as one JSON line and append it to ``output`` (a path, or None)."""
     print(json.dumps(result))
-    if args.output:
-        with open(args.output, "a", encoding="utf-8") as f:
+    if output:
+        with open(output, "a", encoding="utf-8") as f:
             f.write(json.dumps(result) + "\n")
     return result
 
@@ -97,6 +102,24 @@ def fit_within_budget(model_class, cfg, args):
     started = time.perf_counter()
     trainer.fit(model)
     return model, trainer, time.perf_counter() - started
+
+
+def examples_trained(loader, steps: int) -> int:
+    """Examples in the first ``steps`` batches of ``loader``, epoch after epoch: its sampler
+    replayed (an :class:`~biomegatron_nemo.data.batching.EpochSampler`, whose order depends only
+    on the seed and the epoch). Under ``max_tokens`` a sampler item is a whole batch."""
+    sampler, seen, epoch = loader.sampler, 0, 0
+    while steps > 0:
+        sampler.set_epoch(epoch)
+        items = list(sampler)
+        if loader.batch_size is None:
+            sizes = [len(batch) for batch in items]
+        else:
+            sizes = [len(items[i:i + loader.batch_size]) for i in range(0, len(items), loader.batch_size)]
+        seen += sum(sizes[:steps])
+        steps -= len(sizes[:steps])
+        epoch += 1
+    return seen
 
 
 def table_or_prepare(args, print_table: Callable, prepare_split: Callable = None) -> bool:

@@ -3,8 +3,7 @@ interleaved in one process (A B A B …) so that both see the same machine state
 
     python benchmarks/throughput.py --task ner --mode train --precision fp32 --output R.jsonl
     python benchmarks/throughput.py --task pretrain --mode infer --precision bf16 --preset base --output R.jsonl
-    python benchmarks/throughput.py --task qa --mode train --memory --output R.jsonl     # + peak memory
-    python benchmarks/throughput.py --task pretrain --preset base --recompute --memory   # activation recompute
+    python benchmarks/throughput.py --task pretrain --preset base --recompute            # activation recompute
     python benchmarks/throughput.py --table R.jsonl [--plot docs/benchmarks/throughput.png]
 
 Peers: ``MegatronBertForMaskedLM`` for ``pretrain`` (the same pre-LayerNorm architecture),
@@ -18,24 +17,20 @@ Reported per system: the median step time over ``--steps`` measured steps (after
 tokens/s, model FLOPs utilisation (Megatron's count — 24·L·h² + 4·L·s·h per token forward, plus
 2·h·V for a masked-LM head; ×3 for training — against the matmul peak measured in the same run and
 dtype), and the paired ratio: the median over steps of peer time / our time (> 1: ours is faster).
-``--memory`` also runs each system alone in a child process and reports its peak resident memory
-(CPU) or peak allocated memory (GPU) above the same baseline (after the imports, before the model
-is built). Timing belongs here, never in timed tests.
+Memory is measured tensor by tensor in ``benchmarks/memory.py``, with the same builders. Timing
+belongs here, never in timed tests.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from side_by_side import result_rows
+from side_by_side import record_result, result_rows
 
 TASKS = {"pretrain": "MegatronBertForMaskedLM", "ner": "BertForTokenClassification",
          "re": "BertForSequenceClassification", "qa": "BertForQuestionAnswering"}
@@ -56,10 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=20, help="measured steps per system")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--memory", action="store_true", help="also peak memory, each system alone in a child process")
     p.add_argument("--recompute", action="store_true",
                    help="activation recompute: ours full (one layer a chunk), HF gradient checkpointing")
-    p.add_argument("--only", choices=("megatron", "hf"), help=argparse.SUPPRESS)  # the --memory child
     p.add_argument("--output", help="append the result as one JSON line to this file")
     p.add_argument("--table", nargs="+", metavar="RESULTS", help="print result rows as markdown and exit")
     p.add_argument("--plot", help="with --table: a bar chart of the paired ratios (PNG)")
@@ -197,11 +190,8 @@ def vocab_of(args) -> int:
 
 
 def measure(args):
-    """``(encoder config, {system: step times})``; with ``--only`` one system is built at all."""
-    import importlib
+    """``(encoder config, {system: step times})``."""
     import tempfile
-
-    importlib.import_module("transformers")  # both --memory children import alike: equal baselines
 
     from biomegatron_nemo.encoder.config import EncoderConfig
     from biomegatron_nemo.parallel import initialize_megatron
@@ -210,18 +200,15 @@ def measure(args):
     initialize_megatron(1, 1)
     vocab = vocab_of(args)
     enc = EncoderConfig.from_preset(args.preset, vocab_size=vocab)
-    _BASELINE["mib"] = _current_mib()
     batch = batch_for(args, vocab)
     systems = {}
-    if args.only in (None, "megatron"):
-        with tempfile.TemporaryDirectory() as tmp:
-            ours = build_ours(args, _vocab_file(args.vocab_size, Path(tmp))).to(_device())
-        if ours.tokenizer.vocab_size != vocab:
-            raise ValueError(f"vocabulary of {ours.tokenizer.vocab_size} entries, expected {vocab}")
-        systems["megatron"] = make_step(args, ours, lambda: ours.forward_batch(batch).loss)
-    if args.only in (None, "hf"):
-        peer = build_peer(args, enc, vocab).to(_device())
-        systems["hf"] = make_step(args, peer, lambda: peer_loss(args, peer, batch))
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = build_ours(args, _vocab_file(args.vocab_size, Path(tmp))).to(_device())
+    if ours.tokenizer.vocab_size != vocab:
+        raise ValueError(f"vocabulary of {ours.tokenizer.vocab_size} entries, expected {vocab}")
+    systems["megatron"] = make_step(args, ours, lambda: ours.forward_batch(batch).loss)
+    peer = build_peer(args, enc, vocab).to(_device())
+    systems["hf"] = make_step(args, peer, lambda: peer_loss(args, peer, batch))
     times = {name: [] for name in systems}
     for i in range(args.warmup + args.steps):
         for name, step in systems.items():  # interleaved: A B A B ...
@@ -232,56 +219,17 @@ def measure(args):
     return enc, times
 
 
-def peak_memory_of(args, system: str) -> float:
-    """Peak memory (MiB) of one system alone, measured in a child process."""
-    argv = [sys.executable, __file__, "--only", system, *_forwarded(args)]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
-
-
-def _forwarded(args):
-    return ["--task", args.task, "--mode", args.mode, "--precision", args.precision, "--preset", args.preset,
-            "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--vocab-size", str(args.vocab_size),
-            "--steps", str(min(args.steps, 5)), "--warmup", "1", "--threads", str(args.threads),
-            *(["--recompute"] if args.recompute else [])]
-
-
-_BASELINE = {"mib": 0.0}
-
-
-def _current_mib() -> float:
-    if _device() == "cuda":
-        return torch.cuda.memory_allocated() / 2 ** 20
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-
-
-def _peak_mib() -> float:
-    """Peak memory above the baseline taken after the imports, before building the model."""
-    if _device() == "cuda":
-        return torch.cuda.max_memory_allocated() / 2 ** 20 - _BASELINE["mib"]
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - _BASELINE["mib"]  # KiB on Linux
-
-
-def _mib(memory, system) -> str:
-    return f"{memory[system]:.0f}" if system in memory else "–"
-
-
 def print_table(paths, plot=None):
     rows = list(result_rows(paths))
     print("| task | mode | precision | preset | batch × seq | ours ms/step | HF ms/step | paired ratio (HF / ours) "
-          "| ours MFU | HF MFU | ours peak MiB | HF peak MiB |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| ours MFU | HF MFU |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        mem = r.get("peak_mib", {})
         recompute = " + recompute" if r.get("recompute") else ""
         print(f"| {r['task']} | {r['mode']}{recompute} | {r['precision']} | {r['preset']} | "
               f"{r['batch_size']} × {r['seq_len']} | "
               f"{r['ms']['megatron']:.1f} | {r['ms']['hf']:.1f} | **{r['ratio']:.2f}×** | "
-              f"{100 * r['mfu']['megatron']:.1f}% | {100 * r['mfu']['hf']:.1f}% | "
-              f"{_mib(mem, 'megatron')} | {_mib(mem, 'hf')} |")
+              f"{100 * r['mfu']['megatron']:.1f}% | {100 * r['mfu']['hf']:.1f}% |")
     if plot:
         import matplotlib
 
@@ -306,9 +254,6 @@ def main(argv=None):
         return
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     enc, times = measure(args)
-    if args.only:  # a --memory child
-        print(json.dumps({"peak_mib": _peak_mib()}))
-        return
     flops, peak = model_flops(args, enc, vocab_of(args)), matmul_peak(args.precision)
     median = {name: statistics.median(t) for name, t in times.items()}
     result = {"task": args.task, "mode": args.mode, "precision": args.precision, "preset": args.preset,
@@ -318,12 +263,7 @@ def main(argv=None):
               "tokens_per_s": {k: args.batch_size * args.seq_len / v for k, v in median.items()},
               "ratio": statistics.median(h / m for h, m in zip(times["hf"], times["megatron"])),
               "matmul_peak_gflops": peak / 1e9, "mfu": {k: flops / v / peak for k, v in median.items()}}
-    if args.memory:
-        result["peak_mib"] = {name: peak_memory_of(args, name) for name in ("megatron", "hf")}
-    print(json.dumps(result))
-    if args.output:
-        with open(args.output, "a", encoding="utf-8") as f:
-            f.write(json.dumps(result) + "\n")
+    record_result(result, args.output)
 
 
 if __name__ == "__main__":
