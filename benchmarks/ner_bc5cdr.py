@@ -23,8 +23,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from side_by_side import SHARED, SIZE, common_arguments, fit_within_budget, hf_bert_config, optim_config, \
-    result_rows, run_and_record, table_or_prepare
+from side_by_side import SHARED, SIZE, common_arguments, examples_trained, fit_within_budget, hf_bert_config, \
+    optim_config, result_rows, run_and_record, table_or_prepare
 
 DATA = SHARED / "ner" / "BC5CDR-chem"
 
@@ -37,6 +37,9 @@ def parse_args(argv=None):
     p.add_argument("--init-from", default=None, help="(megatron) a pretrained encoder .nemo")
     p.add_argument("--batching", choices=("grouped", "random"), default="grouped",
                    help="training batches of similar lengths (both systems; HF Trainer's group_by_length) or random")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="(megatron) token-budget training batches: train_ds.max_tokens, with --batch-size "
+                        "the most windows a batch")
     return p.parse_args(argv)
 
 
@@ -51,7 +54,7 @@ def model_config(args):
         "labelling_mode": args.mode,
         "head": {"num_layers": 1, "dropout": 0.1},
         "train_ds": {"file": args.train, "max_seq_length": args.max_seq_length, "batch_size": args.batch_size,
-                     "group_by_length": args.batching == "grouped"},
+                     "group_by_length": args.batching == "grouped", "max_tokens": args.max_tokens},
         "optim": optim_config(args),
     })
 
@@ -64,7 +67,8 @@ def run_megatron(args):
     steps = trainer.global_step
     started = time.perf_counter()
     scores = model.evaluate(args.eval, batch_size=64, max_seq_length=args.max_seq_length)
-    return scores, steps, train_seconds, time.perf_counter() - started
+    eval_seconds = time.perf_counter() - started
+    return {**scores, "train_windows": examples_trained(model._train_dl, steps)}, steps, train_seconds, eval_seconds
 
 
 def run_hf(args):
@@ -102,16 +106,18 @@ def run_hf(args):
                 indices.append(wi)
                 rows.append(row[:n].tolist())
     scores = ner_scores([s.tags for s in dev], dev_ds.predictions_to_tags(rows, indices))
-    return scores, steps, train_seconds, time.perf_counter() - started
+    eval_seconds = time.perf_counter() - started
+    return {**scores, "train_windows": examples_trained(loader, steps)}, steps, train_seconds, eval_seconds
 
 
 def print_table(paths):
-    print("| system | labelling | init | batching | budget (min) | steps | devel P | devel R | devel F1 |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| system | labelling | init | batching | budget (min) | steps | windows/s | devel P | devel R | devel F1 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in result_rows(paths):
+        rate = f"{r['train_windows'] / r['train_seconds']:.1f}" if "train_windows" in r else "–"
         print(f"| {r['system']} | {r['mode']} | {r['init']} | {r.get('batching', 'random')} | "
-              f"{r['budget_minutes']:g} | {r['steps']} | {100 * r['precision']:.2f} | {100 * r['recall']:.2f} | "
-              f"**{100 * r['f1']:.2f}** |")
+              f"{r['budget_minutes']:g} | {r['steps']} | {rate} | {100 * r['precision']:.2f} | "
+              f"{100 * r['recall']:.2f} | **{100 * r['f1']:.2f}** |")
 
 
 def main(argv=None):
@@ -120,7 +126,8 @@ def main(argv=None):
         return
     run_and_record(args, run_megatron, run_hf, lambda scores: {
         "mode": args.mode, "init": Path(args.init_from).name if args.init_from else "random",
-        "batching": args.batching, "precision": scores["precision"], "recall": scores["recall"],
+        "batching": f"max_tokens {args.max_tokens}" if args.max_tokens else args.batching,
+        "train_windows": scores["train_windows"], "precision": scores["precision"], "recall": scores["recall"],
         "f1": scores["f1"], "gold_entities": scores["gold_entities"], "pred_entities": scores["pred_entities"],
         "correct_entities": scores["correct_entities"]})
 

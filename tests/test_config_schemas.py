@@ -166,8 +166,10 @@ def test_the_ner_benchmark_config_follows_the_schema(vocab, monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     args = SimpleNamespace(seed=1, vocab=str(vocab), init_from=None, mode="first_subtoken", train="t.tsv",
-                           max_seq_length=128, batch_size=32, lr=5e-4, warmup_steps=100, batching="grouped")
+                           max_seq_length=128, batch_size=32, lr=5e-4, warmup_steps=100, batching="grouped",
+                           max_tokens=4096)
     cfg = validate_config(module.model_config(args), TokenClassificationModelConfig)
+    assert cfg.train_ds.max_tokens == 4096
     from biomegatron_nemo.models.config import nemo_optim_config
 
     sched = nemo_optim_config(cfg.optim)["sched"]
