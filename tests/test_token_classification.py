@@ -314,3 +314,32 @@ def test_validation_in_token_budget_batches_scores_as_evaluate_does(trained, tmp
     finally:
         model._validation_dl = kept
     assert metrics["val_f1"] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("trained", ["first_subtoken"], indirect=True)
+def test_token_budget_batches_under_data_parallelism(trained, workdir, tmp_path):
+    """Two data-parallel ranks: Lightning leaves the token-budget sampler alone (each rank trains
+    on its own share of one epoch order), and validation in token-budget batches, split over the
+    ranks by Lightning and gathered, gives the single-process entity F1."""
+    from helpers.distributed import run_distributed
+    from helpers.ner import spawned_token_budget_run
+
+    from biomegatron_nemo.data.batching import TokenBudgetSampler
+
+    model, train_file, _ = trained
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("\n\n".join((SAMPLES / "ner" / "dev.tsv").read_text().strip().split("\n\n")[:40]) + "\n")
+    expected_f1 = model.evaluate(str(dev))["f1"]
+    assert 0.0 < expected_f1 < 1.0
+    path = tmp_path / "ner.nemo"
+    model.save_to(str(path))
+    run_distributed(spawned_token_budget_run, 2, str(path), str(train_file), str(dev), 64, str(tmp_path / "dp.json"))
+    record = json.loads((tmp_path / "dp.json").read_text())
+    assert record["val_f1"] == pytest.approx(expected_f1, abs=1e-6)
+    lengths = model.make_dataset(model.read_sentences(str(train_file)), 16).lengths()
+    for rank, batches in enumerate(record["batches"]):
+        sampler = TokenBudgetSampler(lengths, max_tokens=64, max_examples=64, seed=int(model.cfg.seed),
+                                     num_replicas=2, rank=rank)
+        sampler.set_epoch(0)
+        assert batches == list(sampler)[:2], f"rank {rank}"
+    assert record["batches"][0] != record["batches"][1]
