@@ -17,8 +17,8 @@ Reported per system: the median step time over ``--steps`` measured steps (after
 tokens/s, model FLOPs utilisation (Megatron's count — 24·L·h² + 4·L·s·h per token forward, plus
 2·h·V for a masked-LM head; ×3 for training — against the matmul peak measured in the same run and
 dtype), and the paired ratio: the median over steps of peer time / our time (> 1: ours is faster).
-Memory is measured tensor by tensor in ``benchmarks/memory.py``, with the same builders. Timing
-belongs here, never in timed tests.
+``--memory`` adds each system's peak tensor memory in the same mode, counted by
+``benchmarks/memory.py`` (which also breaks it down). Timing belongs here, never in timed tests.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--recompute", action="store_true",
                    help="activation recompute: ours full (one layer a chunk), HF gradient checkpointing")
+    p.add_argument("--memory", action="store_true",
+                   help="also each system's peak tensor memory in this mode (benchmarks/memory.py's count)")
     p.add_argument("--output", help="append the result as one JSON line to this file")
     p.add_argument("--table", nargs="+", metavar="RESULTS", help="print result rows as markdown and exit")
     p.add_argument("--plot", help="with --table: a bar chart of the paired ratios (PNG)")
@@ -219,17 +221,31 @@ def measure(args):
     return enc, times
 
 
+def peak_tensor_memory(args) -> dict:
+    """Each system's peak tensor memory (MiB) in this mode, two steps profiled (benchmarks/memory.py)."""
+    import argparse
+
+    import memory
+
+    profiled = argparse.Namespace(**{**vars(args), "steps": 2})
+    batch = batch_for(args, vocab_of(args))
+    return {system: memory.peak_breakdown(profiled, system, batch)["peak_mib"] for system in memory.SYSTEMS}
+
+
 def print_table(paths, plot=None):
     rows = list(result_rows(paths))
+    with_memory = any("peak_tensor_mib" in r for r in rows)  # RSS rows of before ("peak_mib") are not shown
     print("| task | mode | precision | preset | batch × seq | ours ms/step | HF ms/step | paired ratio (HF / ours) "
-          "| ours MFU | HF MFU |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| ours MFU | HF MFU |" + (" ours peak MiB | HF peak MiB |" if with_memory else ""))
+    print("| --- " * (12 if with_memory else 10) + "|")
     for r in rows:
         recompute = " + recompute" if r.get("recompute") else ""
+        memory = r.get("peak_tensor_mib", {})
+        peaks = "".join(f" {memory[k]:.0f} |" if k in memory else " – |" for k in ("megatron", "hf"))
         print(f"| {r['task']} | {r['mode']}{recompute} | {r['precision']} | {r['preset']} | "
               f"{r['batch_size']} × {r['seq_len']} | "
               f"{r['ms']['megatron']:.1f} | {r['ms']['hf']:.1f} | **{r['ratio']:.2f}×** | "
-              f"{100 * r['mfu']['megatron']:.1f}% | {100 * r['mfu']['hf']:.1f}% |")
+              f"{100 * r['mfu']['megatron']:.1f}% | {100 * r['mfu']['hf']:.1f}% |" + (peaks if with_memory else ""))
     if plot:
         import matplotlib
 
@@ -263,6 +279,8 @@ def main(argv=None):
               "tokens_per_s": {k: args.batch_size * args.seq_len / v for k, v in median.items()},
               "ratio": statistics.median(h / m for h, m in zip(times["hf"], times["megatron"])),
               "matmul_peak_gflops": peak / 1e9, "mfu": {k: flops / v / peak for k, v in median.items()}}
+    if args.memory:
+        result["peak_tensor_mib"] = peak_tensor_memory(args)
     record_result(result, args.output)
 
 

@@ -18,15 +18,23 @@ def throughput(monkeypatch):
     return importlib.import_module("throughput")
 
 
-@pytest.mark.parametrize("task, mode, precision", [("ner", "train", "bf16"), ("pretrain", "infer", "fp32")])
-def test_one_interleaved_step_per_system(throughput, tmp_path, capsys, task, mode, precision):
+@pytest.mark.parametrize("task, mode, precision, memory", [("ner", "train", "bf16", False),
+                                                           ("pretrain", "infer", "fp32", True)])
+def test_one_interleaved_step_per_system(throughput, tmp_path, capsys, task, mode, precision, memory):
     out = tmp_path / "r.jsonl"
     throughput.main(["--task", task, "--mode", mode, "--precision", precision, "--preset", "micro",
-                     "--vocab-size", "300", "--steps", "2", "--warmup", "0", "--output", str(out)])
+                     "--vocab-size", "300", "--steps", "2", "--warmup", "0", "--output", str(out)]
+                    + (["--memory"] if memory else []))
     row = json.loads(out.read_text())
     assert set(row["ms"]) == {"megatron", "hf"} and row["ratio"] > 0 and 0 < row["mfu"]["megatron"]
+    assert ("peak_tensor_mib" in row) == memory
+    if memory:  # the weights and more; our masked-LM head computes the masked positions' logits only
+        peaks = row["peak_tensor_mib"]
+        assert 0.5 < peaks["megatron"] < peaks["hf"] < 50
     capsys.readouterr()
     throughput.main(["--table", str(out), "--plot", str(tmp_path / "p.png")])
     table = capsys.readouterr().out
     assert f"| {task} | {mode} | {precision} | micro |" in table and (tmp_path / "p.png").stat().st_size > 1000
+    assert ("ours peak MiB" in table) == memory
     sys.modules.pop("throughput", None)
+    sys.modules.pop("memory", None)

@@ -326,7 +326,8 @@ def test_token_budget_batches_under_data_parallelism(trained, workdir, tmp_path)
 
     from biomegatron_nemo.data.batching import TokenBudgetSampler
 
-    model, train_file, _ = trained
+    model, _, _ = trained
+    train_file = workdir / "train32.tsv"  # the fixture's own copy may be deleted by an earlier test
     dev = tmp_path / "dev.tsv"
     dev.write_text("\n\n".join((SAMPLES / "ner" / "dev.tsv").read_text().strip().split("\n\n")[:40]) + "\n")
     expected_f1 = model.evaluate(str(dev))["f1"]
