@@ -63,6 +63,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--recompute", action="store_true",
                    help="activation recompute: ours full (one layer a chunk), HF gradient checkpointing")
+    p.add_argument("--vocab-multiple", type=int, default=128,
+                   help="ours: vocabulary rows padded to a multiple of this (encoder.make_vocab_size_divisible_by; "
+                        "1: the peer's rows exactly)")
     p.add_argument("--top", type=int, default=12, help="modules listed per system in the kept-for-backward breakdown")
     p.add_argument("--output", help="append the result as one JSON line to this file")
     p.add_argument("--table", nargs="+", metavar="RESULTS", help="print result rows as markdown and exit")
@@ -153,6 +156,7 @@ def measure(args) -> Dict:
     initialize_megatron(1, 1)
     batch = throughput.batch_for(args, throughput.vocab_of(args))
     result = {"task": args.task, "precision": args.precision, "preset": args.preset, "recompute": args.recompute,
+              "vocab_multiple": args.vocab_multiple,
               "batch_size": args.batch_size, "seq_len": args.seq_len, "device": throughput._device(),
               "steps": args.steps, "systems": {}}
     for system in SYSTEMS:
@@ -174,6 +178,7 @@ def print_table(paths, plot=None):
         s = r["systems"]
         kept = [f"{s[k]['kept_mib']:.0f}" if "kept_mib" in s[k] else "–" for k in SYSTEMS]
         recompute = " + recompute" if r["recompute"] else ""
+        recompute += "" if r.get("vocab_multiple", 128) == 128 else ", vocabulary unpadded"
         print(f"| {r['task']}{recompute} | {r['precision']} | {r['preset']} | {r['batch_size']} × {r['seq_len']} "
               f"| {s['megatron']['peak_mib']:.0f} | {s['hf']['peak_mib']:.0f} | **{r['peak_ratio']:.2f}×** "
               f"| {kept[0]} | {kept[1]} |")
@@ -190,7 +195,8 @@ def _plot(rows, path):
     labels, stacks = [], []
     for r in rows:
         for system, short in SYSTEMS.items():
-            labels.append(f"{short}\n{r['task']}{' +rc' if r['recompute'] else ''}\n{r['precision']} {r['preset']}")
+            variant = (" +rc" if r["recompute"] else "") + ("" if r.get("vocab_multiple", 128) == 128 else " unpad")
+            labels.append(f"{short}\n{r['task']}{variant}\n{r['precision']} {r['preset']}")
             stacks.append(r["systems"][system]["at_peak_mib"])
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels)), 3.8))
     bottom = [0.0] * len(labels)

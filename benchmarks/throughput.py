@@ -81,8 +81,11 @@ def build_ours(args, vocab_file):
     from biomegatron_nemo.models.sequence_classification import SequenceClassificationModel
     from biomegatron_nemo.models.token_classification import TokenClassificationModel
 
+    # memory.py's --vocab-multiple: Megatron pads the vocabulary rows to a multiple of 128
+    multiple = getattr(args, "vocab_multiple", 128)
     cfg = {"tokenizer": {"vocab_file": str(vocab_file)},
            "encoder": {"preset": args.preset, "hidden_dropout": 0.0, "attention_dropout": 0.0,
+                       "make_vocab_size_divisible_by": multiple,
                        **({"recompute_granularity": "full"} if args.recompute else {})}}
     if args.task == "pretrain":
         return BioMegatronPretrainingModel(OmegaConf.create(cfg))
