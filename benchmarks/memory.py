@@ -134,9 +134,8 @@ def kept_for_backward(args, system: str, batch) -> Dict:
             by_module[re.sub(r"\.\d+(\.|$)", r".N\1", path[-1])] += storage.nbytes()
         return tensor
 
-    dtype = torch.bfloat16 if args.precision == "bf16" else None
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        with torch.autocast(throughput._device(), dtype=torch.bfloat16, enabled=dtype is not None):
+        with torch.autocast(throughput._device(), dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             loss = loss_of()
     for hook in hooks:
         hook.remove()
