@@ -120,11 +120,15 @@ def kept_for_backward(args, system: str, batch) -> Dict:
     parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
     counted: Dict[int, int] = {}
     by_module: Dict[str, int] = defaultdict(int)
-    path = ["(model)"]
+    path = ["(model)"]  # the modules whose forward is running, innermost last
+
+    def leave(_module, _inputs, _outputs):  # returns None: the module's output stays as it is
+        path.pop()
+
     hooks = []
     for name, module in model.named_modules():
         hooks.append(module.register_forward_pre_hook(lambda _m, _i, name=name: path.append(name or "(model)")))
-        hooks.append(module.register_forward_hook(lambda _m, _i, _o: path.pop() and None))
+        hooks.append(module.register_forward_hook(leave))
 
     def pack(tensor):
         storage = tensor.untyped_storage()

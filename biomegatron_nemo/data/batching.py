@@ -225,19 +225,6 @@ class TokenBudgetSampler(EpochSampler):
         return [batch for group in order + short for batch in group]
 
 
-class FixedBatchesSampler(torch.utils.data.Sampler):
-    """The given batches (lists of indices), in the given order, every epoch (evaluation)."""
-
-    def __init__(self, batches: Sequence[Sequence[int]]):
-        self.batches = [list(b) for b in batches]
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self) -> Iterator[List[int]]:
-        return iter(self.batches)
-
-
 class BatchedExamples(torch.utils.data.Dataset):
     """``dataset`` a batch at a time: item ``[i, j, …]`` is the collated batch of those examples.
 
@@ -301,13 +288,14 @@ class ResumableDataLoader(torch.utils.data.DataLoader):
 
 
 class FixedOrderSampler(torch.utils.data.Sampler):
-    """The given index order, every epoch (evaluation sorted by length)."""
+    """The given order, every epoch: of indices (evaluation sorted by length), or of batches of
+    indices (evaluation in token budgets, over :class:`BatchedExamples`)."""
 
-    def __init__(self, order: Sequence[int]):
+    def __init__(self, order: Sequence):
         self.order = list(order)
 
     def __len__(self) -> int:
         return len(self.order)
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator:
         return iter(self.order)

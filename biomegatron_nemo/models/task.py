@@ -62,7 +62,7 @@ class FineTuningTaskModel(BioMegatronModelPT):
                 sampler = batching.TokenBudgetSampler(dataset.lengths(), int(max_tokens), batch_size,
                                                       seed=int(self.cfg.seed), **self.data_parallel_ranks())
             else:
-                sampler = batching.FixedBatchesSampler(
+                sampler = batching.FixedOrderSampler(
                     batching.token_budget_batches(dataset.lengths(), int(max_tokens), batch_size))
             # each sampler item is a whole batch, collated by the dataset wrapper (in the workers)
             loader_class = batching.ResumableDataLoader if shuffle else torch.utils.data.DataLoader
