@@ -18,8 +18,8 @@ import argparse
 import contextlib
 import importlib
 import json
+import logging
 import sys
-import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 #: subcommand -> (module with main(argv, prog), one-line summary)
@@ -71,12 +71,13 @@ def _run_help(command: str, task) -> str:
     options = "\n".join(f"  {key}={json.dumps(value, default=str)}" for key, value in flatten(cfg))
     example = ("biomegatron pretrain model.tokenizer.vocab_file=vocab.txt model.data.data_prefix=[corpus/pubmed] "
                "trainer.max_steps=1000" if task.name == "pretrain" else
-               f"biomegatron finetune {task.name} trainer.max_epochs=3 model.language_model.nemo_file=lm.nemo")
+               f"biomegatron finetune {task.name} trainer.max_epochs=3 model.language_model.pretrained=/models/biobert")
     return (f"usage: biomegatron {command} [--show-config] [KEY=VALUE ...]\n\n{task.summary}.\n"
             f"Hydra overrides (KEY=VALUE, +KEY=VALUE to add, ~KEY to drop) change conf/{task.config_name}.yaml; "
             "every key is documented in docs/configuration.md. Rerunning a command with "
             "exp_manager.resume_if_exists=true resumes it (docs/reliability.md).\n\n"
-            f"options:\n  -h, --help       this text\n  --show-config    print the composed config and stop\n\n"
+            f"options:\n  -h, --help       this text\n  --show-config    print the composed config (with what the pretrained "
+            "checkpoint decides) and stop\n\n"
             f"config keys and their defaults:\n{options}\n\nexample:\n  {example}\n")
 
 
@@ -103,6 +104,9 @@ def _run(command: str, task_name: str, argv: Sequence[str]) -> int:
     except (HydraException, OmegaConfBaseException) as err:  # a misspelt key, a wrong type: say which
         raise SystemExit(f"biomegatron {command}: {str(err).strip()}") from None
     if show:
+        from biomegatron_nemo.models.from_pretrained import apply_pretrained
+
+        apply_pretrained(cfg.model, prefix="model.")  # what a pretrained checkpoint decides, filled in
         print(OmegaConf.to_yaml(cfg))
         return 0
     run_task(task_name, cfg)
@@ -271,16 +275,36 @@ def _analyze(argv: Sequence[str], prog: str) -> int:
     return 0 if chosen is None else _delegate(ANALYSES[chosen[0]][0], chosen[1], f"{prog} {chosen[0]}")
 
 
+#: errors a user causes (a missing or broken file, a bad key, a refused checkpoint): one line, no traceback.
+#: ConfigError, DataFormatError and UnsafeCheckpointError are ValueErrors; FileNotFoundError is an OSError.
+USER_ERRORS = (ValueError, OSError)
+#: options of the command itself, taken out wherever they stand
+VERBOSITY_FLAGS = {"-v": 1, "--verbose": 1, "--debug": 2}
+
+
+def _verbosity(argv: List[str]) -> Tuple[int, List[str]]:
+    levels = [VERBOSITY_FLAGS[a] for a in argv if a in VERBOSITY_FLAGS]
+    return max(levels, default=0), [a for a in argv if a not in VERBOSITY_FLAGS]
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return text or type(err).__name__
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    # import-time notices of megatron-core that say nothing about this command
-    warnings.filterwarnings("ignore", message=".*(Transformer Engine and Apex|full scope is deprecated).*")
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from biomegatron_nemo.common.logs import configure_logging
+
+    verbosity, argv = _verbosity(list(sys.argv[1:] if argv is None else argv))
+    configure_logging(verbosity)
     commands = _commands()
     if not argv or argv[0] in ("-h", "--help"):
         rows = "\n".join(f"  {name:<12} {summary}" for name, (_, summary) in commands.items())
-        print(f"usage: biomegatron COMMAND [ARGS]\n\nBioMegatron on megatron-core and NeMo: vocabularies, "
-              f"pretraining, fine-tuning, evaluation, inference, checkpoint conversion.\n\ncommands:\n{rows}\n\n"
-              "biomegatron COMMAND --help: the options of each, with an example.")
+        print(f"usage: biomegatron [--verbose | --debug] COMMAND [ARGS]\n\nBioMegatron on megatron-core and NeMo: "
+              f"vocabularies, pretraining, fine-tuning, evaluation, inference, checkpoint conversion.\n\ncommands:\n"
+              f"{rows}\n\nbiomegatron COMMAND --help: the options of each, with an example.\n"
+              "-v, --verbose: logs at INFO level on stderr (the default shows warnings of this library and "
+              "errors of the others); --debug: DEBUG level, and tracebacks of errors.")
         return 0 if argv else 2
     if argv[0] == "--version":
         from importlib.metadata import version
@@ -290,7 +314,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv[0] not in commands:
         print(f"biomegatron: unknown command {argv[0]!r}; expected one of {', '.join(commands)}", file=sys.stderr)
         return 2
-    return commands[argv[0]][0](argv[1:], f"biomegatron {argv[0]}")
+    prog = f"biomegatron {argv[0]}"
+    try:
+        return commands[argv[0]][0](argv[1:], prog)
+    except USER_ERRORS as err:
+        if verbosity >= 2:
+            raise
+        logging.getLogger(__name__).info("the error's traceback", exc_info=True)
+        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,11 +10,14 @@ first (try-outs on the shipped samples only: real runs use the pretrained encode
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Callable, List
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
 
 
 def learn_vocabulary(cfg: DictConfig, log_dir: Path, texts: List[str]) -> str:
@@ -31,7 +34,9 @@ def learn_vocabulary(cfg: DictConfig, log_dir: Path, texts: List[str]) -> str:
                             cased=bool(cfg.model.tokenizer.cased), soft_limit=True, progress=False)[0]
     with open_dict(cfg):
         cfg.model.tokenizer.vocab_file = vocab
-    print(f"learned a WordPiece vocabulary from {cfg.model.train_ds.file}: {vocab}")
+    log.warning(f"no pretrained checkpoint and no vocabulary named: learned a {cfg.learn_vocab_size}-entry WordPiece "
+                f"vocabulary from {cfg.model.train_ds.file} ({vocab}); fine for a try-out, real runs name "
+                "model.language_model.pretrained")
     return vocab
 
 
@@ -46,16 +51,16 @@ def run_finetuning(cfg: DictConfig, model_class, training_texts: Callable[[str],
     if cfg.restore_from:
         model = model_class.restore_from(cfg.restore_from)  # built at once; fit/test attach the trainer
     else:
-        if cfg.model.tokenizer.library == "wordpiece" and not cfg.model.tokenizer.vocab_file:
+        if cfg.model.tokenizer.library in (None, "wordpiece") and not cfg.model.tokenizer.vocab_file:
             learn_vocabulary(cfg, log_dir, training_texts(cfg.model.train_ds.file))
         model = model_class(cfg.model, trainer=trainer)
     if trainer.is_global_zero:
-        print(OmegaConf.to_yaml(model.cfg))
+        log.info("model config:\n%s", OmegaConf.to_yaml(model.cfg))
     if cfg.do_training:
         trainer.fit(model)
     if cfg.do_testing and cfg.model.test_ds is not None and cfg.model.test_ds.file:
         model.setup_test_data(cfg.model.test_ds)
-        trainer.test(model)
+        trainer.test(model, verbose=False)  # the report below is the table
         if trainer.is_global_zero:
             print(f"test set {cfg.model.test_ds.file}:\n{report_test(model, cfg.model.test_ds.file, log_dir)}")
     if trainer.is_global_zero:

@@ -23,8 +23,8 @@ way of starting a run (examples, the ``biomegatron`` command, a script's own Tra
 
 from __future__ import annotations
 
+import logging
 import math
-import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -32,6 +32,8 @@ from lightning.pytorch import Callback
 
 from biomegatron_nemo.common.atomic import atomic_write
 from biomegatron_nemo.common.plots import new_figure, save_figure
+
+log = logging.getLogger(__name__)
 
 TABLE_NAME = "loss_curve.tsv"
 PICTURE_NAME = "loss_curve.png"
@@ -130,7 +132,7 @@ class LossCurve(Callback):
         try:
             self.write()  # a run stopped by an error (a NaN loss) still shows where it went wrong
         except Exception as err:  # noqa: BLE001 - the run's own error is the one to report
-            warnings.warn(f"loss curve not written after the run's error: {err}")
+            log.warning(f"loss curve not written after the run's error: {err}")
 
     # ------------------------------------------------------------------ writing
     def columns(self) -> List[str]:

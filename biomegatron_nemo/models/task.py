@@ -21,6 +21,7 @@ Task models derive from it (classification ones through
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from typing import Dict, List, Optional
@@ -31,6 +32,8 @@ from omegaconf import DictConfig
 
 from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.models.base import BioMegatronModelPT
+
+log = logging.getLogger(__name__)
 
 
 class FineTuningTaskModel(BioMegatronModelPT):
@@ -124,11 +127,9 @@ class FineTuningTaskModel(BioMegatronModelPT):
         return gather_all_ranks(rows)
 
     def warn_once(self, message: str) -> None:
-        from nemo.utils import logging
-
         if message not in getattr(self, "_warned", set()):
             object.__setattr__(self, "_warned", getattr(self, "_warned", set()) | {message})
-            logging.warning(message)
+            log.warning(message)
 
 
 def gather_all_ranks(rows: list) -> list:

@@ -8,11 +8,14 @@ both call :func:`run_task`, so a run started either way is the same run.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ def run_pretraining(cfg: DictConfig) -> None:
     trainer, log_dir = start_run(cfg)
     model = TASKS["pretrain"].load_model_class()(cfg.model, trainer=trainer)
     if trainer.is_global_zero:
-        print(OmegaConf.to_yaml(cfg.model))
+        log.info("model config:\n%s", OmegaConf.to_yaml(cfg.model))
     trainer.fit(model)
     if trainer.is_global_zero:
         print(f"logs and checkpoints: {log_dir}\nloss curve: {log_dir / 'loss_curve.png'}")

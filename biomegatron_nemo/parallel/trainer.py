@@ -8,12 +8,15 @@ parallel groups. Logging and checkpointing are left to NeMo's ``exp_manager`` (w
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
+import sys
 from typing import Any, Mapping, Optional
 
 import torch
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 
 from biomegatron_nemo.common.config import parse_config, to_plain
 from biomegatron_nemo.common.errors import ConfigError
@@ -35,6 +38,23 @@ def _check_trainer_keys(values: Mapping[str, Any]) -> None:
             raise ConfigError(f"not an argument of lightning's Trainer; {hint}", key=f"trainer.{key}")
 
 
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, drawn on stderr: stdout keeps only what a command prints as its result.
+    (Lightning's bars write to ``sys.stdout`` as it is when each bar is created.)"""
+
+
+def _bar_on_stderr(name: str):
+    def init_tqdm(self):
+        with contextlib.redirect_stdout(sys.stderr):
+            return getattr(TQDMProgressBar, name)(self)
+
+    return init_tqdm
+
+
+for _name in ("init_sanity_tqdm", "init_train_tqdm", "init_predict_tqdm", "init_validation_tqdm", "init_test_tqdm"):
+    setattr(StderrProgressBar, _name, _bar_on_stderr(_name))
+
+
 def build_trainer(trainer_cfg: Optional[Mapping[str, Any]], parallel_cfg: Optional[Mapping[str, Any]] = None,
                   **overrides: Any) -> Trainer:
     """``Trainer(**trainer_cfg)`` with :class:`MegatronDDPStrategy` for ``parallel_cfg``.
@@ -54,6 +74,9 @@ def build_trainer(trainer_cfg: Optional[Mapping[str, Any]], parallel_cfg: Option
     values.setdefault("accelerator", "gpu" if torch.cuda.is_available() else "cpu")
     values.setdefault("logger", False)
     values.setdefault("enable_checkpointing", False)
+    callbacks = list(values.get("callbacks") or [])
+    if values.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
+        values["callbacks"] = callbacks + [StderrProgressBar()]
     strategy = MegatronDDPStrategy(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
                                    seed=parallel.seed)
     return Trainer(strategy=strategy, **values)

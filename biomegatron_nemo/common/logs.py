@@ -1,0 +1,120 @@
+"""Where messages go when the ``biomegatron`` command runs: its result on stdout, nothing else; logs
+on stderr at the level the user chooses.
+
+The libraries underneath talk a lot on their own: NeMo logs at INFO level to stdout (restore
+banners, optimiser settings, the data configs a restored model was trained with), OneLogger
+announces that it collects no telemetry, Lightning and megatron-core print notices and warnings.
+:func:`configure_logging` sends all of it to stderr and, at the default verbosity, keeps only
+errors from them and warnings from this library:
+
+* ``0`` (default): this library's warnings; other libraries' errors only;
+* ``1`` (``--verbose``): everything at INFO level;
+* ``2`` (``--debug``): everything at DEBUG level (and the command shows tracebacks).
+
+One handler on the root logger, writing to stderr, decides by where a record comes from: the
+libraries reset their loggers' levels when they are imported, so levels cannot decide. Lightning's
+top package adds a console handler of its own on import, which is taken away then (records reach
+the root handler instead; importing Lightning up front would cost a light command seconds). NeMo's
+logger does not propagate: a logger filter (which NeMo keeps when it sets its level on import)
+silences it, and its INFO stream is moved to stderr. Library code only logs through :func:`logging.getLogger` (``biomegatron_nemo.*``) and
+leaves handlers to the application.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import logging
+import os
+import sys
+
+LIBRARY_LOGGER = "biomegatron_nemo"
+NEMO_LOGGER = "nemo_logger"
+LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+
+
+class LevelByOrigin(logging.Filter):
+    """Keeps this library's records from ``ours`` up, every other library's from ``others`` up."""
+
+    def __init__(self, ours: int, others: int):
+        super().__init__()
+        self.ours, self.others = ours, others
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        mine = record.name == LIBRARY_LOGGER or record.name.startswith(LIBRARY_LOGGER + ".")
+        return record.levelno >= (self.ours if mine else self.others)
+
+
+class AfterImport(importlib.abc.MetaPathFinder):
+    """Runs ``then()`` right after the module ``name`` is first imported (a meta-path finder that
+    steps aside once it has wrapped that module's loader)."""
+
+    def __init__(self, name: str, then):
+        self.name, self.then = name, then
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                run(module)
+                self.then()
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+def _drop_lightning_console() -> None:
+    """Lightning's own console handler (INFO, stderr) would print beside the root handler."""
+    lightning = logging.getLogger("lightning")
+    for handler in [h for h in lightning.handlers if type(h) is logging.StreamHandler]:
+        lightning.removeHandler(handler)
+
+
+class CurrentStderr(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a record comes (notebooks and test runners replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ sets it; the current sys.stderr is always used
+        pass
+
+
+def configure_logging(verbosity: int = 0) -> None:
+    """Route every log to stderr and set the levels (see the module docstring)."""
+    ours = LEVELS[max(0, min(verbosity, 2))]
+    others = ours if verbosity > 0 else logging.ERROR
+    os.environ["NEMO_REDIRECT_LOGS_TO_STDERR"] = "1"  # read when NeMo adds its handlers
+    logging.captureWarnings(True)  # Python warnings become records of py.warnings (another library's)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "biomegatron", False)]:
+        root.removeHandler(old)
+    handler = CurrentStderr()
+    handler.biomegatron = True
+    handler.addFilter(LevelByOrigin(ours, others))
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if verbosity == 0
+                                           else "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(ours)
+    logging.getLogger(LIBRARY_LOGGER).setLevel(ours)
+    nemo = logging.getLogger(NEMO_LOGGER)
+    for old in [f for f in nemo.filters if isinstance(f, LevelByOrigin)]:
+        nemo.removeFilter(old)
+    nemo.addFilter(LevelByOrigin(ours, others))
+    if "lightning" in sys.modules:
+        _drop_lightning_console()
+    elif not any(isinstance(f, AfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, AfterImport("lightning", _drop_lightning_console))
+    if "nemo.utils" in sys.modules:  # already imported: its stdout handler exists, move it to stderr
+        from nemo.utils import logging as nemo_logging
+
+        if "stream_stdout" in nemo_logging._handlers:  # NeMo streams on global rank 0 only
+            nemo_logging.remove_stream_handlers()
+            nemo_logging.add_stream_handlers()
