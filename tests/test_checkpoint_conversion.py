@@ -98,16 +98,18 @@ def test_a_wrong_qkv_order_would_be_caught(hf_model, vocab, tmp_path):
         _assert_matches_hf(hf_model, tmp_path / "out.nemo")
 
 
-def test_nemo1_files_import_and_task_heads_need_encoder_only(hf_model, vocab, tmp_path):
+def test_nemo1_files_import_with_task_heads_left_out_and_named(hf_model, vocab, tmp_path):
     write_nemo1(hf_model, tmp_path / "bert.nemo", vocab)
     import_checkpoint("nemo1", str(tmp_path / "bert.nemo"), str(tmp_path / "out.nemo"))
     _assert_matches_hf(hf_model, tmp_path / "out.nemo")
     head = {"classifier.mlp.layer0.weight": torch.zeros(3, 64)}
     write_nemo1(hf_model, tmp_path / "ner.nemo", vocab, prefix="bert_model.", extra=head)
-    with pytest.raises(ValueError, match="classifier.mlp.layer0.weight"):
-        import_checkpoint("nemo1", str(tmp_path / "ner.nemo"), str(tmp_path / "ner_out.nemo"))
-    lines = import_checkpoint("nemo1", str(tmp_path / "ner.nemo"), str(tmp_path / "ner_out.nemo"), encoder_only=True)
-    assert any("classifier.mlp.layer0.weight" in line for line in lines)
+    lines = import_checkpoint("nemo1", str(tmp_path / "ner.nemo"), str(tmp_path / "ner_out.nemo"))
+    assert any("left out" in line and "classifier.mlp.layer0.weight" in line for line in lines)
+    _assert_matches_hf(hf_model, tmp_path / "ner_out.nemo")  # the encoder and pretraining heads are the same
+    lines = import_checkpoint("nemo1", str(tmp_path / "bert.nemo"), str(tmp_path / "enc.nemo"), encoder_only=True)
+    assert any(line.startswith("left out (encoder only): binary_head, mlm_head") for line in lines), lines
+    assert any("no masked-LM head" in line and "random" in line for line in lines)
 
 
 def test_ours_to_hf_to_ours_is_bit_identical_and_transformers_loads_it_alone(hf_model, vocab, tmp_path):

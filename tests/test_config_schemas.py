@@ -107,8 +107,9 @@ def _leaves(values, prefix=""):
 
 @pytest.mark.parametrize("schema_name", sorted(RUN_SCHEMAS))
 def test_yaml_files_only_override_the_schema(schema_name):
-    """Every key of a composed conf/ file is the schema's default unless the file (or the encoder
-    preset file) sets it, and the file sets nothing to the default it already has."""
+    """Every key of a composed conf/ file is the schema's default unless the file sets it, and the
+    file sets nothing to the default it already has (no encoder preset is chosen by default: a
+    pretrained checkpoint decides the architecture, else the schema's tiny)."""
     from hydra import compose, initialize_config_dir
 
     register_run_configs()
@@ -117,7 +118,6 @@ def test_yaml_files_only_override_the_schema(schema_name):
     own = yaml.safe_load((CONF / f"{YAML_OF[schema_name]}.yaml").read_text())
     own.pop("defaults"), own.pop("hydra", None)
     own = _leaves(own)
-    preset = _leaves({"model": {"encoder": yaml.safe_load((CONF / "model" / "encoder" / "tiny.yaml").read_text())}})
     defaults = _leaves(defaults_of(RUN_SCHEMAS[schema_name]))
     composed = _leaves(composed)
     restated = sorted(k for k, v in own.items() if k in defaults and defaults[k] == v)
@@ -125,7 +125,7 @@ def test_yaml_files_only_override_the_schema(schema_name):
     unknown = sorted(set(own) - set(defaults) - {k for k in own if k.split(".")[0] in ("trainer", "exp_manager")})
     assert not unknown
     for key, value in composed.items():
-        expected = own.get(key, preset.get(key, defaults.get(key)))
+        expected = own.get(key, defaults.get(key))
         assert value == expected, key
 
 
@@ -139,7 +139,10 @@ def test_cfg_job_prints_the_schema_defaults():
     assert printed["model"]["head"] == defaults["head"] and printed["model"]["loss"] == defaults["loss"]
     assert printed["model"]["train_ds"]["batch_size"] == defaults["train_ds"]["batch_size"]
     assert printed["model"]["optim"]["lr"] == 1.0e-3  # the file's override
-    assert printed["model"]["encoder"]["preset"] == "tiny"
+    assert printed["model"]["encoder"]["preset"] is None  # the pretrained checkpoint's, else tiny
+    from biomegatron_nemo.models.runs import compose_run_config
+
+    assert compose_run_config("token_classification", ["model/encoder=345m"]).model.encoder.preset == "345m"
 
 
 def test_docs_page_is_generated_from_the_schemas():
@@ -152,7 +155,7 @@ def test_docs_page_is_generated_from_the_schemas():
 
 
 def test_schema_checks_run_on_every_model_config():
-    with pytest.raises(ConfigError, match="init_from and language_model.nemo_file both name a checkpoint"):
+    with pytest.raises(ConfigError, match="language_model.nemo_file and init_from each name a pretrained checkpoint"):
         validate_config({"init_from": "a.nemo", "language_model": {"nemo_file": "b.nemo"}}, PretrainingModelConfig)
 
 

@@ -8,7 +8,9 @@ Hugging Face out.
     python -m biomegatron_nemo.checkpoints.convert --from nemo --to hf model.nemo HF_DIR
 
 Every conversion prints what it mapped and fails loudly, naming the tensors, on anything it cannot
-place, that is missing, or whose shape disagrees — nothing is guessed or silently dropped. The
+place, that is missing, or whose shape disagrees — nothing is guessed or silently dropped. A source
+without a masked-LM head (a published ``BertModel``, the commonest form) converts as it is, its
+head starting from random weights; a task model's heads are left out and listed. The
 result of ``--to nemo`` is a :class:`~biomegatron_nemo.models.pretraining.BioMegatronPretrainingModel`
 (encoder, masked-LM head, sentence-order head when the source has one) whose ``.nemo`` any task
 model takes as ``language_model.nemo_file``. The same as Python: :func:`import_checkpoint`,
@@ -26,37 +28,33 @@ from typing import List, Optional
 
 from omegaconf import OmegaConf
 
-from biomegatron_nemo.checkpoints.megatron_legacy import cut_vocabulary
-from biomegatron_nemo.checkpoints.megatron_lm import ImportedWeights, read_megatron_lm
+from biomegatron_nemo.checkpoints.pretrained import convert_checkpoint
+from biomegatron_nemo.tokenizers.wordpiece import looks_cased
 
 SOURCES = ("megatron-lm", "nemo1", "hf")
 
 
-def _pretraining_model(imported: ImportedWeights, vocab_file: str, cased: bool, allow_missing_heads: bool):
+def _pretraining_model(converted):
+    """The pretraining model holding ``converted``: heads the source lacks keep their random
+    initialisation, and the summary says which."""
     from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
 
-    cfg = OmegaConf.create({"tokenizer": {"library": "wordpiece", "vocab_file": str(vocab_file), "cased": cased},
-                            "encoder": dict(imported.encoder), "binary_head": imported.binary_head})
+    cfg = OmegaConf.create({"tokenizer": converted.tokenizer, "encoder": converted.encoder,
+                            "binary_head": converted.binary_head})
     model = BioMegatronPretrainingModel(cfg)
-    state = dict(imported.state)
+    state = dict(converted.state)
     own = model.layout_free_state_dict()
-    missing = sorted(k for k in own if k not in state)
-    if missing and allow_missing_heads and all(k.startswith("mlm_head.") for k in missing):
-        imported.summary.append(f"the source has no masked-LM head: {len(missing)} tensors keep their "
-                                "random initialisation (fine-tuning uses the encoder only)")
-        state.update({k: own[k] for k in missing})
+    head = sorted(k for k in own if k.startswith("mlm_head.") and k not in state)
+    if head and not any(k.startswith("mlm_head.") for k in state):  # no head at all (a part missing: an error)
+        converted.summary.append(f"the source has no masked-LM head: its {len(head)} tensors start from random "
+                                 "weights (fine-tuning uses the encoder only; continued pretraining trains it)")
+        state.update({k: own[k] for k in head})
     bad = [f"{k}: source {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items()
            if k in own and own[k].shape != v.shape]
     if bad:
-        raise ValueError("mis-shaped tensors:\n  " + "\n  ".join(bad))
+        raise ValueError(f"{len(bad)} tensor(s) do not fit the encoder the checkpoint describes, e.g. {bad[0]}")
     model.load_layout_free_state_dict(state, strict=True)
     return model
-
-
-def _vocab_size(vocab_file: str) -> int:
-    from biomegatron_nemo.tokenizers import WordPieceTokenizer
-
-    return WordPieceTokenizer(str(vocab_file)).vocab_size
 
 
 def import_checkpoint(source: str, path: str, out: str, vocab_file: Optional[str] = None,
@@ -67,31 +65,16 @@ def import_checkpoint(source: str, path: str, out: str, vocab_file: Optional[str
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     with tempfile.TemporaryDirectory() as tmp:
-        if source == "megatron-lm":
-            if not vocab_file:
-                raise ValueError("a Megatron-LM checkpoint holds no vocabulary: give vocab_file (--vocab-file)")
-            imported = read_megatron_lm(path, num_attention_heads)
-        elif source == "nemo1":
-            from biomegatron_nemo.checkpoints.nemo1 import read_nemo1
-
-            imported, found_vocab, _ = read_nemo1(path, tmp, encoder_only=encoder_only)
-            if not (vocab_file or found_vocab):
-                raise ValueError(f"{path}: its config names no tokenizer.vocab_file; give vocab_file (--vocab-file)")
-            vocab_file = vocab_file or str(found_vocab)
-        else:
-            from biomegatron_nemo.checkpoints.hf import read_hf
-
-            imported, found_vocab = read_hf(path, vocab_file)
-            vocab_file = str(found_vocab)
-        # the tokenizer's size (the file, plus any BERT special it lacks) is the rows the model has
-        size = _vocab_size(vocab_file)
-        rows = cut_vocabulary(imported.state, size, str(path))
-        imported.summary.append(f"vocabulary: {size} of {rows} embedding rows kept (the rest is padding)")
-        use_cased = cased if cased is not None else bool(imported.cased)
-        model = _pretraining_model(imported, vocab_file, use_cased, allow_missing_heads=encoder_only)
+        converted = convert_checkpoint(source, path, tmp, vocab_file, cased, num_attention_heads, encoder_only)
+        if converted.tokenizer["cased"] is None:
+            converted.tokenizer["cased"] = looks_cased(converted.tokenizer["vocab_file"])
+            converted.summary.append("casing: read from the vocabulary (the checkpoint does not say; --cased or "
+                                     "--uncased decides)")
+        model = _pretraining_model(converted)
         model.save_to(out)
-    return imported.summary + [f"tokenizer: WordPiece {'cased' if use_cased else 'uncased'} from {vocab_file}",
-                               f"written: {out}"]
+    tokenizer = converted.tokenizer
+    return converted.summary + [f"tokenizer: WordPiece {'cased' if tokenizer['cased'] else 'uncased'}"
+                                f" from {vocab_file or path}", f"written: {out}"]
 
 
 def export_hf(nemo_file: str, out_dir: str) -> List[str]:
@@ -117,7 +100,10 @@ def parse_args(argv=None, prog=None) -> argparse.Namespace:
     case.add_argument("--cased", dest="cased", action="store_true", default=None, help="a cased vocabulary")
     case.add_argument("--uncased", dest="cased", action="store_false", help="an uncased vocabulary (lower-cases)")
     p.add_argument("--encoder-only", action="store_true",
-                   help="nemo1: leave out a task model's heads (listed in the summary)")
+                   help="keep the encoder only: every head of the source (masked LM, sentence order, a task "
+                        "model's) is left out and listed; the .nemo's masked-LM head then starts from random weights. "
+                        "Without it, heads the source lacks start from random weights, and a task model's heads are "
+                        "left out and listed")
     p.add_argument("--num-attention-heads", type=int, help="megatron-lm: when the checkpoint has no args")
     args = p.parse_args(argv)
     if (args.source == "nemo") != (args.target == "hf"):

@@ -69,6 +69,10 @@ _BERT_LAYER_MAP = {
 ARCHITECTURES = {"megatron-bert": (_ENCODER_MAP, _LAYER_MAP, "pre", "MegatronBert"),
                  "bert": (_BERT_ENCODER_MAP, _BERT_LAYER_MAP, "post", "Bert")}
 _HF_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)\.(weight|bias)$")
+#: the heads of HF's BertFor{TokenClassification,SequenceClassification,QuestionAnswering}
+_TASK_HEADS = ("classifier.", "qa_outputs.")
+#: the files of a folder the conversion reads besides the weights
+CONFIG_FILES = ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json")
 #: tied to the word embeddings in HF (checked equal, not stored twice)
 _TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 
@@ -81,29 +85,49 @@ def _transformers():
     return transformers
 
 
-def _read_weights(folder: Path) -> Dict[str, torch.Tensor]:
+def weight_files(folder: Path) -> List[Path]:
+    """The weight files of a folder: one ``model.safetensors`` / ``pytorch_model.bin`` or the shards
+    its ``.index.json`` names (each checked to be there)."""
+    for single, index in (("model.safetensors", "model.safetensors.index.json"),
+                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        if (folder / index).is_file():
+            try:
+                names = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+                raise ValueError(f"{folder / index}: expected a JSON object with a weight_map ({err})") from None
+            missing = [n for n in names if not (folder / n).is_file()]
+            if missing:
+                raise FileNotFoundError(f"{folder / index} names {len(names)} shard(s); missing: {', '.join(missing)}")
+            return [folder / n for n in names]
+        if (folder / single).is_file():
+            return [folder / single]
+    raise FileNotFoundError(f"{folder}: no weights (model.safetensors, pytorch_model.bin, or a sharded "
+                            "*.index.json with its shards)")
+
+
+def _read_weights(files: List[Path]) -> Dict[str, torch.Tensor]:
     _transformers()  # brings safetensors
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        state = {}
-        for name in files:
-            state.update(load_file(str(folder / name)))
-        return state
-    if (folder / "model.safetensors").is_file():
-        return load_file(str(folder / "model.safetensors"))
-    if (folder / "pytorch_model.bin").is_file():
-        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{folder}: no model.safetensors(.index.json) or pytorch_model.bin")
+    state = {}
+    for path in files:
+        try:
+            if path.suffix == ".safetensors":
+                state.update(load_file(str(path)))
+            else:
+                state.update(torch.load(path, map_location="cpu", weights_only=True))
+        except (SafetensorError, RuntimeError, EOFError, OSError) as err:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"{path}: not a readable weights file ({first})") from None
+    return state
 
 
 def hf_to_ours(hf: Dict[str, torch.Tensor], heads: int, source: str, model_type: str = "megatron-bert"
                ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
     """HF MegatronBert (or BERT) tensors → ours; returns (weights, notes). Unknown tensors are an error."""
     encoder_map, layer_map, _, _ = ARCHITECTURES[model_type]
-    ours, qkv, unknown, notes = {}, {}, [], []
+    ours, qkv, unknown, notes, task_heads = {}, {}, [], [], []
     for key, value in hf.items():
         if key in _HEAD_MAP or key in _TIED:
             if key in _HEAD_MAP:
@@ -121,6 +145,8 @@ def hf_to_ours(hf: Dict[str, torch.Tensor], heads: int, source: str, model_type:
             ours[f"encoder.encoder.layers.{layer.group(1)}.{layer_map[layer.group(2)]}.{layer.group(3)}"] = value
         elif key.endswith("position_ids"):
             continue  # a buffer, not a weight
+        elif key.startswith(_TASK_HEADS):
+            task_heads.append(key)
         else:
             unknown.append(key)
     if unknown:
@@ -137,17 +163,71 @@ def hf_to_ours(hf: Dict[str, torch.Tensor], heads: int, source: str, model_type:
                          "library ties them (as Megatron-LM does)")
     if "binary_head.pooler.dense.weight" in ours and "binary_head.classifier.weight" not in ours:
         del ours["binary_head.pooler.dense.weight"], ours["binary_head.pooler.dense.bias"]
-        notes.append("left out: bert.pooler (no sentence-order head uses it)")
+        notes.append("left out: the pooler (no sentence-order head uses it)")
+    if task_heads:
+        notes.append(f"left out: the source's task head {sorted(task_heads)} (fine-tuning builds its own)")
     return ours, notes
 
 
-def read_hf(folder: Union[str, Path], vocab_file: Optional[str] = None) -> Tuple[ImportedWeights, Path]:
-    """A Hugging Face MegatronBert folder → (:class:`ImportedWeights`, its vocabulary file)."""
+def _config_sizes(config: Dict, config_file: Path) -> Dict:
+    try:
+        heads = int(config["num_attention_heads"])
+        return {"num_layers": int(config["num_hidden_layers"]), "hidden_size": int(config["hidden_size"]),
+                "num_attention_heads": heads, "ffn_hidden_size": int(config["intermediate_size"]),
+                "max_position_embeddings": int(config["max_position_embeddings"]),
+                "num_tokentypes": int(config.get("type_vocab_size", 2)),
+                "layernorm_epsilon": float(config.get("layer_norm_eps", 1e-12)),
+                "hidden_dropout": float(config.get("hidden_dropout_prob", 0.1)),
+                "attention_dropout": float(config.get("attention_probs_dropout_prob", 0.1)),
+                "layernorm_order": ARCHITECTURES[config["model_type"]][2]}
+    except KeyError as err:
+        raise ValueError(f"{config_file}: no {err.args[0]} (a BERT config.json has it)") from None
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{config_file}: {err}") from None
+
+
+def check_shapes(state: Dict[str, torch.Tensor], sizes: Dict, vocab_size: Optional[int], config_file: Path) -> None:
+    """One line naming ``config.json``'s key when the weights were made for other sizes."""
+    h, f = sizes["hidden_size"], sizes["ffn_hidden_size"]
+    expected = {"encoder.embedding.word_embeddings.weight": ("vocab_size / hidden_size", (vocab_size, h)),
+                "encoder.embedding.position_embeddings.weight": ("max_position_embeddings / hidden_size",
+                                                                 (sizes["max_position_embeddings"], h)),
+                "encoder.embedding.tokentype_embeddings.weight": ("type_vocab_size / hidden_size",
+                                                                  (sizes["num_tokentypes"], h))}
+    for n in range(sizes["num_layers"]):
+        prefix = f"encoder.encoder.layers.{n}."
+        expected[prefix + "self_attention.linear_qkv.weight"] = ("hidden_size", (3 * h, h))
+        expected[prefix + "mlp.linear_fc1.weight"] = ("intermediate_size / hidden_size", (f, h))
+    for key, (names, shape) in expected.items():
+        if key not in state:
+            if key.startswith("encoder.encoder.layers."):
+                raise ValueError(f"{config_file}: num_hidden_layers is {sizes['num_layers']} but the weights "
+                                 f"have no layer {key.split('.')[3]}")
+            continue
+        have = tuple(state[key].shape)
+        if any(w is not None and w != g for w, g in zip(shape, have)):
+            raise ValueError(f"{config_file}: {names} say {tuple(shape)} but the weights hold {have} ({key})")
+    layers = {int(k.split(".")[3]) for k in state if k.startswith("encoder.encoder.layers.")}
+    if layers and max(layers) + 1 != sizes["num_layers"]:
+        raise ValueError(f"{config_file}: num_hidden_layers is {sizes['num_layers']} but the weights have "
+                         f"{max(layers) + 1} layers")
+
+
+def read_hf(folder: Union[str, Path], workdir: Union[str, Path], vocab_file: Optional[str] = None
+            ) -> Tuple[ImportedWeights, Path]:
+    """A Hugging Face ``BertModel`` / ``BertFor*`` / ``MegatronBert*`` folder → (:class:`ImportedWeights`,
+    its vocabulary file). The vocabulary comes from ``vocab_file``, the folder's ``vocab.txt`` or its
+    ``tokenizer.json`` (then written into ``workdir``); heads the source lacks are simply absent."""
+    from biomegatron_nemo.checkpoints.hf_vocab import hf_vocabulary
+
     folder = Path(folder)
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{folder}: no config.json (is it a Hugging Face model folder?)")
-    config = json.loads(config_file.read_text())
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config_file}: not valid JSON ({err})") from None
     model_type = config.get("model_type")
     if model_type not in ARCHITECTURES:
         raise ValueError(f"{config_file}: model_type {model_type!r}; this converter reads {sorted(ARCHITECTURES)}")
@@ -156,28 +236,24 @@ def read_hf(folder: Union[str, Path], vocab_file: Optional[str] = None) -> Tuple
                          "the encoder has learned absolute positions")
     if config.get("hidden_act", "gelu") != "gelu":
         raise ValueError(f"{config_file}: hidden_act {config['hidden_act']!r}; the encoder uses gelu")
-    heads = int(config["num_attention_heads"])
-    state, notes = hf_to_ours(_read_weights(folder), heads, str(folder), model_type)
-    vocab = Path(vocab_file) if vocab_file else folder / "vocab.txt"
-    if not vocab.is_file():
-        raise FileNotFoundError(f"{folder}: no vocab.txt; give the vocabulary file")
-    sizes = {"num_layers": int(config["num_hidden_layers"]), "hidden_size": int(config["hidden_size"]),
-             "num_attention_heads": heads, "ffn_hidden_size": int(config["intermediate_size"]),
-             "max_position_embeddings": int(config["max_position_embeddings"]),
-             "num_tokentypes": int(config.get("type_vocab_size", 2)),
-             "layernorm_epsilon": float(config.get("layer_norm_eps", 1e-12)),
-             "hidden_dropout": float(config.get("hidden_dropout_prob", 0.1)),
-             "attention_dropout": float(config.get("attention_probs_dropout_prob", 0.1)),
-             "layernorm_order": ARCHITECTURES[model_type][2]}
-    tokenizer_config = folder / "tokenizer_config.json"
-    cased = None
-    if tokenizer_config.is_file():
-        lower = json.loads(tokenizer_config.read_text()).get("do_lower_case")
-        cased = None if lower is None else not lower
+    sizes = _config_sizes(config, config_file)
+    files = weight_files(folder)
+    state, notes = hf_to_ours(_read_weights(files), sizes["num_attention_heads"], str(folder), model_type)
+    check_shapes(state, sizes, config.get("vocab_size"), config_file)
+    if vocab_file:
+        vocab, cased, vocab_notes = Path(vocab_file), None, []
+    else:
+        vocab, cased, vocab_notes = hf_vocabulary(folder, Path(workdir))
+    entries = sum(1 for line in vocab.read_text(encoding="utf-8").splitlines() if line.strip())
+    rows = state["encoder.embedding.word_embeddings.weight"].shape[0]
+    if entries > rows:
+        raise ValueError(f"{vocab}: {entries} entries but the word embeddings have {rows} rows "
+                         f"(config.json vocab_size {config.get('vocab_size')}); is it this model's vocabulary?")
     binary = "binary_head.classifier.weight" in state
-    summary = [f"Hugging Face {config.get('architectures', ['MegatronBert'])[0]} {folder}",
+    summary = [f"Hugging Face {(config.get('architectures') or [ARCHITECTURES[model_type][3] + 'Model'])[0]} {folder} "
+               f"({', '.join(p.name for p in files)})",
                f"encoder: {sizes}",
-               f"{len(state)} tensors mapped"] + notes
+               f"{len(state)} tensors mapped"] + notes + vocab_notes
     return ImportedWeights(state, sizes, binary, cased, summary), vocab
 
 

@@ -129,9 +129,14 @@ def read_megatron_lm(path: Union[str, Path], num_attention_heads: Optional[int] 
             raise ValueError(f"{f}: not a Megatron-LM checkpoint (no 'model' entry)")
     version = float(loaded[0].get("checkpoint_version") or 0.0)
     args = loaded[0].get("args")
-    heads = num_attention_heads or _arg(args, "num_attention_heads")
+    recorded = _arg(args, "num_attention_heads")
+    if recorded and num_attention_heads and int(recorded) != int(num_attention_heads):
+        raise ValueError(f"{files[0]}: args.num_attention_heads is {recorded} but {num_attention_heads} heads were "
+                         "given; the checkpoint's own value holds")
+    heads = recorded or num_attention_heads
     if not heads:
-        raise ValueError(f"{files[0]}: the checkpoint has no args.num_attention_heads; give the number of heads")
+        raise ValueError(f"{files[0]}: the checkpoint has no args.num_attention_heads; give the number of heads "
+                         "(model.encoder.num_attention_heads, or --num-attention-heads)")
     shards = [legacy.normalise_names(legacy.flatten(c["model"])) for c in loaded]
     merged = legacy.merge_tensor_parallel(shards, version, int(heads), str(path))
     sizes = encoder_sizes(merged, args, str(path), int(heads))

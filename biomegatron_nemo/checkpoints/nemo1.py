@@ -4,7 +4,7 @@ A NeMo 1.x ``.nemo`` is a tar with ``model_config.yaml``, ``model_weights.ckpt``
 vocabulary artifact (``tokenizer.vocab_file: nemo:<name>``). Its weights carry the legacy Megatron
 names (:mod:`~biomegatron_nemo.checkpoints.megatron_legacy`) under ``model.`` (``MegatronBertModel``)
 or ``bert_model.`` (the NeMo 1.x task models, whose own heads — ``classifier.*`` and the like — are
-listed and left out with ``encoder_only``). The sizes come from the config (top level, or
+left out and listed in the summary). The sizes come from the config (top level, or
 ``language_model.config`` of task models) and are checked against the tensors. Fused QKV is in
 Megatron's current order (``checkpoint_version`` 3.0) unless the config or the caller says otherwise.
 The archive is read member by member, never extracted as a whole, and the weights weights-only.
@@ -42,8 +42,7 @@ def _sizes_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return {k: cfg.get(k, nested.get(k)) for k in _SIZE_KEYS if cfg.get(k, nested.get(k)) is not None}
 
 
-def read_nemo1(path: Union[str, Path], workdir: Union[str, Path], encoder_only: bool = False,
-               checkpoint_version: Optional[float] = None) -> Tuple[ImportedWeights, Optional[Path], Dict]:
+def read_nemo1(path: Union[str, Path], workdir: Union[str, Path], checkpoint_version: Optional[float] = None) -> Tuple[ImportedWeights, Optional[Path], Dict]:
     """A NeMo 1.x ``.nemo`` → (:class:`ImportedWeights`, its vocabulary file extracted into
     ``workdir`` or None, its config). Vocabulary rows are still padded."""
     path = Path(path)
@@ -72,9 +71,6 @@ def read_nemo1(path: Union[str, Path], workdir: Union[str, Path], encoder_only: 
             dropped.append(key)
         else:
             kept[key[len(prefix):]] = value
-    if dropped and not encoder_only:
-        raise ValueError(f"{path}: tensors outside the encoder and its pretraining heads: {sorted(dropped)[:8]}"
-                         f"{' …' if len(dropped) > 8 else ''} (a task model's heads: convert with encoder_only)")
     sizes_cfg = _sizes_config(cfg)
     version = float(checkpoint_version if checkpoint_version is not None
                     else cfg.get("megatron_checkpoint_version", cfg.get("checkpoint_version", 3.0)))
@@ -91,6 +87,8 @@ def read_nemo1(path: Union[str, Path], workdir: Union[str, Path], encoder_only: 
         dropped.append("language_model.pooler.*")
     summary = [f"NeMo 1.x .nemo {path}: {cfg.get('target', '?')}, QKV order of checkpoint_version {version:g}",
                f"encoder: {sizes}", f"vocabulary: {vocab_ref or 'none in the file'}",
-               f"{len(ours)} tensors mapped" + (f"; left out: {sorted(dropped)[:8]}" if dropped else "")]
+               f"{len(ours)} tensors mapped" + (f"; left out (outside the encoder and its pretraining heads, e.g. a task "
+                                               f"model's head): {sorted(dropped)[:8]}{' …' if len(dropped) > 8 else ''}"
+                                               if dropped else "")]
     cased = None if tokenizer.get("do_lower_case") is None else not tokenizer["do_lower_case"]
     return ImportedWeights(ours, sizes, binary, cased, summary), vocab, cfg

@@ -39,6 +39,7 @@ from biomegatron_nemo.encoder.heads import (
     SpanQAHead,
     TokenClassificationHead,
 )
+from biomegatron_nemo.tokenizers import DEFAULT_LIBRARY
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 #: task → its outputs and their dynamic axes (every other axis is fixed: labels, classes, vocabulary)
@@ -181,7 +182,7 @@ def metadata(model: torch.nn.Module) -> Dict[str, str]:
         "outputs": json.dumps(output_names(model)),
         "vocab_size": str(tokenizer.vocab_size),
         "max_sequence_length": str(model.encoder.encoder_config.max_position_embeddings),
-        "tokenizer": json.dumps({"library": model.cfg.tokenizer.library, "cased": model.cfg.tokenizer.get("cased")}),
+        "tokenizer": json.dumps({"library": model.cfg.tokenizer.library or DEFAULT_LIBRARY, "cased": model.cfg.tokenizer.get("cased")}),
         "special_ids": json.dumps(dict(tokenizer.special_ids)),
         "biomegatron_nemo_version": __version__,
     }

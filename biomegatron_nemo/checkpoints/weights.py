@@ -10,7 +10,7 @@ of another (a last pipeline stage's copy of the tied word embeddings). With it:
 * :func:`read_nemo_weights` — the weights inside a ``.nemo`` file, read weights-only, with errors
   that name the file; :func:`check_nemo_file` — a broken or truncated archive named before restoring;
 * :func:`load_encoder_weights` — initialise some of a model's weights (e.g. ``encoder.*``) from
-  another ``.nemo``, naming every tensor that does not fit.
+  a pretrained checkpoint's layout-free weights, naming what does not fit.
 """
 
 from __future__ import annotations
@@ -103,30 +103,33 @@ def read_nemo_weights(path: str) -> Dict[str, torch.Tensor]:
         raise ValueError(f"{path}: not a readable .nemo file (a tar archive): {err}") from err
 
 
-def load_encoder_weights(model: torch.nn.Module, layout: WeightLayout, path: str,
-                         prefixes: Sequence[str] = ("encoder.",), appended_ids: Sequence[int] = (),
+def load_encoder_weights(model: torch.nn.Module, layout: WeightLayout, full: Mapping[str, torch.Tensor],
+                         source: str, prefixes: Sequence[str] = ("encoder.",), appended_ids: Sequence[int] = (),
                          seed: int = 1234, init_std: float = 0.02) -> None:
-    """Initialise the weights under ``prefixes`` from another ``.nemo`` (e.g. a pretrained encoder).
+    """Initialise the weights under ``prefixes`` from the layout-free weights ``full`` of a
+    pretrained checkpoint (``source`` names it in errors).
 
     ``appended_ids`` are token ids the model's vocabulary has after the checkpoint's (entity
     markers added as special tokens): vocabulary-sized tensors grow to them, the checkpoint's rows
     kept and the new ones drawn from N(0, ``init_std``) with ``seed`` (zeros for biases) — the same
-    on every rank and at every tensor-parallel size. Any other shape or vocabulary mismatch raises
-    one ValueError naming every mismatching tensor. Collective under model parallelism.
+    on every rank and at every tensor-parallel size. Any other shape mismatch, or a tensor the
+    model needs that the checkpoint lacks, is one ValueError line naming the first and counting
+    the rest. Collective under model parallelism.
     """
     prefixes = tuple(prefixes)
-    full = {k: v for k, v in read_nemo_weights(path).items() if k.startswith(prefixes)}
+    full = {k: v for k, v in full.items() if k.startswith(prefixes)}
     if not full:
-        raise ValueError(f"{path}: no weights under {list(prefixes)}")
+        raise ValueError(f"{source}: no weights under {list(prefixes)}")
     own = layout_free_state_dict(model, layout)
     full = _grow_vocabulary(full, own, set(layout.vocab_sized) | set(layout.tied_copies.values()),
                             set(appended_ids), seed, init_std)
-    problems = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+    problems = [f"{k} is {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} in the model"
                 for k, v in full.items() if k in own and own[k].shape != v.shape]
-    missing = sorted(k for k in own if k.startswith(prefixes) and k not in full)
-    if problems or missing:
-        details = problems + [f"{k}: missing from checkpoint" for k in missing]
-        raise ValueError(f"cannot initialise from {path}; mismatching tensors:\n  " + "\n  ".join(details))
+    problems += [f"{k} is missing from the checkpoint" for k in sorted(own)
+                 if k.startswith(prefixes) and k not in full]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ValueError(f"cannot initialise from {source}: {problems[0]}{more}")
     local = shard_layout_free_state_dict(model, full, vocab_keys=layout.vocab_sized, aliases=layout.tied_copies)
     model.load_state_dict(local, strict=False)
 

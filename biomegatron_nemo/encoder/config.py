@@ -15,7 +15,7 @@ from typing import Any, Dict, Mapping, Optional
 from biomegatron_nemo.common.config import Schema, option, to_plain
 from biomegatron_nemo.common.errors import ConfigError
 
-__all__ = ["EncoderConfig", "PRESETS", "padded_vocab_size"]
+__all__ = ["ARCHITECTURE_KEYS", "EncoderConfig", "PRESETS", "padded_vocab_size"]
 
 # name -> (num_layers, hidden_size, num_attention_heads). FFN is 4 x hidden everywhere, as in
 # the paper's Table 1 and in Megatron-LM's BERT.
@@ -44,8 +44,16 @@ def padded_vocab_size(vocab_size: int, make_divisible_by: int = 128, tensor_para
     return ((vocab_size + multiple - 1) // multiple) * multiple
 
 
-#: Used when neither a preset nor the sizes are given.
+#: Used when neither a preset nor the sizes are given (nor a pretrained checkpoint, which decides them).
 DEFAULT_PRESET = "tiny"
+#: The other architecture keys when neither the user nor a pretrained checkpoint sets them. They
+#: default to null in the schema so that a key the user set can be told from one left alone.
+ARCHITECTURE_DEFAULTS: Dict[str, Any] = {"max_position_embeddings": 512, "num_tokentypes": 2,
+                                         "layernorm_epsilon": 1e-5, "layernorm_order": "pre"}
+#: The keys that describe the trained network, which a pretrained checkpoint decides (dropout, the
+#: layer implementation and recompute stay the user's choice).
+ARCHITECTURE_KEYS = ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size",
+                     *ARCHITECTURE_DEFAULTS)
 #: BERT's WordPiece vocabulary size: the vocabulary of a bare encoder built without a tokenizer.
 BERT_VOCAB_SIZE = 30522
 LAYER_SPECS = ("auto", "te", "local", "portable")
@@ -69,19 +77,23 @@ class EncoderConfig(Schema):
     ffn_hidden_size: Optional[int] = option(None, "MLP inner size; null: 4 x hidden_size")
     vocab_size: Optional[int] = option(None, "vocabulary size; models take their tokenizer's "
                                              f"(a bare encoder: {BERT_VOCAB_SIZE:,}, BERT's)")
-    max_position_embeddings: int = option(512, "longest input in tokens (learned absolute positions)")
-    num_tokentypes: int = option(2, "token-type (segment) embeddings; 0: none")
-    layernorm_epsilon: float = option(1e-5, "LayerNorm epsilon (Megatron's 1e-5, not HF's 1e-12)")
+    max_position_embeddings: Optional[int] = option(None, "longest input in tokens (learned absolute positions); "
+                                                          f"null: {ARCHITECTURE_DEFAULTS['max_position_embeddings']}")
+    num_tokentypes: Optional[int] = option(None, "token-type (segment) embeddings, 0: none; "
+                                                 f"null: {ARCHITECTURE_DEFAULTS['num_tokentypes']}")
+    layernorm_epsilon: Optional[float] = option(None, "LayerNorm epsilon; null: Megatron's "
+                                                      f"{ARCHITECTURE_DEFAULTS['layernorm_epsilon']:g} (HF BERT: 1e-12)")
     hidden_dropout: float = option(0.1, "dropout after attention and MLP")
     attention_dropout: float = option(0.1, "dropout on attention probabilities")
     init_method_std: float = option(0.02, "standard deviation of the normal weight initialisation")
     make_vocab_size_divisible_by: int = option(128, "vocabulary rows are padded to a multiple of this x TP")
     layer_spec: str = option("auto", "layer implementation: auto = te on CUDA with Transformer Engine, "
                                      "else portable (SDPA attention, CPU and GPU)", choices=LAYER_SPECS)
-    layernorm_order: str = option("pre", "pre: Megatron-BERT (LayerNorm before attention and MLP, a final "
-                                         "LayerNorm); post: the original BERT (LayerNorm after each residual "
-                                         "add and on the embeddings) — BioBERT, PubMedBERT",
-                                  choices=("pre", "post"))
+    layernorm_order: Optional[str] = option(None, "pre: Megatron-BERT (LayerNorm before attention and MLP, a "
+                                                  "final LayerNorm); post: the original BERT (LayerNorm after each "
+                                                  "residual add and on the embeddings) — BioBERT, PubMedBERT; null: "
+                                                  f"{ARCHITECTURE_DEFAULTS['layernorm_order']}",
+                                            choices=("pre", "post"))
     recompute_granularity: str = option("none", "activation recompute: full = keep each chunk of layers' "
                                                 "input and rerun the chunk in the backward (CPU and GPU); "
                                                 "selective = megatron-core's core-attention recompute (CUDA)",
@@ -102,6 +114,9 @@ class EncoderConfig(Schema):
                 setattr(self, name, value)
         if self.ffn_hidden_size is None:
             self.ffn_hidden_size = 4 * self.hidden_size
+        for name, value in ARCHITECTURE_DEFAULTS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if self.vocab_size is None:
             self.vocab_size = BERT_VOCAB_SIZE
         self.validate()

@@ -11,8 +11,9 @@ It owns only the lifecycle around the encoder:
 * training / validation / test steps, on one stage or through the pipeline
   (:mod:`biomegatron_nemo.parallel.pipeline`), and the optimiser through NeMo's ``optim`` config
   with weight decay off for biases and LayerNorm weights (BERT's recipe);
-* layout-free ``.nemo`` files and ``init_from`` / ``language_model.nemo_file``, through
-  :mod:`biomegatron_nemo.checkpoints`;
+* layout-free ``.nemo`` files, and the pretrained checkpoint a config names
+  (``language_model.pretrained``), which decides the architecture and vocabulary
+  (:mod:`~biomegatron_nemo.models.from_pretrained`) and initialises the weights;
 * numerical faults: a NaN or inf gradient norm (what a NaN/inf loss also produces) stops the run
   at that step or skips the update (``on_nonfinite``), decided alike on every rank.
 
@@ -45,6 +46,8 @@ Extension points (what the task models — pretraining, NER, relation extraction
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Dict, List, Optional, Tuple, Type
 
 import torch
@@ -60,12 +63,22 @@ from biomegatron_nemo.checkpoints.training import complete_saved_batch
 from biomegatron_nemo.common.config import NEMO_MANAGED_KEYS, to_plain, validate_config
 from biomegatron_nemo.encoder.config import EncoderConfig
 from biomegatron_nemo.models.config import BioMegatronModelConfig, nemo_optim_config
+from biomegatron_nemo.models.from_pretrained import apply_pretrained, pretrained_checkpoint
 from biomegatron_nemo.models.outputs import HeadOutput
-from biomegatron_nemo.tokenizers import LIBRARIES, BioTokenizer, build_tokenizer
+from biomegatron_nemo.tokenizers import DEFAULT_LIBRARY, LIBRARIES, BioTokenizer, build_tokenizer
+
+log = logging.getLogger(__name__)
 
 # NeMo 3.0 refuses to instantiate `target:` classes outside an allow-list when restoring.
 if "biomegatron_nemo." not in ALLOWED_TARGET_PREFIXES:
     ALLOWED_TARGET_PREFIXES.append("biomegatron_nemo.")
+
+
+def _quiet_nemo(quiet: bool):
+    """NeMo's logging at ERROR level inside the block when ``quiet``."""
+    from nemo.utils import logging as nemo_logging
+
+    return nemo_logging.temp_verbosity(logging.ERROR) if quiet else contextlib.nullcontext()
 
 
 class BioMegatronModelPT(ModelPT):
@@ -78,9 +91,13 @@ class BioMegatronModelPT(ModelPT):
 
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
         cfg = validate_config(cfg, self.config_class, where=type(self).__name__, passthrough=NEMO_MANAGED_KEYS)
+        if not self._is_model_being_restored():  # a restored config is complete; its checkpoint may be far away
+            cfg = apply_pretrained(cfg, where=type(self).__name__)
         self._modules_built = False
         self._nonfinite_skipped = 0  # updates skipped by on_nonfinite=skip (kept in checkpoints)
-        super().__init__(cfg=cfg, trainer=trainer)
+        with _quiet_nemo(self._is_model_being_restored()):
+            # restoring, NeMo would warn with the train/validation/test configs (whoever trained it: their paths)
+            super().__init__(cfg=cfg, trainer=trainer)
         # A restored model gets its weights from the .nemo; init_from applies to new models only.
         # (Decided now: NeMo's restore flag is class state and may change before configure_model.)
         self._being_restored = self._is_model_being_restored()
@@ -94,7 +111,7 @@ class BioMegatronModelPT(ModelPT):
     def _setup_tokenizer(self) -> BioTokenizer:
         # Register the tokenizer's file first: register_artifact returns the path to read — the
         # user's file when training, the copy inside the unpacked .nemo when restoring.
-        key = LIBRARIES[self.cfg.tokenizer.library]
+        key = LIBRARIES[self.cfg.tokenizer.library or DEFAULT_LIBRARY]
         if self.cfg.tokenizer.get(key):
             resolved = self.register_artifact(f"tokenizer.{key}", self.cfg.tokenizer[key])
             with open_dict(self.cfg):
@@ -127,14 +144,15 @@ class BioMegatronModelPT(ModelPT):
         self.encoder = build_encoder(self.encoder_config)
         self.build_heads()
         self._modules_built = True
-        pretrained = self.cfg.init_from or self.cfg.language_model.nemo_file
-        if pretrained and not self._being_restored:
+        checkpoint = None if self._being_restored else pretrained_checkpoint(self.cfg)
+        if checkpoint is not None:
             # tokens the tokenizer adds after its vocabulary file (e.g. entity markers) may be
             # new to the pretrained encoder: their embedding rows are added
             appended = [self.tokenizer.special_ids[t] for t in self.tokenizer.extra_special_tokens]
             prefixes = ("",) if self.cfg.init_heads else ("encoder.",)
-            weights.load_encoder_weights(self, self.weight_layout(), pretrained, prefixes=prefixes, appended_ids=appended,
-                                         seed=int(self.cfg.seed), init_std=self.encoder_config.init_method_std)
+            weights.load_encoder_weights(self, self.weight_layout(), checkpoint.weights(), checkpoint.source,
+                                         prefixes=prefixes, appended_ids=appended, seed=int(self.cfg.seed),
+                                         init_std=self.encoder_config.init_method_std)
 
     def build_heads(self) -> None:
         """Subclasses create their task heads here (see the module docstring)."""
@@ -275,9 +293,7 @@ class BioMegatronModelPT(ModelPT):
         for p in params:
             p.grad = None
         self._nonfinite_skipped += 1
-        from nemo.utils import logging
-
-        logging.warning(f"step {step}: the gradient norm is {norm}; this update was skipped "
+        log.warning(f"step {step}: the gradient norm is {norm}; this update was skipped "
                         f"({self._nonfinite_skipped} skipped so far)")
         self.log("train_nonfinite_skipped", float(self._nonfinite_skipped))
 

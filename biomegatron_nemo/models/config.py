@@ -99,10 +99,13 @@ def nemo_optim_config(optim: Any) -> Dict[str, Any]:
 
 @dataclass
 class LanguageModelConfig(Schema):
-    """``language_model``: NeMo 1.x's key for the pretrained encoder of a fine-tuning model."""
+    """``language_model``: the pretrained encoder a model starts from (NeMo 1.x's section name)."""
 
-    nemo_file: Optional[str] = option(None, "a .nemo whose encoder initialises this model (e.g. from "
-                                            "examples/pretrain.py); null: random initialisation")
+    pretrained: Optional[str] = option(None, "a pretrained checkpoint: a .nemo of this library or of NeMo 1.x, a "
+                                             "Hugging Face BERT folder, or a Megatron-LM checkpoint. It decides the "
+                                             "encoder's architecture and the vocabulary (docs/pretrained.md); "
+                                             "converted once and cached. null: random initialisation")
+    nemo_file: Optional[str] = option(None, "the same as pretrained (NeMo 1.x's key)")
 
 
 @dataclass
@@ -112,8 +115,8 @@ class BioMegatronModelConfig(Schema):
     seed: int = option(1234, "seed of the weight initialisation")
     tokenizer: TokenizerConfig = section(TokenizerConfig, "the vocabulary")
     encoder: EncoderConfig = section(EncoderConfig, "encoder size and regularisation")
-    init_from: Optional[str] = option(None, "a .nemo whose encoder weights initialise this model "
-                                            "(continued pretraining, paper Table 6)")
+    init_from: Optional[str] = option(None, "the same as language_model.pretrained (the name used for "
+                                            "continued pretraining, paper Table 6)")
     language_model: LanguageModelConfig = section(LanguageModelConfig, "pretrained encoder (fine-tuning)")
     init_heads: bool = option(False, "with init_from / language_model.nemo_file: initialise the task heads "
                                      "from it too (same task and sizes, e.g. BioASQ after SQuAD)")
@@ -124,12 +127,19 @@ class BioMegatronModelConfig(Schema):
                                         "(train_nonfinite_skipped)", choices=("error", "skip"))
 
     def check(self) -> None:
-        if self.init_from and self.language_model.nemo_file:
-            raise ConfigError("init_from and language_model.nemo_file both name a checkpoint; give one",
-                              key="init_from")
-        if self.init_heads and not self.pretrained_weights():
-            raise ConfigError("needs init_from or language_model.nemo_file", key="init_heads")
+        named = [key for key, value in PRETRAINED_KEYS.items() if value(self)]
+        if len(named) > 1:
+            raise ConfigError(f"{' and '.join(named)} each name a pretrained checkpoint; give one", key=named[1])
+        if self.init_heads and not named:
+            raise ConfigError("needs a pretrained checkpoint (language_model.pretrained)", key="init_heads")
 
-    def pretrained_weights(self) -> Optional[str]:
-        """The checkpoint that initialises the encoder, if any."""
-        return self.init_from or self.language_model.nemo_file
+
+#: the keys that name the pretrained checkpoint (one at most), each read from the model's config
+PRETRAINED_KEYS = {"language_model.pretrained": lambda cfg: cfg.language_model.pretrained,
+                   "language_model.nemo_file": lambda cfg: cfg.language_model.nemo_file,
+                   "init_from": lambda cfg: cfg.init_from}
+
+
+def pretrained_path(cfg: Any) -> Optional[str]:
+    """The pretrained checkpoint a model config names (under any of :data:`PRETRAINED_KEYS`), if any."""
+    return next((str(get(cfg)) for get in PRETRAINED_KEYS.values() if get(cfg)), None)

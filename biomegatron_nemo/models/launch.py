@@ -1,15 +1,18 @@
 """What every example script does before it builds its model: :func:`start_run`.
 
-1. :func:`check_layout` refuses a parallel layout that cannot work — a world size not divisible
+1. The pretrained checkpoint the model config names fills in the encoder's architecture and the
+   vocabulary (:func:`~biomegatron_nemo.models.from_pretrained.apply_pretrained`), or a key that
+   disagrees with it is refused.
+2. :func:`check_layout` refuses a parallel layout that cannot work — a world size not divisible
    by TP × PP, TP not dividing the attention heads or hidden sizes, more pipeline stages than
    layers — with an error naming the key, before any process group, Trainer or model exists
    (megatron-core would otherwise fail inside ``configure_model`` on every rank).
-2. :func:`resume_checkpoint` picks the checkpoint a rerun resumes from when NeMo's
+3. :func:`resume_checkpoint` picks the checkpoint a rerun resumes from when NeMo's
    ``exp_manager`` cannot: a run killed after writing its new ``-last`` checkpoint but before
    deleting the old one leaves two, and NeMo refuses to choose. The newest by optimizer step is
    taken (on every rank the same way), and global rank 0 tidies the leftovers
    (:func:`biomegatron_nemo.checkpoints.training.prepare_resume`).
-3. The Trainer (:func:`~biomegatron_nemo.parallel.trainer.build_trainer`) and ``exp_manager``.
+4. The Trainer (:func:`~biomegatron_nemo.parallel.trainer.build_trainer`) and ``exp_manager``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from biomegatron_nemo.checkpoints.training import load_training_checkpoint, prep
 from biomegatron_nemo.common.config import parse_config, to_plain
 from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.encoder.config import EncoderConfig
+from biomegatron_nemo.models.from_pretrained import apply_pretrained
 from biomegatron_nemo.parallel.state import ParallelConfig
 
 
@@ -100,6 +104,35 @@ def resume_checkpoint(exp_manager_cfg: Mapping[str, Any]) -> Optional[str]:
     return str(max(steps, key=lambda p: (steps[p], p.stat().st_mtime)))
 
 
+def has_validation(cfg: DictConfig) -> bool:
+    """Whether the run validates: a validation file (fine-tuning) or split (pretraining), and batches to run."""
+    if (cfg.get("trainer") or {}).get("limit_val_batches") == 0:
+        return False
+    validation = (cfg.get("model") or {}).get("validation_ds")
+    return validation is not None and ("file" not in validation or bool(validation.file))
+
+
+def name_checkpoints_by_step(em_cfg: DictConfig, name: str) -> None:
+    """Without validation a ``val_*`` metric is never computed, yet NeMo would write it into every
+    checkpoint name (as 0.0000): keep the newest checkpoint instead, named by epoch and step."""
+    params = em_cfg.get("checkpoint_callback_params") or {}
+    if not str(params.get("monitor") or "").startswith("val"):
+        return
+    with open_dict(em_cfg):
+        em_cfg.checkpoint_callback_params = {**to_plain(params), "monitor": "step", "mode": "max",
+                                             "filename": params.get("filename") or f"{name}--{{epoch}}-{{step}}"}
+
+
+def name_last_checkpoint(trainer, name: str) -> None:
+    """The ``-last`` checkpoint is named by epoch and step: NeMo names it after the monitored metric,
+    which Lightning writes as 0.0000 whenever the latest steps were not validated."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            callback.CHECKPOINT_NAME_LAST = f"{name}--{{epoch}}-{{step}}-last"
+
+
 def start_run(cfg: DictConfig, **trainer_arguments: Any) -> Tuple[Any, Path]:
     """Check the layout, build the Trainer (``trainer_arguments``, e.g. ``callbacks``, added to
     ``cfg.trainer``), resolve resuming, start ``exp_manager``; returns the Trainer and the run's
@@ -108,9 +141,13 @@ def start_run(cfg: DictConfig, **trainer_arguments: Any) -> Tuple[Any, Path]:
 
     from biomegatron_nemo.parallel.trainer import build_trainer
 
+    if not cfg.get("restore_from"):  # the pretrained checkpoint decides the sizes the layout is checked against
+        apply_pretrained(cfg.model, prefix="model.")
     check_layout(cfg, check_encoder=not cfg.get("restore_from"))
     trainer = build_trainer(cfg.trainer, cfg.parallel, **trainer_arguments)
     em_cfg = OmegaConf.create(to_plain(cfg.get("exp_manager")) or {})
+    if not has_validation(cfg):
+        name_checkpoints_by_step(em_cfg, cfg.get("name") or "biomegatron")
     chosen = resume_checkpoint(em_cfg)
     if trainer.is_global_zero and em_cfg.get("resume_if_exists"):
         folder = _checkpoint_dir(em_cfg)
@@ -120,4 +157,6 @@ def start_run(cfg: DictConfig, **trainer_arguments: Any) -> Tuple[Any, Path]:
         with open_dict(em_cfg):  # NeMo's search would refuse the several -last files
             em_cfg.resume_if_exists = False
             em_cfg.resume_from_checkpoint = chosen
-    return trainer, Path(exp_manager(trainer, em_cfg))
+    log_dir = Path(exp_manager(trainer, em_cfg))
+    name_last_checkpoint(trainer, em_cfg.get("name") or "biomegatron")
+    return trainer, log_dir

@@ -22,6 +22,7 @@ from biomegatron_nemo.tokenizers.wordpiece import WordPieceTokenizer
 __all__ = [
     "SPECIAL_TOKENS",
     "BioTokenizer",
+    "DEFAULT_LIBRARY",
     "Encoding",
     "SentencePieceTokenizer",
     "TokenizerConfig",
@@ -31,26 +32,33 @@ __all__ = [
 
 #: library → the config key of its file
 LIBRARIES = {"wordpiece": "vocab_file", "sentencepiece": "model_file"}
+DEFAULT_LIBRARY = "wordpiece"
 
 
 @dataclass
 class TokenizerConfig(Schema):
     """The ``tokenizer:`` section: which vocabulary, from which file."""
 
-    library: str = option("wordpiece", "vocabulary kind", choices=tuple(LIBRARIES))
+    library: Optional[str] = option(None, f"vocabulary kind; null: {DEFAULT_LIBRARY}, or the pretrained "
+                                          "checkpoint's", choices=tuple(LIBRARIES))
     vocab_file: Optional[str] = option(None, "WordPiece vocab.txt (library=wordpiece); copied into the .nemo")
     model_file: Optional[str] = option(None, "SentencePiece .model (library=sentencepiece); copied into the .nemo")
     cased: Optional[bool] = option(None, "WordPiece: keep case (cased vocabularies); null/false lower-cases. "
                                          "A SentencePiece model's casing is fixed when it is trained")
     special_tokens: List[str] = option(doc="extra tokens never split, e.g. entity markers", factory=list)
 
+    @property
+    def kind(self) -> str:
+        """The library in use (``library``, else the default)."""
+        return self.library or DEFAULT_LIBRARY
+
     def check(self) -> None:
-        file_key = LIBRARIES[self.library]
+        file_key = LIBRARIES[self.kind]
         unused = [k for k in LIBRARIES.values() if k != file_key and getattr(self, k)]
-        if self.library == "sentencepiece" and self.cased is not None:
+        if self.kind == "sentencepiece" and self.cased is not None:
             unused.append("cased")
         if unused:
-            raise ConfigError(f"{unused} are not used by library={self.library!r}", key=unused[0])
+            raise ConfigError(f"{unused} are not used by library={self.kind!r}", key=unused[0])
 
 
 def build_tokenizer(cfg: Any) -> BioTokenizer:
@@ -62,12 +70,12 @@ def build_tokenizer(cfg: Any) -> BioTokenizer:
     checked: TokenizerConfig = parse_config(cfg, TokenizerConfig, where="tokenizer")
     # The file is checked here, not in the schema: a model config being restored names it as a
     # .nemo artifact until NeMo has unpacked it.
-    file_key = LIBRARIES[checked.library]
+    file_key = LIBRARIES[checked.kind]
     path = getattr(checked, file_key)
     if not path:
-        raise ConfigError(f"is required for library={checked.library!r}", key=file_key, where="tokenizer")
+        raise ConfigError(f"is required for library={checked.kind!r}", key=file_key, where="tokenizer")
     if not os.path.isfile(path):
         raise ConfigError(f"{path!r}: file does not exist", key=file_key, where="tokenizer")
-    if checked.library == "wordpiece":
+    if checked.kind == "wordpiece":
         return WordPieceTokenizer(path, cased=bool(checked.cased), special_tokens=checked.special_tokens)
     return SentencePieceTokenizer(path, special_tokens=checked.special_tokens)

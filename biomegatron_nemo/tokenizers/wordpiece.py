@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import os
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
@@ -56,6 +57,19 @@ def read_vocab(vocab_file: str, specials: Sequence[str]) -> Dict[str, int]:
     for token in specials:
         vocab.setdefault(token, len(vocab))
     return vocab
+
+
+#: share of word pieces with an upper-case letter above which a vocabulary counts as cased
+CASED_SHARE = 0.01
+
+
+def looks_cased(vocab_file) -> bool:
+    """Whether a vocabulary keeps case: uncased BERT vocabularies hold no upper-case word pieces
+    (bracketed specials such as ``[UNK]`` aside)."""
+    tokens = Path(vocab_file).read_text(encoding="utf-8").split()
+    pieces = [t for t in tokens if not (t.startswith("[") and t.endswith("]"))]
+    upper = sum(1 for t in pieces if any(c.isupper() for c in t))
+    return upper > CASED_SHARE * max(len(pieces), 1)
 
 
 def _to_encoding(enc) -> Encoding:
