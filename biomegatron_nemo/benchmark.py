@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import tarfile
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
-
-import yaml
 
 
 @dataclass(frozen=True)
@@ -85,35 +81,6 @@ class Score:
     files: Dict[str, str] = field(default_factory=dict)
 
 
-def encoder_nemo(model: str, work: Path, vocab_file: Optional[str] = None) -> Path:
-    """``model`` as a ``.nemo`` of this library (Megatron-LM and HF folders are converted)."""
-    path = Path(model)
-    if path.is_file():
-        return path
-    from biomegatron_nemo.checkpoints.convert import import_checkpoint
-
-    source = "hf" if (path / "config.json").is_file() else "megatron-lm"
-    out = work / "encoder.nemo"
-    for line in import_checkpoint(source, str(path), str(out), vocab_file=vocab_file):
-        print(f"  {line}")
-    return out
-
-
-def nemo_sections(nemo_file: Path, work: Path) -> Dict:
-    """The tokenizer and encoder sections of a ``.nemo``'s config, its vocabulary extracted to ``work``."""
-    with tarfile.open(nemo_file) as tar:
-        members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
-        config = yaml.safe_load(tar.extractfile(members["model_config.yaml"]))
-        tokenizer = dict(config["tokenizer"])
-        for key in ("vocab_file", "model_file"):
-            value = tokenizer.get(key)
-            if value:
-                name = Path(str(value).removeprefix("nemo:")).name
-                tar.extract(members[name], work, filter="data")
-                tokenizer[key] = str(work / members[name].name)
-    return {"tokenizer": tokenizer, "encoder": config["encoder"]}
-
-
 def _files(bench: Benchmark, data: Optional[Path], samples: Optional[Path]) -> Dict[str, Optional[str]]:
     if samples is not None:
         train, dev = SAMPLE_FILES[bench.task]
@@ -128,12 +95,18 @@ def _files(bench: Benchmark, data: Optional[Path], samples: Optional[Path]) -> D
     return present
 
 
-def run_one(bench: Benchmark, sections: Dict, pretrained: Path, files: Dict, out: Path, recipe: str,
-            budget: Optional[int], extra: Sequence[str] = ()) -> Tuple[List[Score], str]:
-    """Fine-tune ``pretrained`` on one benchmark and score it on its test file, else its development
-    file (neither: no score); ``extra``: more Hydra overrides. Returns the scores and the saved model."""
-    from omegaconf import OmegaConf, open_dict
+def _squad_files(train: str, dev: Optional[str]) -> Dict[str, Optional[str]]:
+    for name, path in (("--squad-train", train), ("--squad-dev", dev)):
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: the SQuAD file of {name} does not exist")
+    return {"train": train, "dev": dev, "test": None, "golden": None}
 
+
+def run_one(bench: Benchmark, pretrained: str, files: Dict, out: Path, recipe: str, budget: Optional[int],
+            extra: Sequence[str] = ()) -> Tuple[List[Score], str]:
+    """Fine-tune from the checkpoint ``pretrained`` (any kind) on one benchmark and score it on its
+    test file, else its development file (neither: no score); ``extra``: more Hydra overrides.
+    Returns the scores and the saved model."""
     from biomegatron_nemo.models.launch import start_run
     from biomegatron_nemo.models.runs import compose_run_config
     from biomegatron_nemo.models.tasks import TASKS
@@ -142,17 +115,10 @@ def run_one(bench: Benchmark, sections: Dict, pretrained: Path, files: Dict, out
     overrides = [f"model.train_ds.file={files['train']}", f"model.validation_ds.file={files['dev'] or 'null'}",
                  *recipe_overrides(recipe, bench), f"exp_manager.exp_dir={out}",
                  f"name={bench.name.replace(' ', '_')}", "exp_manager.resume_if_exists=false",
-                 "trainer.enable_progress_bar=true", *extra]
-    if not any(o.startswith("model.init_from=") for o in extra):
-        overrides.append(f"model.language_model.nemo_file={pretrained}")
+                 "trainer.enable_progress_bar=true", f"model.language_model.pretrained={pretrained}", *extra]
     if budget:
         overrides.append(f"trainer.max_steps={budget}")
-    if files["dev"] is None:  # no validation: keep the last model
-        overrides += ["exp_manager.checkpoint_callback_params.monitor=train_loss"]
     cfg = compose_run_config(task.config_name, overrides)
-    with open_dict(cfg):
-        cfg.model.tokenizer = OmegaConf.create(sections["tokenizer"])
-        cfg.model.encoder = OmegaConf.create(sections["encoder"])
     trainer, log_dir = start_run(cfg)
     model = task.load_model_class()(cfg.model, trainer=trainer)
     trainer.fit(model)
@@ -219,32 +185,37 @@ def parse_args(argv=None, prog=None) -> argparse.Namespace:
 def main(argv=None, prog=None) -> int:
     args = parse_args(argv, prog)
     from biomegatron_nemo.analysis.published import PUBLISHED
+    from biomegatron_nemo.checkpoints.pretrained import resolve_pretrained
     from biomegatron_nemo.models.runs import SAMPLES
 
-    args.output.mkdir(parents=True, exist_ok=True)
     chosen = [b for b in SUITE if not args.tasks or b.name in args.tasks]
+    # everything a run will read is checked before the first one starts (each takes minutes to hours)
+    files = {b.name: _files(b, args.data, SAMPLES if args.samples else None) for b in chosen}
+    squad = _squad_files(args.squad_train, args.squad_dev) if args.squad_train else None
+    if args.vocab_file and not Path(args.vocab_file).is_file():
+        raise FileNotFoundError(f"{args.vocab_file}: the vocabulary file of --vocab-file does not exist")
+    checkpoint = resolve_pretrained(args.model, vocab_file=args.vocab_file)  # converted here, once
+    for line in checkpoint.summary:
+        print(f"  {line}")
+    pretrained = args.model
+    args.output.mkdir(parents=True, exist_ok=True)
+    vocab = [f"model.tokenizer.vocab_file={args.vocab_file}"] if args.vocab_file else []
     scores: List[Score] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        pretrained = encoder_nemo(args.model, Path(tmp), args.vocab_file)
-        sections = nemo_sections(pretrained, args.output)
-        squad_model = None
-        if args.squad_train and any(b.task == "qa" for b in chosen):
-            print("\n=== SQuAD v1.1 (the first stage of BioASQ)", flush=True)
-            squad = Benchmark("SQuAD-v1.1", "qa", ("exact_match", "f1"), args.squad_train, args.squad_dev or "")
-            files = {"train": args.squad_train, "dev": args.squad_dev, "test": None, "golden": None}
-            stage, squad_model = run_one(squad, sections, pretrained, files, args.output / "runs", args.recipe,
-                                         args.budget, ["model.dataset=squad"] + (
-                                             ["exp_manager.checkpoint_callback_params.monitor=val_f1"]
-                                             if args.squad_dev else []))
-            scores += stage
-        for bench in chosen:
-            print(f"\n=== {bench.name}", flush=True)
-            files = _files(bench, args.data, SAMPLES if args.samples else None)
-            extra = ["model.dataset=bioasq"] if bench.task == "qa" else []
-            if bench.task == "qa" and squad_model:
-                extra += [f"model.init_from={squad_model}", "model.init_heads=true"]
-            scores += run_one(bench, sections, pretrained, files, args.output / "runs", args.recipe, args.budget,
-                              extra)[0]
+    squad_model = None
+    if squad and any(b.task == "qa" for b in chosen):
+        print("\n=== SQuAD v1.1 (the first stage of BioASQ)", flush=True)
+        stage = Benchmark("SQuAD-v1.1", "qa", ("exact_match", "f1"), args.squad_train, args.squad_dev or "")
+        monitor = ["exp_manager.checkpoint_callback_params.monitor=val_f1"] if args.squad_dev else []
+        found, squad_model = run_one(stage, pretrained, squad, args.output / "runs", args.recipe, args.budget,
+                                     ["model.dataset=squad", *monitor, *vocab])
+        scores += found
+    for bench in chosen:
+        print(f"\n=== {bench.name}", flush=True)
+        start, extra = pretrained, ["model.dataset=bioasq"] if bench.task == "qa" else []
+        if bench.task == "qa" and squad_model:
+            start, extra = squad_model, extra + ["model.init_heads=true"]
+        scores += run_one(bench, start, files[bench.name], args.output / "runs", args.recipe, args.budget,
+                          extra + (vocab if start == pretrained else []))[0]
     shown = table(scores, PUBLISHED, squad_first=bool(args.squad_train))
     note = "sample files (a try-out, not the benchmark)" if args.samples else f"data from {args.data}"
     sources = sorted({f"{p.source.paper}, {p.source.table}: {p.source.url}" for p in PUBLISHED})

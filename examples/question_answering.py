@@ -4,11 +4,11 @@ BioMegatron encoder (Hydra config: conf/question_answering.yaml).
     python examples/question_answering.py                       # SAMPLE data as shipped (BioASQ-style)
     python examples/question_answering.py model.dataset=squad model.train_ds.file=train-v1.1.json \
         model.validation_ds.file=dev-v1.1.json model.test_ds.file=dev-v1.1.json \
-        model.tokenizer.vocab_file=vocab.txt model.language_model.nemo_file=lm.nemo
+        model.language_model.pretrained=lm.nemo
     python examples/question_answering.py model.dataset=bioasq model.train_ds.file=BioASQ-train-factoid-7b.json \
         model.test_ds.file=BioASQ-test-factoid-7b-1.json model.test_ds.golden_file=7B1_golden.json \
-        model.init_from=squad.nemo model.init_heads=true model.tokenizer.vocab_file=vocab.txt
-    torchrun --nproc_per_node=2 examples/question_answering.py trainer.devices=2 model.tokenizer.vocab_file=...
+        model.language_model.pretrained=squad.nemo model.init_heads=true
+    torchrun --nproc_per_node=2 examples/question_answering.py trainer.devices=2 model.language_model.pretrained=...
     python examples/question_answering.py do_training=false restore_from=qa.nemo model.test_ds.file=dev.json
     python examples/question_answering.py --help                # every option (Hydra)
 

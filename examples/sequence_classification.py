@@ -3,8 +3,8 @@
 
     python examples/sequence_classification.py                  # SAMPLE data as shipped
     python examples/sequence_classification.py model.train_ds.file=train.tsv model.validation_ds.file=dev.tsv \
-        model.test_ds.file=test.tsv model.tokenizer.vocab_file=vocab.txt model.language_model.nemo_file=lm.nemo
-    torchrun --nproc_per_node=2 examples/sequence_classification.py trainer.devices=2 model.tokenizer.vocab_file=...
+        model.test_ds.file=test.tsv model.language_model.pretrained=lm.nemo
+    torchrun --nproc_per_node=2 examples/sequence_classification.py trainer.devices=2 model.language_model.pretrained=...
     python examples/sequence_classification.py do_training=false restore_from=re.nemo model.test_ds.file=test.tsv
     python examples/sequence_classification.py --help          # every option (Hydra)
 

@@ -2,8 +2,8 @@
 
     python examples/token_classification.py                     # SAMPLE data as shipped
     python examples/token_classification.py model.train_ds.file=train.tsv model.validation_ds.file=devel.tsv \
-        model.test_ds.file=test.tsv model.tokenizer.vocab_file=vocab.txt model.language_model.nemo_file=lm.nemo
-    torchrun --nproc_per_node=2 examples/token_classification.py trainer.devices=2 model.tokenizer.vocab_file=...
+        model.test_ds.file=test.tsv model.language_model.pretrained=lm.nemo
+    torchrun --nproc_per_node=2 examples/token_classification.py trainer.devices=2 model.language_model.pretrained=...
     python examples/token_classification.py do_training=false restore_from=ner.nemo model.test_ds.file=test.tsv
     python examples/token_classification.py --help             # every option (Hydra)
 
