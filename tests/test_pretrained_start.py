@@ -259,3 +259,22 @@ def test_benchmark_refuses_a_missing_file_before_training_anything(minilm, tmp_p
     assert err.startswith("biomegatron benchmark: error: ") and "\n" not in err
     assert f"{data / SUITE[2].train}: the {SUITE[2].name} train file is missing" in err
     assert not out.exists()  # nothing ran, nothing was written
+
+
+def test_a_classifier_reading_a_tanh_pooler_starts_from_the_checkpoints_pooler(tiny_vocab, tmp_path, megatron_single):
+    """As transformers' BertForSequenceClassification does; the encoder-only convert leaves it out."""
+    from transformers import BertConfig, BertModel
+
+    from biomegatron_nemo.models.sequence_classification import SequenceClassificationModel
+
+    size = sum(1 for line in tiny_vocab.read_text().splitlines() if line)
+    torch.manual_seed(7)
+    bert = BertModel(BertConfig(vocab_size=size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=64))
+    bert.save_pretrained(str(tmp_path / "bert"))
+    (tmp_path / "bert" / "vocab.txt").write_text(tiny_vocab.read_text())
+    common = {"language_model": {"pretrained": str(tmp_path / "bert")}, "label_map": ["CPR:3", "false"]}
+    model = SequenceClassificationModel(OmegaConf.create({**common, "pooling": "pooler"}))
+    assert torch.equal(model.classifier.pooler.weight, bert.pooler.dense.weight)
+    assert torch.equal(model.classifier.pooler.bias, bert.pooler.dense.bias)
+    assert SequenceClassificationModel(OmegaConf.create(common)).classifier.pooler is None  # pooling: cls

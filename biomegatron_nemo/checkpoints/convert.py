@@ -43,6 +43,10 @@ def _pretraining_model(converted):
                             "binary_head": converted.binary_head})
     model = BioMegatronPretrainingModel(cfg)
     state = dict(converted.state)
+    if not converted.binary_head and "binary_head.pooler.dense.weight" in state:
+        del state["binary_head.pooler.dense.weight"], state["binary_head.pooler.dense.bias"]
+        converted.summary.append("left out: the pooler (the pretraining model uses it only under a sentence-order "
+                                 "head; name the checkpoint itself for a classifier that reads a pooler)")
     own = model.layout_free_state_dict()
     head = sorted(k for k in own if k.startswith("mlm_head.") and k not in state)
     if head and not any(k.startswith("mlm_head.") for k in state):  # no head at all (a part missing: an error)

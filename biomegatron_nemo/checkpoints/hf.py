@@ -161,9 +161,6 @@ def hf_to_ours(hf: Dict[str, torch.Tensor], heads: int, source: str, model_type:
     if decoder is not None and word is not None and not torch.equal(decoder, word):
         raise ValueError(f"{source}: cls.predictions.decoder.weight differs from the word embeddings; this "
                          "library ties them (as Megatron-LM does)")
-    if "binary_head.pooler.dense.weight" in ours and "binary_head.classifier.weight" not in ours:
-        del ours["binary_head.pooler.dense.weight"], ours["binary_head.pooler.dense.bias"]
-        notes.append("left out: the pooler (no sentence-order head uses it)")
     if task_heads:
         notes.append(f"left out: the source's task head {sorted(task_heads)} (fine-tuning builds its own)")
     return ours, notes

@@ -142,8 +142,6 @@ def read_megatron_lm(path: Union[str, Path], num_attention_heads: Optional[int] 
     sizes = encoder_sizes(merged, args, str(path), int(heads))
     state = legacy.to_ours(merged, str(path))
     binary = "binary_head.classifier.weight" in state
-    if "binary_head.pooler.dense.weight" in state and not binary:
-        raise ValueError(f"{path}: a pooler without a binary head has no place in the pretraining model")
     order = "[3, heads, head_dim]" if version < 1 else "[heads, head_dim, 3]" if version < 2 else "[heads, 3, head_dim]"
     summary = [f"Megatron-LM checkpoint {path}: {len(files)} tensor-parallel shard(s), checkpoint_version {version:g} "
                f"(fused QKV {order}), iteration {loaded[0].get('iteration', '?')}",

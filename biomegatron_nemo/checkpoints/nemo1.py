@@ -82,9 +82,6 @@ def read_nemo1(path: Union[str, Path], workdir: Union[str, Path], checkpoint_ver
     sizes = encoder_sizes(legacy_state, args, str(path))
     ours = legacy.to_ours(legacy_state, str(path))
     binary = "binary_head.classifier.weight" in ours
-    if "binary_head.pooler.dense.weight" in ours and not binary:
-        ours = {k: v for k, v in ours.items() if not k.startswith("binary_head.")}
-        dropped.append("language_model.pooler.*")
     summary = [f"NeMo 1.x .nemo {path}: {cfg.get('target', '?')}, QKV order of checkpoint_version {version:g}",
                f"encoder: {sizes}", f"vocabulary: {vocab_ref or 'none in the file'}",
                f"{len(ours)} tensors mapped" + (f"; left out (outside the encoder and its pretraining heads, e.g. a task "

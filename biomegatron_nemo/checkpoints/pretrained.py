@@ -35,7 +35,7 @@ from biomegatron_nemo.encoder.config import ARCHITECTURE_KEYS, EncoderConfig
 
 KINDS = ("nemo", "nemo1", "hf", "megatron-lm")
 #: bump when converted entries change, so old cache entries are not reused
-CACHE_FORMAT = "1"
+CACHE_FORMAT = "2"
 ENTRY_FILE = "pretrained.yaml"
 WEIGHTS_FILE = "model_weights.ckpt"
 _MEGATRON_MARKERS = ("latest_checkpointed_iteration.txt", "release")

@@ -22,6 +22,7 @@ leaves handlers to the application.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.util
 import logging
@@ -118,3 +119,14 @@ def configure_logging(verbosity: int = 0) -> None:
         if "stream_stdout" in nemo_logging._handlers:  # NeMo streams on global rank 0 only
             nemo_logging.remove_stream_handlers()
             nemo_logging.add_stream_handlers()
+
+
+def quiet_nemo(quiet: bool = True):
+    """A context in which NeMo logs errors only (when ``quiet``): for library code that calls into
+    NeMo where it would warn about nothing the user did (restoring, it recites the training data
+    configs of whoever trained the model)."""
+    if not quiet:
+        return contextlib.nullcontext()
+    from nemo.utils import logging as nemo_logging
+
+    return nemo_logging.temp_verbosity(logging.ERROR)

@@ -46,7 +46,6 @@ Extension points (what the task models — pretraining, NER, relation extraction
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Dict, List, Optional, Tuple, Type
 
@@ -61,6 +60,7 @@ from biomegatron_nemo.checkpoints import weights
 from biomegatron_nemo.checkpoints.nemo_connector import LayoutFreeSaveRestoreConnector
 from biomegatron_nemo.checkpoints.training import complete_saved_batch
 from biomegatron_nemo.common.config import NEMO_MANAGED_KEYS, to_plain, validate_config
+from biomegatron_nemo.common.logs import quiet_nemo
 from biomegatron_nemo.encoder.config import EncoderConfig
 from biomegatron_nemo.models.config import BioMegatronModelConfig, nemo_optim_config
 from biomegatron_nemo.models.from_pretrained import apply_pretrained, pretrained_checkpoint
@@ -72,13 +72,6 @@ log = logging.getLogger(__name__)
 # NeMo 3.0 refuses to instantiate `target:` classes outside an allow-list when restoring.
 if "biomegatron_nemo." not in ALLOWED_TARGET_PREFIXES:
     ALLOWED_TARGET_PREFIXES.append("biomegatron_nemo.")
-
-
-def _quiet_nemo(quiet: bool):
-    """NeMo's logging at ERROR level inside the block when ``quiet``."""
-    from nemo.utils import logging as nemo_logging
-
-    return nemo_logging.temp_verbosity(logging.ERROR) if quiet else contextlib.nullcontext()
 
 
 class BioMegatronModelPT(ModelPT):
@@ -95,7 +88,7 @@ class BioMegatronModelPT(ModelPT):
             cfg = apply_pretrained(cfg, where=type(self).__name__)
         self._modules_built = False
         self._nonfinite_skipped = 0  # updates skipped by on_nonfinite=skip (kept in checkpoints)
-        with _quiet_nemo(self._is_model_being_restored()):
+        with quiet_nemo(self._is_model_being_restored()):
             # restoring, NeMo would warn with the train/validation/test configs (whoever trained it: their paths)
             super().__init__(cfg=cfg, trainer=trainer)
         # A restored model gets its weights from the .nemo; init_from applies to new models only.
@@ -149,13 +142,20 @@ class BioMegatronModelPT(ModelPT):
             # tokens the tokenizer adds after its vocabulary file (e.g. entity markers) may be
             # new to the pretrained encoder: their embedding rows are added
             appended = [self.tokenizer.special_ids[t] for t in self.tokenizer.extra_special_tokens]
-            prefixes = ("",) if self.cfg.init_heads else ("encoder.",)
-            weights.load_encoder_weights(self, self.weight_layout(), checkpoint.weights(), checkpoint.source,
+            full = checkpoint.weights()
+            heads = {} if self.cfg.init_heads else self.pretrained_head_weights(full)
+            prefixes = ("",) if self.cfg.init_heads else ("encoder.", *heads)
+            weights.load_encoder_weights(self, self.weight_layout(), {**full, **heads}, checkpoint.source,
                                          prefixes=prefixes, appended_ids=appended, seed=int(self.cfg.seed),
                                          init_std=self.encoder_config.init_method_std)
 
     def build_heads(self) -> None:
         """Subclasses create their task heads here (see the module docstring)."""
+
+    def pretrained_head_weights(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Head weights this model takes from a pretrained checkpoint's layout-free ``state`` (under
+        this model's names) besides the encoder; by default none: a task's head starts from random."""
+        return {}
 
     # ------------------------------------------------------------------ losses
     def loss_normalizers(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:

@@ -105,6 +105,14 @@ class SequenceClassificationModel(ClassificationTaskModel):
             num_layers=head.num_layers, dropout=head.dropout, activation=head.activation,
             inner_size=head.hidden_size)
 
+    def pretrained_head_weights(self, state):
+        """A tanh pooler starts from the checkpoint's (BERT's pooler, trained with its next-sentence
+        head), as Hugging Face's ``BertForSequenceClassification`` does."""
+        if self.cfg.pooling != "pooler" or "binary_head.pooler.dense.weight" not in state or not self.encoder.post_process:
+            return {}
+        return {"classifier.pooler.weight": state["binary_head.pooler.dense.weight"],
+                "classifier.pooler.bias": state["binary_head.pooler.dense.bias"]}
+
     def head_forward(self, hidden, batch, normalizers) -> SequenceClassifierOutput:
         logits = self.classifier(hidden)
         return SequenceClassifierOutput(self.classification_loss(logits, batch["labels"], normalizers), logits=logits)
