@@ -8,7 +8,7 @@ clipping at 1.0, trained until a wall-clock budget runs out.
 from __future__ import annotations
 
 import time
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 
@@ -34,13 +34,14 @@ def adamw_with_warmup(model: torch.nn.Module, lr: float, warmup_steps: int):
 
 
 def train_within_budget(model: torch.nn.Module, loader, loss_of: Callable, lr: float, warmup_steps: int,
-                        minutes: float) -> Tuple[int, float]:
-    """Train ``model`` on ``loader`` (epochs repeat) until ``minutes`` pass; ``loss_of(model,
-    batch)`` gives the loss. Returns (steps, seconds)."""
+                        minutes: float, max_steps: Optional[int] = None) -> Tuple[int, float]:
+    """Train ``model`` on ``loader`` (epochs repeat) for ``max_steps`` steps, or else until
+    ``minutes`` pass; ``loss_of(model, batch)`` gives the loss. Returns (steps, seconds)."""
     optimizer, schedule = adamw_with_warmup(model, lr, warmup_steps)
-    steps, started, budget = 0, time.perf_counter(), minutes * 60
+    steps, started = 0, time.perf_counter()
+    budget = float("inf") if max_steps else minutes * 60
     model.train()
-    while time.perf_counter() - started < budget:
+    while time.perf_counter() - started < budget and steps < (max_steps or float("inf")):
         for batch in loader:
             loss = loss_of(model, batch)
             optimizer.zero_grad()
@@ -49,6 +50,6 @@ def train_within_budget(model: torch.nn.Module, loader, loss_of: Callable, lr: f
             optimizer.step()
             schedule.step()
             steps += 1
-            if time.perf_counter() - started >= budget:
+            if time.perf_counter() - started >= budget or steps == max_steps:
                 break
     return steps, time.perf_counter() - started

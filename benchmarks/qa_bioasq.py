@@ -1,6 +1,7 @@
-"""Question answering under a fixed CPU wall-clock budget: SQuAD, then BioASQ factoid (the paper's
-Table 2 recipe at try-out scale) — our QuestionAnsweringModel against a Hugging Face
-``BertForQuestionAnswering`` of the same size, on the same features, decoding and scorers.
+"""Question answering under a fixed CPU wall-clock budget or number of steps: SQuAD, then BioASQ
+factoid (the paper's Table 2 recipe at try-out scale) — our QuestionAnsweringModel against a Hugging
+Face ``BertForQuestionAnswering`` of the same size or from the same pretrained weights, on the same
+features, decoding and scorers.
 
     python benchmarks/qa_bioasq.py --prepare /tmp/qa_split                     # the SQuAD split, once
     python benchmarks/qa_bioasq.py --system megatron --task squad --split /tmp/qa_split --output R.jsonl
@@ -21,7 +22,8 @@ from the ``--task squad`` run's weights (encoder and span head, saved in ``--spl
 from random initialisation (the paper's Table 4 without SQuAD).
 
 Equal between the systems: the vocabulary (BERT uncased WordPiece), the encoder size (tiny: 4
-layers, hidden 256, 4 heads, FFN 1024, dropout 0.1), the span head (one linear layer, HF's), the
+layers, hidden 256, 4 heads, FFN 1024, dropout 0.1; or the weights of ``--pretrained``), the span
+head (one linear layer, HF's; ``--head library`` gives ours the library's default, two layers), the
 features (:class:`~biomegatron_nemo.data.squad.QADataset`: max length 256, stride 128, questions
 up to 64 sub-tokens), length-grouped batches of 16, AdamW with warm-up, weight decay (none on
 biases and LayerNorm), gradient clipping, the budget, the thread count, decoding
@@ -35,8 +37,8 @@ import json
 import time
 from pathlib import Path
 
-from side_by_side import SHARED, SIZE, common_arguments, fit_within_budget, hf_bert_config, optim_config, \
-    result_rows, run_and_record, table_or_prepare
+from side_by_side import SHARED, common_arguments, encoder_config, fit_within_budget, hf_model, optim_config, \
+    result_rows, run_and_record, table_or_prepare, vocabulary
 
 BIOASQ = SHARED / "bioasq"
 BATCHES = range(1, 6)
@@ -93,7 +95,11 @@ def train_file(args) -> str:
 
 
 def squad_weights(args) -> Path:
-    return Path(args.split) / ("squad_megatron.nemo" if args.system == "megatron" else "squad_hf")
+    """Where the SQuAD run of this system, head and start keeps its model, for the BioASQ stage."""
+    start = Path(args.pretrained).name if args.pretrained else "random"
+    if args.system == "hf":
+        return Path(args.split) / f"squad_hf_{start}"
+    return Path(args.split) / f"squad_megatron_{args.head}_{start}.nemo"
 
 
 def model_config(args):
@@ -102,15 +108,15 @@ def model_config(args):
     cfg = {
         "seed": args.seed,
         "dataset": args.task,
-        "tokenizer": {"library": "wordpiece", "vocab_file": args.vocab, "cased": False},
-        "encoder": {**SIZE, "hidden_dropout": 0.1, "attention_dropout": 0.1},
-        "head": {"num_layers": 1, "dropout": 0.0},
+        **encoder_config(args),
+        **({"head": {"num_layers": 1, "dropout": 0.0}} if args.head == "peer" else {}),
         "doc_stride": args.doc_stride,
         "train_ds": {"file": train_file(args), "max_seq_length": args.max_seq_length, "batch_size": args.batch_size},
         "optim": optim_config(args),
     }
     if args.task == "bioasq" and args.init == "squad":
-        cfg.update(init_from=str(squad_weights(args)), init_heads=True)
+        cfg.pop("tokenizer", None), cfg.pop("encoder", None)
+        cfg.update(language_model={"pretrained": str(squad_weights(args))}, init_heads=True)
     return OmegaConf.create(cfg)
 
 
@@ -169,19 +175,20 @@ def run_hf(args):
     from biomegatron_nemo.tokenizers import WordPieceTokenizer
 
     torch.manual_seed(args.seed)
-    tokenizer = WordPieceTokenizer(args.vocab)
+    vocab, cased = vocabulary(args)
+    tokenizer = WordPieceTokenizer(vocab, cased=cased)
     features = dict(max_seq_length=args.max_seq_length, doc_stride=args.doc_stride, max_query_length=64)
     train_ds = QADataset(read_squad(train_file(args), require_answers=True), tokenizer, training=True, **features)
     if args.task == "bioasq" and args.init == "squad":
         model = BertForQuestionAnswering.from_pretrained(str(squad_weights(args)))
     else:
-        model = BertForQuestionAnswering(hf_bert_config(tokenizer))
+        model = hf_model(BertForQuestionAnswering, tokenizer, args=args)
     args.batching = "grouped"  # the peer's best setting, as HF Trainer's group_by_length
     steps, train_seconds = train_within_budget(
         model, hf_loader(train_ds, args),
         lambda m, b: m(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"],
                        start_positions=b["start_positions"], end_positions=b["end_positions"]).loss,
-        args.lr, args.warmup_steps, args.budget_minutes)
+        args.lr, args.warmup_steps, args.budget_minutes, args.steps)
     if args.task == "squad":
         model.save_pretrained(str(squad_weights(args)))
     started = time.perf_counter()
@@ -207,12 +214,14 @@ def run_hf(args):
 
 
 def print_table(paths):
-    print("| system | task | init | budget (min) | steps | EM | F1 | SAcc | LAcc | MRR |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| system | head | start | task | init | budget | steps | train s | EM | F1 | SAcc | LAcc | MRR |")
+    print("|" + " --- |" * 13)
     for r in result_rows(paths):
         percent = lambda k: f"{100 * r[k]:.2f}" if k in r else "–"  # noqa: E731  (BioASQ: fractions)
         squad = lambda k: f"{r[k]:.2f}" if k in r else "–"  # noqa: E731  (SQuAD: already percent)
-        print(f"| {r['system']} | {r['task']} | {r['init']} | {r['budget_minutes']:g} | {r['steps']} | "
+        budget = "steps" if r.get("fixed_steps") else f"{r['budget_minutes']:g} min"
+        print(f"| {r['system']} | {r.get('head', 'peer')} | {r.get('pretrained', 'random')} | {r['task']} | "
+              f"{r['init']} | {budget} | {r['steps']} | {r['train_seconds']:.0f} | "
               f"{squad('exact_match')} | {squad('f1')} | {percent('strict_accuracy')} | "
               f"{percent('lenient_accuracy')} | {percent('mrr')} |")
 

@@ -1,9 +1,11 @@
-"""ChemProt relation extraction under a fixed CPU wall-clock budget: our SequenceClassificationModel
-against a Hugging Face ``BertForSequenceClassification`` of the same size, on the same data and metric.
+"""ChemProt relation extraction under a fixed CPU wall-clock budget or number of steps: our
+SequenceClassificationModel against a Hugging Face ``BertForSequenceClassification`` of the same size
+or from the same pretrained weights, on the same data and metric.
 
     python benchmarks/re_chemprot.py --prepare /tmp/chemprot_split          # the split, once
     python benchmarks/re_chemprot.py --system megatron --split /tmp/chemprot_split --budget-minutes 8 --output R.jsonl
     python benchmarks/re_chemprot.py --system hf --split /tmp/chemprot_split --budget-minutes 8 --output R.jsonl
+    python benchmarks/re_chemprot.py --system hf --split /tmp/chemprot_split --pretrained all-MiniLM-L6-v2/ --steps 830
     python benchmarks/re_chemprot.py --table R.jsonl                           # markdown rows
 
 The split: ``../shared/data/chemprot`` has the complete dev set but only the positives of train. Dev
@@ -12,8 +14,10 @@ positive plus the ``false`` rows of the first half's documents; evaluation is ev
 second half's documents — so nothing scored was trained on, and no document is in both.
 
 Equal between the systems: the vocabulary (BERT uncased WordPiece plus the three entity markers
-as special tokens), the encoder size (tiny: 4 layers, hidden 256, 4 heads, FFN 1024, dropout 0.1),
-the head (tanh pooler over [CLS], dropout 0.1, one linear layer — HF's), the features
+as special tokens), the encoder size (tiny: 4 layers, hidden 256, 4 heads, FFN 1024, dropout 0.1;
+or the weights of ``--pretrained``, the markers' new embedding rows each system's own way), the head
+(tanh pooler over [CLS] — from ``--pretrained``'s pooler when it has one —, dropout 0.1, one linear
+layer: HF's; ``--head library`` gives ours the library's default, two layers over [CLS]), the features
 (:class:`SequenceClassificationDataset`, max length 128 cut around the markers), batch size,
 AdamW, warm-up, weight decay (none on biases and LayerNorm), gradient clipping, the budget, the
 thread count, and the metric (micro-F1 over the five CPR classes, ``false`` excluded).
@@ -24,8 +28,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from side_by_side import SHARED, SIZE, common_arguments, fit_within_budget, hf_bert_config, optim_config, \
-    result_rows, run_and_record, table_or_prepare
+from side_by_side import SHARED, common_arguments, encoder_config, fit_within_budget, hf_model, optim_config, \
+    result_rows, run_and_record, table_or_prepare, vocabulary
 
 MARKERS = ("@CHEMICAL$", "@GENE$", "@CHEM-GENE$")
 
@@ -55,12 +59,11 @@ def prepare_split(out: Path) -> dict:
 def model_config(args):
     from omegaconf import OmegaConf
 
+    head = {"pooling": "pooler", "head": {"num_layers": 1, "dropout": 0.1}} if args.head == "peer" else {}
     return OmegaConf.create({
         "seed": args.seed,
-        "tokenizer": {"library": "wordpiece", "vocab_file": args.vocab, "cased": False},
-        "encoder": {**SIZE, "hidden_dropout": 0.1, "attention_dropout": 0.1},
-        "pooling": "pooler",
-        "head": {"num_layers": 1, "dropout": 0.1},
+        **encoder_config(args),
+        **head,
         "train_ds": {"file": str(Path(args.split) / "train.tsv"), "max_seq_length": args.max_seq_length,
                      "batch_size": args.batch_size},
         "optim": optim_config(args),
@@ -88,19 +91,21 @@ def run_hf(args):
     from biomegatron_nemo.tokenizers import WordPieceTokenizer
 
     torch.manual_seed(args.seed)
-    tokenizer = WordPieceTokenizer(args.vocab, special_tokens=MARKERS)
+    vocab, cased = vocabulary(args)
+    tokenizer = WordPieceTokenizer(vocab, cased=cased, special_tokens=MARKERS)
     train = read_classification_tsv(Path(args.split) / "train.tsv")
     held_out = read_classification_tsv(Path(args.split) / "eval.tsv")
     labels = sorted({ex.label for ex in train})  # the order the model's label map uses
     train_ds = SequenceClassificationDataset(train, tokenizer, labels, args.max_seq_length, markers=MARKERS)
     eval_ds = SequenceClassificationDataset(held_out, tokenizer, labels, args.max_seq_length, markers=MARKERS)
-    model = BertForSequenceClassification(hf_bert_config(tokenizer, classifier_dropout=0.1, num_labels=len(labels)))
+    model = hf_model(BertForSequenceClassification, tokenizer, args=args, classifier_dropout=0.1,
+                     num_labels=len(labels))
     loader = torch.utils.data.DataLoader(train_ds, batch_size=args.batch_size, shuffle=True,
                                          collate_fn=train_ds.collate_fn)
     steps, train_seconds = train_within_budget(
         model, loader, lambda m, b: m(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                                      token_type_ids=b["token_type_ids"], labels=b["labels"]).loss,
-        args.lr, args.warmup_steps, args.budget_minutes)
+        args.lr, args.warmup_steps, args.budget_minutes, args.steps)
     started = time.perf_counter()
     model.eval()
     pred = []
@@ -114,10 +119,12 @@ def run_hf(args):
 
 
 def print_table(paths):
-    print("| system | budget (min) | steps | micro P | micro R | micro F1 | accuracy |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| system | head | init | budget | steps | train s | micro P | micro R | micro F1 | accuracy |")
+    print("|" + " --- |" * 10)
     for r in result_rows(paths):
-        print(f"| {r['system']} | {r['budget_minutes']:g} | {r['steps']} | {100 * r['precision']:.2f} | "
+        budget = "steps" if r.get("fixed_steps") else f"{r['budget_minutes']:g} min"
+        print(f"| {r['system']} | {r.get('head', 'peer')} | {r.get('pretrained', 'random')} | {budget} | "
+              f"{r['steps']} | {r['train_seconds']:.0f} | {100 * r['precision']:.2f} | "
               f"{100 * r['recall']:.2f} | **{100 * r['f1']:.2f}** | {100 * r['accuracy']:.2f} |")
 
 

@@ -1,7 +1,8 @@
 """What the side-by-side task benchmarks (NER, relation extraction, QA) share besides the Hugging
-Face peer's training loop (:mod:`hf_peer`): the common command-line options, the budget-bounded
-Lightning trainer our models run under, the tiny encoder size both systems use, and running one
-system and recording its result as a JSON line.
+Face peer's training loop (:mod:`hf_peer`): the common command-line options, the Lightning trainer
+our models run under (bounded by a wall-clock budget or a number of steps), where both systems
+start (the tiny encoder size with random weights, or one pretrained Hugging Face checkpoint both
+load), and running one system and recording its result as a JSON line.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ def common_arguments(description: str, batch_size: int, max_seq_length: int) -> 
     p.add_argument("--max-seq-length", type=int, default=max_seq_length)
     p.add_argument("--threads", type=int, default=1, help="torch threads (one per system for a fair comparison)")
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--steps", type=int, help="train exactly this many optimizer steps (instead of the budget)")
+    p.add_argument("--pretrained", help="a pretrained Hugging Face BERT folder both systems start from (ours names "
+                                        "it as model.language_model.pretrained, the peer loads it with "
+                                        "from_pretrained); its vocabulary replaces --vocab")
+    p.add_argument("--head", choices=("peer", "library"), default="peer",
+                   help="(megatron) peer: the head of the HF peer's class (the two systems equal but for the "
+                        "encoder code); library: the library's default head for the task")
     p.add_argument("--output", help="append the result as one JSON line to this file")
     p.add_argument("--table", nargs="+", metavar="RESULTS", help="print result rows as markdown and exit")
     return p
@@ -41,10 +49,12 @@ def optim_config(args) -> Dict:
 
 
 def budget_trainer(args):
-    """A Lightning trainer that trains until ``--budget-minutes`` pass, without validation."""
+    """A Lightning trainer that trains for ``--steps`` steps or until ``--budget-minutes`` pass,
+    without validation."""
     from biomegatron_nemo.parallel.trainer import build_trainer
 
-    return build_trainer({"max_steps": 10**9, "max_time": {"minutes": args.budget_minutes}, "limit_val_batches": 0,
+    budget = None if args.steps else {"minutes": args.budget_minutes}
+    return build_trainer({"max_steps": args.steps or 10**9, "max_time": budget, "limit_val_batches": 0,
                           "num_sanity_val_steps": 0, "gradient_clip_val": 1.0, "enable_progress_bar": False,
                           "enable_model_summary": False, "log_every_n_steps": 50})
 
@@ -58,7 +68,7 @@ def run_and_record(args, run_megatron: Callable, run_hf: Callable, describe: Cal
 
     torch.set_num_threads(args.threads)
     scores, steps, train_s, eval_s = (run_megatron if args.system == "megatron" else run_hf)(args)
-    result = {"system": args.system, "budget_minutes": args.budget_minutes, "steps": steps,
+    result = {"system": args.system, **start_fields(args), "budget_minutes": args.budget_minutes, "steps": steps,
               "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1), "threads": args.threads,
               "lr": args.lr, "batch_size": args.batch_size, "max_seq_length": args.max_seq_length, **describe(scores)}
     return record_result(result, args.output)
@@ -79,6 +89,43 @@ def result_rows(paths):
         for line in Path(path).read_text().splitlines():
             if line.strip():
                 yield json.loads(line)
+
+
+def vocabulary(args):
+    """(vocab file, cased) both systems tokenize with: the pretrained checkpoint's, or ``--vocab``."""
+    if not args.pretrained:
+        return args.vocab, False
+    from biomegatron_nemo.checkpoints.pretrained import resolve_pretrained
+
+    tokenizer = resolve_pretrained(args.pretrained).tokenizer
+    return tokenizer["vocab_file"], bool(tokenizer["cased"])
+
+
+def encoder_config(args) -> Dict:
+    """Where our model starts: the pretrained checkpoint (it decides encoder and vocabulary), or the
+    tiny size with random weights and ``--vocab``."""
+    if args.pretrained:
+        return {"language_model": {"pretrained": args.pretrained}}
+    return {"tokenizer": {"library": "wordpiece", "vocab_file": args.vocab, "cased": False},
+            "encoder": {**SIZE, "hidden_dropout": 0.1, "attention_dropout": 0.1}}
+
+
+def hf_model(model_class, tokenizer, **extra):
+    """The peer: ``model_class`` from the pretrained folder (rows added for tokens the tokenizer has
+    beyond it, such as entity markers), or of the tiny size with random weights."""
+    args = extra.pop("args")
+    if not args.pretrained:
+        return model_class(hf_bert_config(tokenizer, **extra))
+    model = model_class.from_pretrained(args.pretrained, **extra)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        model.resize_token_embeddings(tokenizer.vocab_size)
+    return model
+
+
+def start_fields(args) -> Dict:
+    """The result fields saying where the run started and which head it trained."""
+    return {"pretrained": Path(args.pretrained).name if args.pretrained else "random",
+            "head": args.head if args.system == "megatron" else "peer", "fixed_steps": bool(args.steps)}
 
 
 def hf_bert_config(tokenizer, **extra):

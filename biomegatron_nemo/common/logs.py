@@ -15,8 +15,9 @@ One handler on the root logger, writing to stderr, decides by where a record com
 libraries reset their loggers' levels when they are imported, so levels cannot decide. Lightning's
 top package adds a console handler of its own on import, which is taken away then (records reach
 the root handler instead; importing Lightning up front would cost a light command seconds). NeMo's
-logger does not propagate: a logger filter (which NeMo keeps when it sets its level on import)
-silences it, and its INFO stream is moved to stderr. Library code only logs through :func:`logging.getLogger` (``biomegatron_nemo.*``) and
+logger does not propagate: its level is set right after it is imported (``exp_manager`` later gives
+that level to megatron-core's logger, with NeMo's handlers), a logger filter holds if NeMo resets
+it, and its INFO stream is moved to stderr. Library code only logs through :func:`logging.getLogger` (``biomegatron_nemo.*``) and
 leaves handlers to the application.
 """
 
@@ -109,16 +110,32 @@ def configure_logging(verbosity: int = 0) -> None:
     for old in [f for f in nemo.filters if isinstance(f, LevelByOrigin)]:
         nemo.removeFilter(old)
     nemo.addFilter(LevelByOrigin(ours, others))
-    if "lightning" in sys.modules:
-        _drop_lightning_console()
-    elif not any(isinstance(f, AfterImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, AfterImport("lightning", _drop_lightning_console))
+    _after_import("lightning", _drop_lightning_console)
     if "nemo.utils" in sys.modules:  # already imported: its stdout handler exists, move it to stderr
         from nemo.utils import logging as nemo_logging
 
         if "stream_stdout" in nemo_logging._handlers:  # NeMo streams on global rank 0 only
             nemo_logging.remove_stream_handlers()
             nemo_logging.add_stream_handlers()
+    _after_import("nemo.utils", lambda: _set_nemo_level(others))
+
+
+def _set_nemo_level(level: int) -> None:
+    """NeMo's own level (set to INFO on import), which exp_manager also gives megatron-core's
+    logger when it attaches NeMo's handlers to it."""
+    from nemo.utils import logging as nemo_logging
+
+    nemo_logging.setLevel(level)
+
+
+def _after_import(name: str, then) -> None:
+    """``then()`` now if ``name`` is imported, else right after its import."""
+    if name in sys.modules:
+        then()
+        return
+    for finder in [f for f in sys.meta_path if isinstance(f, AfterImport) and f.name == name]:
+        sys.meta_path.remove(finder)
+    sys.meta_path.insert(0, AfterImport(name, then))
 
 
 def quiet_nemo(quiet: bool = True):
