@@ -53,7 +53,7 @@ from pathlib import Path
 
 import torch
 
-NOMINAL_PEAK_TFLOPS = 790.0  # H200 bf16 dense, as measured for this project (issue 14)
+NOMINAL_PEAK_TFLOPS = 790.0  # H200 bf16 dense, as measured for this project
 BERT_VOCAB = 30522
 
 

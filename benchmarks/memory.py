@@ -7,7 +7,7 @@ module by module.
     python benchmarks/memory.py --task pretrain --preset base --recompute --output R.jsonl
     python benchmarks/memory.py --table R.jsonl [--plot docs/benchmarks/memory.png]
 
-The systems, the batch and the optimiser are those of ``benchmarks/throughput.py`` (our model and
+The systems, the batch and the optimiser are those of ``benchmarks/systems.py`` (our model and
 its peer of equal size, one synthetic batch, dropout off, fused AdamW). Each system is measured on
 its own, under torch's profiler with ``profile_memory``, from before its model is built through
 ``--steps`` training steps (forward, backward, AdamW step), so every tensor's allocation and free is
@@ -38,7 +38,7 @@ from typing import Callable, Dict, Tuple
 
 import torch
 
-import throughput
+import systems
 from side_by_side import record_result, result_rows
 
 MiB = 2 ** 20
@@ -53,7 +53,7 @@ def parse_args(argv=None):
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", choices=tuple(throughput.TASKS), default="pretrain")
+    p.add_argument("--task", choices=tuple(systems.TASKS), default="pretrain")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--preset", default="base", help="encoder size preset (tiny, small, base, 345m, ...)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -71,35 +71,35 @@ def parse_args(argv=None):
     p.add_argument("--table", nargs="+", metavar="RESULTS", help="print result rows as markdown and exit")
     p.add_argument("--plot", help="with --table: the peak breakdowns as stacked bars (PNG)")
     args = p.parse_args(argv)
-    args.mode = "train"  # what throughput's builders read
+    args.mode = "train"  # what the builders of systems.py read
     return args
 
 
 def build(args, system: str, batch) -> Tuple[torch.nn.Module, Callable]:
-    """One system's model and the loss of the batch (throughput.py's builders)."""
+    """One system's model and the loss of the batch (systems.py's builders)."""
     if system == "megatron":
         with tempfile.TemporaryDirectory() as tmp:
-            model = throughput.build_ours(args, throughput._vocab_file(args.vocab_size, Path(tmp)))
-        model = model.to(throughput._device())
-        return model, lambda: model.forward_batch(batch).loss
+            model = systems.build_ours(args, systems.vocab_file(args.vocab_size, Path(tmp)))
+        model = model.to(systems.device())
+        return model, lambda: systems.our_loss(model, batch)
     from biomegatron_nemo.encoder.config import EncoderConfig
 
-    enc = EncoderConfig.from_preset(args.preset, vocab_size=throughput.vocab_of(args))
-    peer = throughput.build_peer(args, enc, throughput.vocab_of(args)).to(throughput._device())
-    return peer, lambda: throughput.peer_loss(args, peer, batch)
+    enc = EncoderConfig.from_preset(args.preset, vocab_size=systems.vocab_of(args))
+    peer = systems.build_peer(args, enc, systems.vocab_of(args)).to(systems.device())
+    return peer, lambda: systems.peer_loss(args, peer, batch)
 
 
 def peak_breakdown(args, system: str, batch) -> Dict:
     """Peak live tensor bytes over model build and ``--steps`` steps, with the breakdown there (MiB)."""
     from torch.profiler import ProfilerActivity, profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if throughput._device() == "cuda" else [])
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if systems.device() == "cuda" else [])
     with profile(activities=activities, profile_memory=True, record_shapes=True, with_stack=True) as prof:
         model, loss_of = build(args, system, batch)
-        step = throughput.make_step(args, model, loss_of)
+        step = systems.make_step(args, model, loss_of)
         for _ in range(args.steps):
             step()
-    device = "cuda:0" if throughput._device() == "cuda" else "cpu"
+    device = "cuda:0" if systems.device() == "cuda" else "cpu"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "timeline.json"
         prof.export_memory_timeline(str(path), device=device)
@@ -139,7 +139,7 @@ def kept_for_backward(args, system: str, batch) -> Dict:
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        with torch.autocast(throughput._device(), dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+        with torch.autocast(systems.device(), dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             loss = loss_of()
     for hook in hooks:
         hook.remove()
@@ -157,10 +157,10 @@ def measure(args) -> Dict:
 
     torch.set_num_threads(args.threads)
     initialize_megatron(1, 1)
-    batch = throughput.batch_for(args, throughput.vocab_of(args))
+    batch = systems.batch_for(args, systems.vocab_of(args))
     result = {"task": args.task, "precision": args.precision, "preset": args.preset, "recompute": args.recompute,
               "vocab_multiple": args.vocab_multiple,
-              "batch_size": args.batch_size, "seq_len": args.seq_len, "device": throughput._device(),
+              "batch_size": args.batch_size, "seq_len": args.seq_len, "device": systems.device(),
               "steps": args.steps, "systems": {}}
     for system in SYSTEMS:
         row = peak_breakdown(args, system, batch)

@@ -23,21 +23,20 @@ PY=${PYTHON:-python}
 mkdir -p "$OUT"
 LR=1e-4
 
-pair() {  # two runs at once, one thread each; stop if either fails
-  "$PY" "$HERE/$1" "${@:2}" > >(tail -1) 2> "$OUT/last_a.err" & local a=$!
-  wait_for=("$a")
-  if [ -n "${SECOND:-}" ]; then
-    "$PY" "$HERE/${SECOND[0]}" "${SECOND[@]:1}" > >(tail -1) 2> "$OUT/last_b.err" & wait_for+=("$!")
+pair() {  # the runs of arrays A and (when set) B at once, one thread each; stop if either fails
+  "$PY" "$HERE/${A[0]}" "${A[@]:1}" > >(tail -1) 2> "$OUT/last_a.err" & local pids=("$!")
+  if [ -n "${B+set}" ]; then
+    "$PY" "$HERE/${B[0]}" "${B[@]:1}" > >(tail -1) 2> "$OUT/last_b.err" & pids+=("$!")
   fi
-  for pid in "${wait_for[@]}"; do wait "$pid"; done
-  unset SECOND
+  for pid in "${pids[@]}"; do wait "$pid"; done
+  unset A B
 }
 
 ner() {  # dataset, labelling mode, steps
   local common=(--pretrained "$MODEL" --steps "$3" --warmup-steps $(( $3 / 10 )) --lr $LR --mode "$2"
                 --train "$DATA/ner/$1/train.tsv" --eval "$DATA/ner/$1/devel.tsv" --output "$OUT/ner.jsonl")
-  SECOND=(ner_bc5cdr.py --system hf "${common[@]}") pair ner_bc5cdr.py --system megatron --head library "${common[@]}"
-  pair ner_bc5cdr.py --system megatron --head peer "${common[@]}"
+  A=(ner_bc5cdr.py --system megatron --head library "${common[@]}"); B=(ner_bc5cdr.py --system hf "${common[@]}"); pair
+  A=(ner_bc5cdr.py --system megatron --head peer "${common[@]}"); pair
 }
 
 for phase in ${PHASES[@]}; do
@@ -50,21 +49,20 @@ for phase in ${PHASES[@]}; do
       "$PY" "$HERE/re_chemprot.py" --prepare "$OUT/chemprot_split" > /dev/null
       common=(--pretrained "$MODEL" --steps 600 --warmup-steps 60 --lr $LR --split "$OUT/chemprot_split"
               --output "$OUT/re.jsonl")
-      SECOND=(re_chemprot.py --system hf "${common[@]}") pair re_chemprot.py --system megatron --head library "${common[@]}"
-      pair re_chemprot.py --system megatron --head peer "${common[@]}" ;;
+      A=(re_chemprot.py --system megatron --head library "${common[@]}"); B=(re_chemprot.py --system hf "${common[@]}"); pair
+      A=(re_chemprot.py --system megatron --head peer "${common[@]}"); pair ;;
     qa)
       "$PY" "$HERE/qa_bioasq.py" --prepare "$OUT/qa_split" > /dev/null
       common=(--pretrained "$MODEL" --lr $LR --split "$OUT/qa_split" --output "$OUT/qa.jsonl")
       squad=(--task squad --steps 400 --warmup-steps 40 "${common[@]}")
       bioasq=(--task bioasq --steps 300 --warmup-steps 30 "${common[@]}")
-      SECOND=(qa_bioasq.py --system hf "${squad[@]}") pair qa_bioasq.py --system megatron --head library "${squad[@]}"
-      SECOND=(qa_bioasq.py --system hf --init none "${bioasq[@]}") \
-        pair qa_bioasq.py --system megatron --head peer "${squad[@]}"
-      SECOND=(qa_bioasq.py --system hf --init squad "${bioasq[@]}") \
-        pair qa_bioasq.py --system megatron --head library --init squad "${bioasq[@]}"
-      SECOND=(qa_bioasq.py --system megatron --head library --init none "${bioasq[@]}") \
-        pair qa_bioasq.py --system megatron --head peer --init squad "${bioasq[@]}"
-      pair qa_bioasq.py --system megatron --head peer --init none "${bioasq[@]}" ;;
+      A=(qa_bioasq.py --system megatron --head library "${squad[@]}"); B=(qa_bioasq.py --system hf "${squad[@]}"); pair
+      A=(qa_bioasq.py --system megatron --head peer "${squad[@]}"); B=(qa_bioasq.py --system hf --init none "${bioasq[@]}"); pair
+      A=(qa_bioasq.py --system megatron --head library --init squad "${bioasq[@]}")
+      B=(qa_bioasq.py --system hf --init squad "${bioasq[@]}"); pair
+      A=(qa_bioasq.py --system megatron --head peer --init squad "${bioasq[@]}")
+      B=(qa_bioasq.py --system megatron --head library --init none "${bioasq[@]}"); pair
+      A=(qa_bioasq.py --system megatron --head peer --init none "${bioasq[@]}"); pair ;;
     continued)
       # Table 6 at CPU scale: the corpus tokenized with the checkpoint's vocabulary (all-MiniLM-L6-v2's
       # is BERT's uncased one), masked-LM pretraining continued with a fresh masked-LM head
@@ -86,9 +84,9 @@ print(r('$MODEL').tokenizer['vocab_file'])")
       ner_common=(--pretrained "$continued" --steps 430 --warmup-steps 43 --lr $LR --mode all_subtokens
                   --train "$DATA/ner/BC5CDR-chem/train.tsv" --eval "$DATA/ner/BC5CDR-chem/devel.tsv"
                   --output "$OUT/continued.jsonl")
-      SECOND=(re_chemprot.py --system megatron --head library --pretrained "$continued" --steps 600 \
-              --warmup-steps 60 --lr $LR --split "$OUT/chemprot_split" --output "$OUT/continued.jsonl") \
-        pair ner_bc5cdr.py --system megatron --head library "${ner_common[@]}" ;;
+      A=(ner_bc5cdr.py --system megatron --head library "${ner_common[@]}")
+      B=(re_chemprot.py --system megatron --head library --pretrained "$continued" --steps 600 --warmup-steps 60
+         --lr $LR --split "$OUT/chemprot_split" --output "$OUT/continued.jsonl"); pair ;;
     *) echo "unknown phase $phase (ner re qa continued)" >&2; exit 2 ;;
   esac
 done

@@ -7,7 +7,7 @@ Each subcommand is a thin door into a module that can also be used on its own:
   module form, ``python -m biomegatron_nemo...``, keeps working);
 * ``pretrain`` and ``finetune {ner,re,qa}`` compose the run's Hydra config from ``conf/`` with the
   ``key=value`` overrides given and start the same run as ``examples/*.py``
-  (:func:`biomegatron_nemo.models.tasks.run_task`); under ``torchrun`` use
+  (:func:`biomegatron_nemo.runs.registry.run_task`); under ``torchrun`` use
   ``torchrun --nproc_per_node=N -m biomegatron_nemo pretrain trainer.devices=N ...``;
 * ``predict`` and ``export-hf`` restore a ``.nemo`` of any task and use it.
 """
@@ -26,16 +26,15 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 DELEGATED: Dict[str, Tuple[str, str]] = {
     "vocab": ("biomegatron_nemo.tokenizers.train", "learn a WordPiece or SentencePiece vocabulary (the paper's presets)"),
     "preprocess": ("biomegatron_nemo.data.preprocess", "split, tokenize and index a pretraining corpus"),
-    "evaluate": ("biomegatron_nemo.metrics.evaluate", "score prediction files with the official measures"),
-    "convert": ("biomegatron_nemo.checkpoints.convert", "import Megatron-LM / NeMo 1.x / HF checkpoints, export HF"),
-    "export-onnx": ("biomegatron_nemo.checkpoints.onnx", "a task model as ONNX, for serving without PyTorch"),
-    "benchmark": ("biomegatron_nemo.benchmark", "the paper's five benchmarks for one encoder, beside the published numbers"),
+    "evaluate": ("biomegatron_nemo.analysis.evaluate", "score prediction files with the official measures"),
+    "convert": ("biomegatron_nemo.export.convert", "import Megatron-LM / NeMo 1.x / HF checkpoints, export HF"),
+    "export-onnx": ("biomegatron_nemo.export.onnx", "a task model as ONNX, for serving without PyTorch"),
+    "benchmark": ("biomegatron_nemo.runs.benchmark", "the paper's five benchmarks for one encoder, beside the published numbers"),
 }
 ANALYSES: Dict[str, Tuple[str, str]] = {
     "break-rate": ("biomegatron_nemo.analysis.break_rate", "how often entities break into sub-tokens (Table 4)"),
     "label-bias": ("biomegatron_nemo.analysis.label_bias", "label bias of a dataset (Table 9)"),
 }
-FINETUNE_TASKS = ("ner", "re", "qa")
 #: one example per delegated command, shown under its --help
 EXAMPLES = {
     "biomegatron vocab": "biomegatron vocab --input pubmed.txt --preset pubmed-30k --output vocab/",
@@ -65,7 +64,7 @@ def _run_help(command: str, task) -> str:
     from omegaconf import OmegaConf
 
     from biomegatron_nemo.common.config import flatten
-    from biomegatron_nemo.models.runs import compose_run_config
+    from biomegatron_nemo.runs.schemas import compose_run_config
 
     cfg = OmegaConf.to_container(compose_run_config(task.config_name), resolve=False)
     options = "\n".join(f"  {key}={json.dumps(value, default=str)}" for key, value in flatten(cfg))
@@ -84,8 +83,8 @@ def _run_help(command: str, task) -> str:
 def _run(command: str, task_name: str, argv: Sequence[str]) -> int:
     from omegaconf import OmegaConf
 
-    from biomegatron_nemo.models.runs import compose_run_config
-    from biomegatron_nemo.models.tasks import TASKS, run_task
+    from biomegatron_nemo.runs.schemas import compose_run_config
+    from biomegatron_nemo.runs.registry import TASKS, run_task
 
     task = TASKS[task_name]
     if "-h" in argv or "--help" in argv:
@@ -166,49 +165,22 @@ def _predict(argv: Sequence[str], prog: str) -> int:
         p.error("give --text, --question/--context, a FILE or - (stdin)")
 
     from biomegatron_nemo.models.base import BioMegatronModelPT
+    from biomegatron_nemo.runs.registry import task_of
 
     try:
         model = BioMegatronModelPT.restore_from(args.model)
     except (OSError, ValueError) as err:  # a missing, broken or foreign file: say so, no traceback
         raise SystemExit(f"biomegatron predict: {err}") from None
-    model.eval()
-    kind = type(model).__name__
-    if kind == "QuestionAnsweringModel":
-        items = _qa_items(args, [] if args.question is not None else _read_inputs(args))
-        results = model.predict(items, top_k=args.top_k, batch_size=args.batch_size)
-        rows = [{"question": i["question"], "answers": r} for i, r in zip(items, results)]
-        show = _show_answers
-    elif kind == "TokenClassificationModel":
-        texts = _read_inputs(args)
-        rows = [{"text": t, "entities": e} for t, e in zip(texts, model.predict(texts, batch_size=args.batch_size))]
-        show = _show_entities
-    elif kind == "SequenceClassificationModel":
-        texts = _read_inputs(args)
-        rows = [{"text": t, **r} for t, r in zip(texts, model.predict(texts, batch_size=args.batch_size))]
-        show = _show_relation
+    task = task_of(model.eval())
+    if task.predict is None:
+        raise SystemExit(f"{args.model}: a {task.name} model; predict takes a NER, RE or QA model")
+    if task.question_inputs:
+        inputs = _qa_items(args, [] if args.question is not None else _read_inputs(args))
     else:
-        raise SystemExit(f"{args.model}: a {kind}; predict takes a NER, RE or QA model")
-    for row in rows:
-        print(json.dumps(row, ensure_ascii=False) if args.json else show(row))
+        inputs = _read_inputs(args)
+    for row in task.predict(model, inputs, args.batch_size, args.top_k):
+        print(json.dumps(row, ensure_ascii=False) if args.json else task.show(row))
     return 0
-
-
-def _show_entities(row) -> str:
-    lines = [row["text"]] + [f"  {e['type']:<12} {e['text']!r:<30} [{e['start']}:{e['end']}]  {e['score']:.3f}"
-                             for e in row["entities"]]
-    return "\n".join(lines if row["entities"] else lines + ["  (no entities)"])
-
-
-def _show_relation(row) -> str:
-    ranked = sorted(row["probabilities"].items(), key=lambda kv: -kv[1])
-    return f"{row['text']}\n  {row['label']}  {row['probability']:.3f}   (" + \
-        ", ".join(f"{k} {v:.3f}" for k, v in ranked[1:4]) + ")"
-
-
-def _show_answers(row) -> str:
-    lines = [row["question"]] + [f"  {rank}. {a['text']!r}  [{a['start']}:{a['end']}]  {a['probability']:.3f}"
-                                 for rank, a in enumerate(row["answers"], start=1)]
-    return "\n".join(lines)
 
 
 def _samples(argv: Sequence[str], prog: str) -> int:
@@ -217,7 +189,7 @@ def _samples(argv: Sequence[str], prog: str) -> int:
                                 epilog="example:\n  biomegatron analyze label-bias ner $(biomegatron samples)/ner/train.tsv",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.parse_args(list(argv))
-    from biomegatron_nemo.models.runs import SAMPLES
+    from biomegatron_nemo.runs.schemas import SAMPLES
 
     print(SAMPLES)
     return 0
@@ -231,21 +203,21 @@ def _export_hf(argv: Sequence[str], prog: str) -> int:
     p.add_argument("model", help="a .nemo file")
     p.add_argument("out_dir", help="the folder to write")
     args = p.parse_args(list(argv))
-    from biomegatron_nemo.checkpoints.convert import export_hf
+    from biomegatron_nemo.export.hf import export_nemo_hf
 
-    for line in export_hf(args.model, args.out_dir):
+    for line in export_nemo_hf(args.model, args.out_dir):
         print(line)
     return 0
 
 
 # ---------------------------------------------------------------------------- dispatch
 def _commands() -> Dict[str, Tuple[Callable[[Sequence[str], str], int], str]]:
-    from biomegatron_nemo.models.tasks import TASKS
+    from biomegatron_nemo.runs.registry import FINETUNING, TASKS
 
     table = {name: ((lambda argv, prog, m=module: _delegate(m, argv, prog)), summary)
              for name, (module, summary) in DELEGATED.items()}
     table["pretrain"] = (lambda argv, prog: _run("pretrain", "pretrain", argv), TASKS["pretrain"].summary)
-    table["finetune"] = (_finetune, "fine-tune and test a task: ner | re | qa")
+    table["finetune"] = (_finetune, f"fine-tune and test a task: {' | '.join(FINETUNING)}")
     table["predict"] = (_predict, "run a fine-tuned .nemo on text (entities, relations, answers)")
     table["export-hf"] = (_export_hf, "a .nemo as a Hugging Face folder")
     table["analyze"] = (_analyze, "paper analyses: break-rate | label-bias")
@@ -264,9 +236,9 @@ def _sub(argv: Sequence[str], prog: str, choices: Dict[str, str], usage: str) ->
 
 
 def _finetune(argv: Sequence[str], prog: str) -> int:
-    from biomegatron_nemo.models.tasks import TASKS
+    from biomegatron_nemo.runs.registry import FINETUNING
 
-    chosen = _sub(argv, prog, {t: TASKS[t].summary for t in FINETUNE_TASKS}, "TASK [KEY=VALUE ...]")
+    chosen = _sub(argv, prog, {name: task.summary for name, task in FINETUNING.items()}, "TASK [KEY=VALUE ...]")
     return 0 if chosen is None else _run(f"finetune {chosen[0]}", chosen[0], chosen[1])
 
 

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from biomegatron_nemo.models.runs import SAMPLES, compose_run_config
+from biomegatron_nemo.runs.schemas import SAMPLES, compose_run_config
 
 EXAMPLE_SENTENCES = [
     "Cisplatin induced nephrotoxicity in rats.",
@@ -81,7 +81,7 @@ def preprocess(out: Path, vocab_file: str) -> dict:
 
 
 def pretrain(out: Path, vocab_file: str, steps: int) -> dict:
-    from biomegatron_nemo.models.launch import start_run
+    from biomegatron_nemo.runs.launch import start_run
     from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
 
     cfg = compose("pretrain_bert", [
@@ -103,16 +103,16 @@ def pretrain(out: Path, vocab_file: str, steps: int) -> dict:
 
 
 def fine_tune(out: Path, task: str, vocab_file: str, pretrained: str, epochs: int, extra=()):
-    """Fine-tune ``task`` (models/tasks.py) from the pretrained encoder on its shipped sample."""
-    from biomegatron_nemo.models.launch import start_run
-    from biomegatron_nemo.models.tasks import TASKS
+    """Fine-tune ``task`` (runs/registry.py) from the pretrained encoder on its shipped sample."""
+    from biomegatron_nemo.runs.launch import start_run
+    from biomegatron_nemo.runs.registry import TASKS
 
     cfg = compose(TASKS[task].config_name, [
         f"model.tokenizer.vocab_file={vocab_file}", f"model.language_model.nemo_file={pretrained}",
         f"trainer.max_epochs={epochs}", f"exp_manager.exp_dir={out / 'experiments'}", f"exp_manager.name=demo_{task}",
         "exp_manager.resume_if_exists=false", *extra])
     trainer, _ = start_run(cfg)
-    model = TASKS[task].load_model_class()(cfg.model, trainer=trainer)
+    model = TASKS[task].model_class(cfg.model, trainer=trainer)
     trainer.fit(model)
     model.save_to(str(out / f"{task}.nemo"))
     return model

@@ -24,8 +24,8 @@ docs/configuration.md.
 import hydra
 from omegaconf import DictConfig
 
-from biomegatron_nemo.models.runs import register_run_configs
-from biomegatron_nemo.models.tasks import run_task
+from biomegatron_nemo.runs.schemas import register_run_configs
+from biomegatron_nemo.runs.registry import run_task
 
 register_run_configs()  # the schema conf/question_answering.yaml builds on, and ${samples:...}
 

@@ -112,7 +112,7 @@ def _batches_lightning_trains_on(tmp_path, train_ds):
     from lightning.pytorch import Callback
     from omegaconf import OmegaConf
 
-    from biomegatron_nemo.models.runs import SAMPLES
+    from biomegatron_nemo.runs.schemas import SAMPLES
     from biomegatron_nemo.models.token_classification import TokenClassificationModel
     from biomegatron_nemo.parallel.trainer import build_trainer
     from biomegatron_nemo.tokenizers.train import train_wordpiece

@@ -9,9 +9,9 @@ import yaml
 
 from omegaconf import OmegaConf
 
-from biomegatron_nemo.benchmark import SUITE
+from biomegatron_nemo.runs.benchmark import SUITE
 from biomegatron_nemo.cli import main
-from biomegatron_nemo.models.runs import SAMPLES
+from biomegatron_nemo.runs.schemas import SAMPLES
 
 ENCODER = {"preset": "micro", "layer_spec": "portable"}
 
@@ -65,9 +65,9 @@ def test_the_suite_runs_every_task_and_tables_them_beside_the_published_numbers(
 
 
 def test_the_paper_recipe_names_only_keys_the_configs_have():
-    from biomegatron_nemo.benchmark import Benchmark, recipe_overrides
-    from biomegatron_nemo.models.runs import compose_run_config
-    from biomegatron_nemo.models.tasks import TASKS
+    from biomegatron_nemo.runs.benchmark import Benchmark, recipe_overrides
+    from biomegatron_nemo.runs.schemas import compose_run_config
+    from biomegatron_nemo.runs.registry import TASKS
 
     squad = Benchmark("SQuAD-v1.1", "qa", ("f1",), "", "")
     for bench in [*SUITE, squad]:

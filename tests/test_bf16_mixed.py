@@ -7,7 +7,7 @@ import torch
 
 from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
 
-from helpers.models import pretraining_config, synthetic_mlm_batch, write_tiny_vocab
+from helpers.models import batch_loss, pretraining_config, synthetic_mlm_batch, write_tiny_vocab
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def vocab(tmp_path_factory):
 def _loss_and_grads(model, batch, bf16: bool):
     model.zero_grad()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        loss = model.forward_batch(batch).loss
+        loss = batch_loss(model, batch)
     loss.backward()
     return float(loss), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -98,13 +98,13 @@ def test_bf16_activations_stay_bf16_between_the_linears(vocab, path, monkeypatch
         if isinstance(module, linear._PortableLinearMixin):
             module.register_forward_pre_hook(lambda m, args, name=name: seen.__setitem__(name, args[0].dtype))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        model.forward_batch(batch)
+        batch_loss(model, batch)
     inner = {n: d for n, d in seen.items() if n.endswith(("linear_proj", "linear_fc2"))}
     assert inner and all(d == torch.bfloat16 for d in inner.values()), inner
     model.eval()
     with torch.no_grad():
-        loss = float(model.forward_batch(batch).loss)
+        loss = float(batch_loss(model, batch))
     monkeypatch.undo()
     with torch.no_grad():
-        reference = float(model.forward_batch(batch).loss)  # the one-rank path
+        reference = float(batch_loss(model, batch))  # the one-rank path
     assert loss == pytest.approx(reference, rel=1e-5)

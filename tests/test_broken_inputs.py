@@ -24,7 +24,7 @@ from biomegatron_nemo.data.chemprot import read_chemprot, read_classification_ts
 from biomegatron_nemo.data.conll import read_conll
 from biomegatron_nemo.data.squad import read_bioasq_golden, read_squad
 from biomegatron_nemo.data.token_classification import read_label_file
-from biomegatron_nemo.metrics.evaluate import main as evaluate
+from biomegatron_nemo.analysis.evaluate import main as evaluate
 from biomegatron_nemo.tokenizers.base import with_bert_specials
 from biomegatron_nemo.tokenizers.sentencepiece import SentencePieceTokenizer
 from biomegatron_nemo.tokenizers.wordpiece import WordPieceTokenizer, read_vocab

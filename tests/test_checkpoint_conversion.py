@@ -10,7 +10,8 @@ import os
 import pytest
 import torch
 
-from biomegatron_nemo.checkpoints.convert import export_hf, import_checkpoint, main as convert_main
+from biomegatron_nemo.export.convert import import_checkpoint, main as convert_main
+from biomegatron_nemo.export.hf import export_hf, export_nemo_hf
 from biomegatron_nemo.checkpoints.safe_load import UnsafeCheckpointError, safe_torch_load
 
 from helpers.megatron_lm_files import write_megatron_lm, write_nemo1
@@ -59,10 +60,8 @@ def _ours_logits(nemo_file):
     model = BioMegatronPretrainingModel.restore_from(str(nemo_file)).eval()
     batch = _batch(model.tokenizer)
     with torch.no_grad():
-        hidden = model.encode(batch)
-        mlm = model.mlm_logits(hidden)[..., : model.tokenizer.vocab_size]
-        sop = model.binary_head(hidden) if model.binary_head is not None else None
-    return model, batch, mlm, sop
+        out = model(**batch)  # the masked-LM logits of every position
+    return model, batch, out.logits[..., : model.tokenizer.vocab_size], out.sentence_order_logits
 
 
 def _assert_matches_hf(hf_model, nemo_file):
@@ -116,7 +115,7 @@ def test_ours_to_hf_to_ours_is_bit_identical_and_transformers_loads_it_alone(hf_
     root = write_megatron_lm(hf_model, tmp_path / "ckpt", 3.0, 1)
     first = tmp_path / "first.nemo"
     import_checkpoint("megatron-lm", str(root), str(first), vocab_file=str(vocab))
-    export_hf(str(first), str(tmp_path / "hf"))
+    export_nemo_hf(str(first), str(tmp_path / "hf"))
     import_checkpoint("hf", str(tmp_path / "hf"), str(tmp_path / "again.nemo"))
     from biomegatron_nemo.checkpoints.weights import read_nemo_weights
 
@@ -195,7 +194,7 @@ def test_training_parity_with_the_exported_model_in_transformers(hf_model, vocab
     from transformers import MegatronBertForMaskedLM
 
     from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
-    from helpers.models import synthetic_mlm_batch
+    from helpers.models import batch_loss, synthetic_mlm_batch
 
     root = write_megatron_lm(hf_model, tmp_path / "ckpt", 3.0, 1)
     import_checkpoint("megatron-lm", str(root), str(tmp_path / "lm.nemo"), vocab_file=str(vocab))
@@ -206,7 +205,7 @@ def test_training_parity_with_the_exported_model_in_transformers(hf_model, vocab
         "init_from": str(tmp_path / "lm.nemo"), "init_heads": True,
         "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.01, "betas": [0.9, 0.999], "eps": 1e-8}}))
     export = tmp_path / "hf"
-    ours.export_hf(str(export))
+    export_hf(ours, str(export))
     theirs = MegatronBertForMaskedLM.from_pretrained(str(export), hidden_dropout_prob=0.0,
                                                      attention_probs_dropout_prob=0.0)
     ours.train(), theirs.train()
@@ -218,7 +217,7 @@ def test_training_parity_with_the_exported_model_in_transformers(hf_model, vocab
     losses = []
     for step in range(20):
         batch = synthetic_mlm_batch(ours.tokenizer.vocab_size, batch_size=4, seq_len=16, seed=step % 2)
-        mine = ours.forward_batch(batch).loss
+        mine = batch_loss(ours, batch)
         optimizer.zero_grad()
         mine.backward()
         optimizer.step()
@@ -250,14 +249,14 @@ def test_an_imported_checkpoint_fine_tunes_through_the_ner_example(hf_model, voc
 def test_list_available_models_gives_a_conversion_command_that_parses():
     import shlex
 
-    from biomegatron_nemo.checkpoints.convert import parse_args
+    from biomegatron_nemo.export.convert import parse_args
     from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
 
     entries = BioMegatronPretrainingModel.list_available_models()
     assert {e.pretrained_model_name for e in entries} == {"biomegatron345muncased", "biomegatron345mcased"}
     for entry in entries:
-        command = entry.description.split("convert with the vocabulary file NGC lists with it: ", 1)[1]
-        args = parse_args(shlex.split(command)[3:])  # after "python -m biomegatron_nemo.checkpoints.convert"
+        command = entry.description.split("the vocabulary file NGC lists with it: ", 1)[1]
+        args = parse_args(shlex.split(command)[3:])  # after "python -m biomegatron_nemo.export.convert"
         assert (args.source, args.target, args.input) == ("megatron-lm", "nemo", f"{entry.pretrained_model_name}/")
 
 
@@ -286,15 +285,15 @@ def test_post_layernorm_berts_import_to_their_logits_and_export_back(vocab, tmp_
     assert model.encoder_config.layernorm_order == "post" and model.encoder_config.layernorm_epsilon == 1e-12
     batch = _batch(model.tokenizer)
     with torch.no_grad():
-        hidden = model.encode(batch)
-        mlm = model.mlm_logits(hidden)[..., :size]
+        ours = model(**batch)
+        mlm = ours.logits[..., :size]
         out = hf(**batch)
     logits = out.logits if architecture == "BertForMaskedLM" else out.prediction_logits
     real = batch["attention_mask"].bool()
     torch.testing.assert_close(mlm[real], logits[real], atol=1e-5, rtol=0)
     if architecture == "BertForPreTraining":
-        torch.testing.assert_close(model.binary_head(hidden), out.seq_relationship_logits, atol=1e-5, rtol=0)
-    model.export_hf(str(tmp_path / "again"))
+        torch.testing.assert_close(ours.sentence_order_logits, out.seq_relationship_logits, atol=1e-5, rtol=0)
+    export_hf(model, str(tmp_path / "again"))
     again = getattr(transformers, architecture).from_pretrained(str(tmp_path / "again"))
     theirs = hf.state_dict()
     assert all(torch.equal(v, theirs[k]) for k, v in again.state_dict().items() if k in theirs)

@@ -9,7 +9,8 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from biomegatron_nemo.cli import ANALYSES, DELEGATED, FINETUNE_TASKS, main
+from biomegatron_nemo.cli import ANALYSES, DELEGATED, main
+from biomegatron_nemo.runs.registry import FINETUNING
 from helpers.processes import clean_env
 
 ENCODER = {"preset": "micro", "hidden_dropout": 0.0, "attention_dropout": 0.0, "layer_spec": "portable"}
@@ -42,7 +43,7 @@ def test_each_subcommand_help_lists_options_and_an_example(capsys, argv):
     assert "example" in out
 
 
-@pytest.mark.parametrize("argv", [["pretrain"], *[["finetune", t] for t in FINETUNE_TASKS]])
+@pytest.mark.parametrize("argv", [["pretrain"], *[["finetune", t] for t in FINETUNING]])
 def test_training_help_lists_every_config_key(capsys, argv):
     code, out, _ = _run(capsys, *argv, "--help")
     assert code == 0 and out.startswith(f"usage: biomegatron {' '.join(argv)} [--show-config] [KEY=VALUE ...]")

@@ -13,17 +13,15 @@ from omegaconf import OmegaConf
 from biomegatron_nemo.common.config import defaults_of, validate_config
 from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel, PretrainingModelConfig
-from biomegatron_nemo.models.runs import RUN_SCHEMAS, register_run_configs
 from biomegatron_nemo.models.token_classification import TokenClassificationModel, TokenClassificationModelConfig
 from biomegatron_nemo.parallel.trainer import build_trainer
+from biomegatron_nemo.runs.registry import TASKS
+from biomegatron_nemo.runs.schemas import register_run_configs
 
 from helpers.models import write_tiny_vocab
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-YAML_OF = {"token_classification_schema": "token_classification", "pretrain_bert_schema": "pretrain_bert",
-           "sequence_classification_schema": "sequence_classification",
-           "question_answering_schema": "question_answering"}
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +103,8 @@ def _leaves(values, prefix=""):
     return out
 
 
-@pytest.mark.parametrize("schema_name", sorted(RUN_SCHEMAS))
-def test_yaml_files_only_override_the_schema(schema_name):
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_yaml_files_only_override_the_schema(task):
     """Every key of a composed conf/ file is the schema's default unless the file sets it, and the
     file sets nothing to the default it already has (no encoder preset is chosen by default: a
     pretrained checkpoint decides the architecture, else the schema's tiny)."""
@@ -114,14 +112,14 @@ def test_yaml_files_only_override_the_schema(schema_name):
 
     register_run_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        composed = OmegaConf.to_container(compose(YAML_OF[schema_name]), resolve=False)
-    own = yaml.safe_load((CONF / f"{YAML_OF[schema_name]}.yaml").read_text())
+        composed = OmegaConf.to_container(compose(TASKS[task].config_name), resolve=False)
+    own = yaml.safe_load((CONF / f"{TASKS[task].config_name}.yaml").read_text())
     own.pop("defaults"), own.pop("hydra", None)
     own = _leaves(own)
-    defaults = _leaves(defaults_of(RUN_SCHEMAS[schema_name]))
+    defaults = _leaves(defaults_of(TASKS[task].run_schema))
     composed = _leaves(composed)
     restated = sorted(k for k, v in own.items() if k in defaults and defaults[k] == v)
-    assert not restated, f"{YAML_OF[schema_name]}.yaml restates schema defaults: {restated}"
+    assert not restated, f"{TASKS[task].config_name}.yaml restates schema defaults: {restated}"
     unknown = sorted(set(own) - set(defaults) - {k for k in own if k.split(".")[0] in ("trainer", "exp_manager")})
     assert not unknown
     for key, value in composed.items():
@@ -140,13 +138,13 @@ def test_cfg_job_prints_the_schema_defaults():
     assert printed["model"]["train_ds"]["batch_size"] == defaults["train_ds"]["batch_size"]
     assert printed["model"]["optim"]["lr"] == 1.0e-3  # the file's override
     assert printed["model"]["encoder"]["preset"] is None  # the pretrained checkpoint's, else tiny
-    from biomegatron_nemo.models.runs import compose_run_config
+    from biomegatron_nemo.runs.schemas import compose_run_config
 
     assert compose_run_config("token_classification", ["model/encoder=345m"]).model.encoder.preset == "345m"
 
 
 def test_docs_page_is_generated_from_the_schemas():
-    from biomegatron_nemo.models.config_docs import main, render
+    from biomegatron_nemo.runs.config_docs import main, render
 
     assert main(["--check", str(ROOT / "docs" / "configuration.md")]) == 0
     page = render()
@@ -168,8 +166,8 @@ def test_the_ner_benchmark_config_follows_the_schema(vocab, monkeypatch):
     spec = importlib.util.spec_from_file_location("ner_bc5cdr", ROOT / "benchmarks" / "ner_bc5cdr.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    args = SimpleNamespace(seed=1, vocab=str(vocab), init_from=None, mode="first_subtoken", train="t.tsv",
-                           max_seq_length=128, batch_size=32, lr=5e-4, warmup_steps=100, batching="grouped",
+    args = SimpleNamespace(seed=1, vocab=str(vocab), init_from=None, pretrained=None, head="peer",
+                           mode="first_subtoken", train="t.tsv", max_seq_length=128, batch_size=32, lr=5e-4, warmup_steps=100, batching="grouped",
                            max_tokens=4096)
     cfg = validate_config(module.model_config(args), TokenClassificationModelConfig)
     assert cfg.train_ds.max_tokens == 4096
@@ -190,7 +188,8 @@ def test_the_optimizer_is_built_fused_or_foreach_as_configured(vocab, optim, fus
     optimizer, _ = model.setup_optimization(model.cfg.optim)
     defaults = optimizer.defaults
     assert defaults.get("fused") == fused and defaults.get("foreach") == foreach, defaults
-    model.forward_batch(_ner_batch(model)).loss.backward()
+    batch = _ner_batch(model)
+    sum(model.loss(model(**model.forward_inputs(batch)), batch).values()).backward()
     weight = next(model.classifier.parameters())
     before = weight.detach().clone()
     optimizer.step()  # the chosen kernel runs on these (CPU, fp32) parameters

@@ -7,6 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from biomegatron_nemo.export.hf import export_hf
 from biomegatron_nemo.models.question_answering import QuestionAnsweringModel
 from biomegatron_nemo.models.sequence_classification import SequenceClassificationModel
 from biomegatron_nemo.models.token_classification import TokenClassificationModel
@@ -57,14 +58,15 @@ def _encode(tokenizer, texts):
 def test_exported_ner_model_gives_our_logits_and_entities_in_a_transformers_pipeline(ner_model, tmp_path):
     from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
-    ner_model.export_hf(str(tmp_path / "hf"))
+    lines = export_hf(ner_model, str(tmp_path / "hf"))
+    assert lines[-1].startswith("checked: transformers' outputs equal this model's within")
     hf = AutoModelForTokenClassification.from_pretrained(str(tmp_path / "hf")).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
     assert len(tokenizer) == ner_model.tokenizer.vocab_size
     assert hf.config.id2label == dict(enumerate(ner_model.label_map.labels))
     batch = _encode(tokenizer, TEXTS)
     with torch.no_grad():
-        ours = ner_model.classifier(ner_model.encode(batch))
+        ours = ner_model(**batch).logits
         theirs = hf(**batch).logits
     real = batch["attention_mask"].bool()
     torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=0)
@@ -82,20 +84,21 @@ def test_exported_relation_and_qa_models_give_our_logits(vocab, tmp_path):
     re_model = SequenceClassificationModel(OmegaConf.create({
         "tokenizer": {"vocab_file": vocab}, "encoder": ENCODER, "pooling": "pooler",
         "head": {"num_layers": 1, "dropout": 0.0}, "label_map": ["CPR:3", "CPR:4", "false"]})).eval()
-    re_model.export_hf(str(tmp_path / "re"))
+    export_hf(re_model, str(tmp_path / "re"))
     hf = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "re")).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "re"))
     assert tokenizer.tokenize("@CHEMICAL$ inhibits @GENE$")[0] == "@CHEMICAL$"  # the markers stay one token
     batch = _encode(tokenizer, ["@CHEMICAL$ inhibits @GENE$ in rats.", "@GENE$ and @CHEMICAL$"])
     with torch.no_grad():
-        torch.testing.assert_close(re_model.classifier(re_model.encode(batch)), hf(**batch).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(re_model(**batch).logits, hf(**batch).logits, atol=1e-5, rtol=0)
     qa = QuestionAnsweringModel(OmegaConf.create({"tokenizer": {"vocab_file": vocab}, "encoder": ENCODER,
                                                   "head": {"num_layers": 1, "dropout": 0.0}})).eval()
-    qa.export_hf(str(tmp_path / "qa"))
+    export_hf(qa, str(tmp_path / "qa"))
     hf_qa = AutoModelForQuestionAnswering.from_pretrained(str(tmp_path / "qa")).eval()
     batch = _encode(AutoTokenizer.from_pretrained(str(tmp_path / "qa")), TEXTS)  # no entity markers here
     with torch.no_grad():
-        start, end = qa.span_logits(qa.encode(batch), batch["attention_mask"])
+        ours = qa(**batch)
+        start, end = ours.start_logits, ours.end_logits
         out = hf_qa(**batch)
     real = batch["attention_mask"].bool()
     torch.testing.assert_close((start[real], end[real]), (out.start_logits[real], out.end_logits[real]),
@@ -105,9 +108,25 @@ def test_exported_relation_and_qa_models_give_our_logits(vocab, tmp_path):
 def test_heads_without_a_transformers_counterpart_are_refused(vocab, tmp_path):
     two_layers = QuestionAnsweringModel(OmegaConf.create({"tokenizer": {"vocab_file": vocab}, "encoder": ENCODER}))
     with pytest.raises(ValueError, match="head has 2"):
-        two_layers.export_hf(str(tmp_path / "qa"))
+        export_hf(two_layers, str(tmp_path / "qa"))
     cls_pooling = SequenceClassificationModel(OmegaConf.create({
         "tokenizer": {"vocab_file": vocab}, "encoder": ENCODER, "head": {"num_layers": 1},
         "label_map": ["a", "b"]}))
     with pytest.raises(ValueError, match="pooling=pooler"):
-        cls_pooling.export_hf(str(tmp_path / "re"))
+        export_hf(cls_pooling, str(tmp_path / "re"))
+
+
+def test_an_export_that_would_serve_other_logits_is_refused(ner_model, tmp_path, monkeypatch):
+    """The export loads its folder in transformers and compares with the model's forward: a wrong
+    name mapping (here the classifier's weight scaled) is an error, not a folder."""
+    from biomegatron_nemo.encoder.heads import TokenClassificationHead
+
+    mapping = TokenClassificationHead.hf_tensors
+
+    def off_by_a_bit(self, state, prefix):
+        tensors = mapping(self, state, prefix)
+        return {**tensors, "classifier.weight": tensors["classifier.weight"] * 1.01}
+
+    monkeypatch.setattr(TokenClassificationHead, "hf_tensors", off_by_a_bit)
+    with pytest.raises(ValueError, match="transformers' logits differs from this model's logits by .* not faithful"):
+        export_hf(ner_model, str(tmp_path / "hf"))

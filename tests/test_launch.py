@@ -1,5 +1,5 @@
 """An impossible parallel layout is refused, naming the key, before any process group, Trainer or
-model exists (models/launch.py); the run folder of a killed run is tidied before resuming."""
+model exists (runs/launch.py); the run folder of a killed run is tidied before resuming."""
 
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from biomegatron_nemo.common.errors import ConfigError
-from biomegatron_nemo.models.launch import check_layout, resume_checkpoint
+from biomegatron_nemo.runs.launch import check_layout, resume_checkpoint
 from helpers.processes import EXAMPLES, clean_env
 from helpers.training import compose_pretrain_config
 

@@ -10,7 +10,7 @@ import pytest
 from helpers.pictures import assert_png
 from helpers.training import pretrain
 
-from biomegatron_nemo.models.loss_curve import read_loss_table
+from biomegatron_nemo.runs.loss_curve import read_loss_table
 
 
 def test_a_run_draws_its_losses_and_a_resume_continues_them(tmp_path, tiny_vocab, corpus):

@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from biomegatron_nemo.metrics.evaluate import main
+from biomegatron_nemo.analysis.evaluate import main
 
 from _data_paths import BROKEN, FIXTURES
 
 
 def test_help_lists_tasks_and_prediction_formats():
-    out = subprocess.run([sys.executable, "-m", "biomegatron_nemo.metrics.evaluate", "--help"],
+    out = subprocess.run([sys.executable, "-m", "biomegatron_nemo.analysis.evaluate", "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "{ner,re,squad,bioasq}" in out and "nbest_predictions.json" in out
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from biomegatron_nemo.metrics.evaluate import main
+from biomegatron_nemo.analysis.evaluate import main
 from biomegatron_nemo.metrics.ner import entity_spans, format_ner_table, ner_scores
 
 from _data_paths import FIXTURES, SAMPLES

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
 
-from helpers.models import pretraining_config, synthetic_mlm_batch, write_tiny_vocab
+from helpers.models import all_positions, pretraining_config, synthetic_mlm_batch, write_tiny_vocab
 
 
 def test_masked_positions_only_give_the_loss_and_gradients_of_all_positions(tmp_path):
@@ -17,12 +17,12 @@ def test_masked_positions_only_give_the_loss_and_gradients_of_all_positions(tmp_
     assert 0 < mask.sum() < mask.numel() // 2  # a real subset
 
     model.zero_grad()
-    loss = model.forward_batch(batch).losses["mlm"]
+    loss = model.loss(model(**model.forward_inputs(batch)), batch)["mlm"]
     loss.backward()
     ours = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     model.zero_grad()
-    logits = model.mlm_logits(model.encode(batch))[..., :model.tokenizer.vocab_size]  # every position
+    logits = all_positions(model, batch).logits[..., :model.tokenizer.vocab_size]  # every position
     reference = F.cross_entropy(logits[mask].float(), batch["lm_labels"][mask], reduction="mean")
     reference.backward()
     assert torch.allclose(loss, reference, rtol=1e-5, atol=1e-6), (float(loss), float(reference))

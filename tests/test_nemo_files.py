@@ -8,13 +8,13 @@ import tarfile
 import pytest
 import torch
 
-from helpers.models import pretraining_config, synthetic_mlm_batch
+from helpers.models import all_positions, pretraining_config, synthetic_mlm_batch
 
 
 def _logits(model, batch):
     model.eval()
     with torch.no_grad():
-        return model.mlm_logits(model.encode(batch))
+        return all_positions(model, batch).logits
 
 
 def test_round_trip_is_exact_and_carries_the_vocabulary(tmp_path, tiny_vocab, megatron_single):

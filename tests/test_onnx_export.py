@@ -1,10 +1,9 @@
-"""ONNX export (biomegatron_nemo/checkpoints/onnx.py): every task model's ``.nemo`` exports to a file
+"""ONNX export (biomegatron_nemo/export/onnx.py): every task model's ``.nemo`` exports to a file
 whose onnxruntime outputs equal the restored PyTorch model's within 1e-4, at two batch sizes and
 sequence lengths with padding (the dynamic axes), and carries the labels a server needs.
 
-The reference is the restored model's ``forward_batch`` (the training/evaluation path through
-``head_forward``; the masked-LM logits taken before its loss), not the export wrapper: a wrong
-head or a dropped mask fails it (each was tried).
+The reference is the restored model's ``forward`` (the call training and ``predict`` make), not the
+export wrapper: a wrong head or a dropped mask fails it (each was tried).
 """
 
 import json
@@ -16,7 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from biomegatron_nemo.checkpoints.onnx import INPUTS, export_nemo_to_onnx, export_onnx, main
+from biomegatron_nemo.export.onnx import INPUTS, export_nemo_to_onnx, export_onnx, main
 from biomegatron_nemo.models.base import BioMegatronModelPT
 from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
 from biomegatron_nemo.models.question_answering import QuestionAnsweringModel
@@ -86,24 +85,14 @@ def _batch(vocab_size, batch_size, seq_len, lengths, seed):
 
 
 def _reference(kind, model, batch):
-    """The restored model's outputs through forward_batch, with placeholder labels for its loss."""
-    b = batch["input_ids"].shape[0]
-    zeros = torch.zeros(b, dtype=torch.long)
-    extra = {"ner": {"labels": torch.zeros_like(batch["input_ids"])}, "re": {"labels": zeros},
-             "qa": {"start_positions": zeros, "end_positions": zeros},
-             "mlm": {"lm_labels": batch["input_ids"], "loss_mask": batch["attention_mask"],
-                     "sentence_order_labels": zeros}}[kind]
+    """The restored model's outputs through its forward (the call training and predict make), the
+    masked-LM logits cut to one per tokenizer id (the export leaves Megatron's padding rows out)."""
     with torch.no_grad():
-        out = model.forward_batch({**batch, **extra})
+        out = model(**batch)
     if kind == "qa":
         return {"start_logits": out.start_logits, "end_logits": out.end_logits}
     if kind == "mlm":
-        # megatron-core's vocab-parallel cross-entropy overwrites fp32 logits in place (with
-        # exp(logit - max)), so forward_batch's mlm_logits are not the logits: take them before the
-        # loss. The export has one logit per tokenizer id, not Megatron's padded rows.
-        with torch.no_grad():
-            logits = model.mlm_logits(model.encode(batch))[..., :model.tokenizer.vocab_size]
-        return {"logits": logits, "sentence_order_logits": out.sentence_order_logits}
+        return {"logits": out.logits[..., :model.tokenizer.vocab_size], "sentence_order_logits": out.sentence_order_logits}
     return {"logits": out.logits}
 
 
@@ -202,7 +191,7 @@ def test_external_data_and_refusals(nemo_files, tmp_path):
     assert max(float(np.abs(theirs[n] - ours[n].numpy()).max()) for n in ours) <= 1e-4
     with pytest.raises(ValueError, match="fp32"):
         export_onnx(model.to(torch.bfloat16), tmp_path / "bf16.onnx")
-    with pytest.raises(ValueError, match="none of the heads"):
+    with pytest.raises(ValueError, match="takes a model of this library, got MegatronBertEncoder"):
         export_onnx(model.encoder, tmp_path / "encoder.onnx")
 
 

@@ -57,7 +57,7 @@ def _assert_same_hidden_states(model, hf_model, batch, atol):
         ours = [model.tokenizer.cls_id] + model.tokenizer.encode(text).ids + [model.tokenizer.sep_id]
         assert batch["input_ids"][row][real[row]].tolist() == ours
     with torch.no_grad():
-        ours = model.eval().encode(dict(batch))
+        ours = model.eval().encoder(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         theirs = hf_model.eval()(**batch).last_hidden_state
     torch.testing.assert_close(ours[real], theirs[real], atol=atol, rtol=0)
 
@@ -131,7 +131,7 @@ def odd_megatron_bert(tiny_vocab):
 
 @pytest.mark.parametrize("kind", ["hf", "megatron-lm", "nemo1", "nemo"])
 def test_every_kind_of_checkpoint_decides_the_encoder(kind, odd_megatron_bert, tiny_vocab, tmp_path, megatron_single):
-    from biomegatron_nemo.checkpoints.convert import import_checkpoint
+    from biomegatron_nemo.export.convert import import_checkpoint
 
     hf_folder = tmp_path / "hf"
     odd_megatron_bert.save_pretrained(str(hf_folder))
@@ -159,8 +159,8 @@ def test_an_encoder_only_bert_of_odd_sizes_fine_tunes_re_and_qa_with_no_other_mo
                                                                                        megatron_single):
     from transformers import BertConfig, BertModel
 
-    from biomegatron_nemo.models.runs import compose_run_config
-    from biomegatron_nemo.models.tasks import run_task
+    from biomegatron_nemo.runs.schemas import compose_run_config
+    from biomegatron_nemo.runs.registry import run_task
 
     size = sum(1 for line in tiny_vocab.read_text().splitlines() if line)
     torch.manual_seed(5)
@@ -235,7 +235,7 @@ def test_broken_checkpoints_are_named_in_one_line(minilm, odd_megatron_bert, tin
 
 
 def test_the_convert_command_takes_an_encoder_only_bert_and_names_the_random_head(minilm, tmp_path, capsys):
-    from biomegatron_nemo.checkpoints.convert import main as convert_main
+    from biomegatron_nemo.export.convert import main as convert_main
 
     assert convert_main(["--from", "hf", "--to", "nemo", str(minilm), str(tmp_path / "minilm.nemo")]) == 0
     printed = capsys.readouterr().out
@@ -245,7 +245,7 @@ def test_the_convert_command_takes_an_encoder_only_bert_and_names_the_random_hea
 
 
 def test_benchmark_refuses_a_missing_file_before_training_anything(minilm, tmp_path, capsys):
-    from biomegatron_nemo.benchmark import SUITE
+    from biomegatron_nemo.runs.benchmark import SUITE
     from biomegatron_nemo.cli import main
 
     data = tmp_path / "data"

@@ -140,7 +140,7 @@ def test_pipeline_parallel_pretraining_through_lightning(tmp_path, tiny_vocab, c
     """PP=2 (2 GPipe microbatches) trains through the strategy and exp_manager, and its .nemo —
     gathered from both stages — restores in a single process with every weight in place."""
     from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
-    from helpers.models import synthetic_mlm_batch
+    from helpers.models import batch_loss, synthetic_mlm_batch
 
     extra = ["parallel.pipeline_model_parallel_size=2", "model.pipeline.num_microbatches=2",
              "model.optim.lr=1e-2"]
@@ -150,7 +150,7 @@ def test_pipeline_parallel_pretraining_through_lightning(tmp_path, tiny_vocab, c
     assert sum(losses[s] for s in range(10, 13)) / 3 < losses[1] - 0.3
     nemo_file = tmp_path / "exp" / "biomegatron_pretrain" / "run" / "checkpoints" / "biomegatron_pretrain.nemo"
     model = BioMegatronPretrainingModel.restore_from(str(nemo_file))  # strict: all 2 layers + heads
-    loss = model.forward_batch(synthetic_mlm_batch(model.tokenizer.vocab_size)).loss
+    loss = batch_loss(model, synthetic_mlm_batch(model.tokenizer.vocab_size))
     assert torch.isfinite(loss)
 
 

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from biomegatron_nemo.common.errors import ConfigError, DataFormatError
 from biomegatron_nemo.data.squad import QAExample, read_squad
-from biomegatron_nemo.metrics.evaluate import main as evaluate_main
+from biomegatron_nemo.analysis.evaluate import main as evaluate_main
 from biomegatron_nemo.models.question_answering import QuestionAnsweringModel
 from biomegatron_nemo.tokenizers.train import train_wordpiece
 
@@ -128,8 +128,10 @@ def test_tensor_parallel_logits_equal_and_the_span_head_initialises_from_a_squad
     batch = _batch(second, ITEMS)
     second.eval(), trained.eval()
     with torch.no_grad():
-        want = trained.span_logits(trained.encode(batch), batch["attention_mask"])
-        got = second.span_logits(second.encode(batch), batch["attention_mask"])
+        want = trained(**trained.forward_inputs(batch))
+        want = (want.start_logits, want.end_logits)
+        got = second(**second.forward_inputs(batch))
+        got = (got.start_logits, got.end_logits)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
     encoder_only = QuestionAnsweringModel(qa_config(workdir, workdir / "overfit.json", init_from=str(squad)))
     rows = trained.tokenizer.vocab_size  # past them: padding rows, not part of the weights

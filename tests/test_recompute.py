@@ -10,7 +10,7 @@ from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.encoder.recompute import recompute_chunks
 from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
 
-from helpers.models import pretraining_config, synthetic_mlm_batch, write_tiny_vocab
+from helpers.models import batch_loss, pretraining_config, synthetic_mlm_batch, write_tiny_vocab
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def _step(model, batch, seed=7):
 
     torch.manual_seed(seed)  # the same dropout masks in every run
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss = model.forward_batch(batch).loss
+        loss = batch_loss(model, batch)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return float(loss), grads, sum(kept)

@@ -1,12 +1,13 @@
-"""Evaluation reports: NER's per-type table and chart from ``evaluate(report_dir=...)``, RE's
+"""Evaluation reports: NER's per-type table and chart (written by a run's test report), RE's
 per-class table, chart and confusion matrix; every picture a PNG matplotlib reads back."""
 
 import pytest
 from omegaconf import OmegaConf
 
 from biomegatron_nemo.metrics.classification import classification_scores
-from biomegatron_nemo.metrics.ner import ner_scores
-from biomegatron_nemo.models.reports import write_classification_report, write_ner_report
+from biomegatron_nemo.metrics.ner import format_ner_table, ner_scores
+from biomegatron_nemo.runs.reports import write_classification_report, write_ner_report
+from biomegatron_nemo.runs.task_io import ner_report
 
 from _data_paths import SAMPLES
 from helpers.pictures import assert_png
@@ -16,7 +17,7 @@ def _table(path):
     return [line.split("\t") for line in path.read_text().splitlines()]
 
 
-def test_ner_evaluate_writes_per_type_table_and_chart(tmp_path, tiny_vocab, megatron_single):
+def test_a_ner_run_report_writes_the_per_type_table_and_chart(tmp_path, tiny_vocab, megatron_single):
     from biomegatron_nemo.models.token_classification import TokenClassificationModel
 
     # an untrained micro model: the report must show whatever the scores are
@@ -28,17 +29,17 @@ def test_ner_evaluate_writes_per_type_table_and_chart(tmp_path, tiny_vocab, mega
     })
     model = TokenClassificationModel(cfg)
     dev = str(SAMPLES / "ner" / "dev.tsv")
-    plain = model.evaluate(dev, batch_size=64)
-    scores = model.evaluate(dev, batch_size=64, report_dir=str(tmp_path / "report"))
-    assert scores == plain  # the report changes nothing of what evaluate returns
-    table = _table(tmp_path / "report" / "per_type.tsv")
+    scores = model.evaluate(dev, batch_size=64)
+    printed = ner_report(model, dev, tmp_path)  # what a run prints and writes after testing
+    assert printed.startswith(format_ner_table(scores)) and (tmp_path / "test_predictions.conll").is_file()
+    table = _table(tmp_path / "test_report" / "per_type.tsv")
     assert table[0] == ["type", "precision", "recall", "f1", "support", "predicted"]
     assert [row[0] for row in table[1:]] == [*scores["per_type"], "micro"] and "Chemical" in scores["per_type"]
     for row, (etype, s) in zip(table[1:], scores["per_type"].items()):
         assert row[1:] == [f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}", str(s["gold"]), str(s["pred"])]
     assert table[-1][1:] == [f"{scores['precision']:.4f}", f"{scores['recall']:.4f}", f"{scores['f1']:.4f}",
                              str(scores["gold_entities"]), str(scores["pred_entities"])]
-    assert_png(tmp_path / "report" / "per_type_f1.png")
+    assert_png(tmp_path / "test_report" / "per_type_f1.png")
 
 
 def test_ner_report_of_hand_made_scores(tmp_path):

@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 from biomegatron_nemo.common.errors import DataFormatError
 from biomegatron_nemo.data.batching import ClassBalancedSampler
 from biomegatron_nemo.data.chemprot import SequenceClassificationDataset, read_classification_tsv
-from biomegatron_nemo.metrics.evaluate import main as evaluate_main
+from biomegatron_nemo.runs.reports import write_classification_report
+from biomegatron_nemo.analysis.evaluate import main as evaluate_main
 from biomegatron_nemo.models.sequence_classification import (
     SequenceClassificationModel,
     mask_entities,
@@ -84,7 +85,8 @@ def test_markers_are_single_tokens_recorded_in_the_config(trained):
 def test_evaluate_equals_the_command_line_scorer_and_a_hand_count(trained, tmp_path, capsys):
     dev = SAMPLES / "chemprot" / "dev.tsv"
     out, report = tmp_path / "pred.tsv", tmp_path / "report"
-    scores = trained.evaluate(str(dev), output_file=str(out), report_dir=str(report))
+    scores = trained.evaluate(str(dev), output_file=str(out))
+    write_classification_report(scores, report)
     lines = [line.split("\t") for line in out.read_text().splitlines()]
     gold = read_classification_tsv(dev)
     assert [r[0] for r in lines] == [g.guid for g in gold] and all(0 < float(r[2]) <= 1 for r in lines)
@@ -209,7 +211,7 @@ def test_a_pretrained_encoder_gets_embedding_rows_for_the_markers(workdir, tmp_p
     batch = _batch(model, SENTENCES)
     with torch.no_grad():
         model.eval()
-        tp1 = model.classifier(model.encode(batch))
+        tp1 = model(**model.forward_inputs(batch)).logits
     torch.testing.assert_close(tp2, tp1, atol=1e-5, rtol=0)
 
 

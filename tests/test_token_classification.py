@@ -238,8 +238,8 @@ def test_weighted_loss_auto_weights_and_frozen_encoder(workdir, megatron_single)
     assert not any(p.requires_grad for p in model.encoder.parameters())
     assert all(p.requires_grad for p in model.classifier.parameters())
     batch = next(iter(model._train_dl))
-    output = model.forward_batch(batch)
-    loss = output.losses["ner"]
+    output = model(**model.forward_inputs(batch))
+    loss = model.loss(output, batch)["ner"]
     w = torch.tensor(weights)
     expected = torch.nn.functional.cross_entropy(output.logits.flatten(0, 1), batch["labels"].flatten(),
                                                  weight=w, ignore_index=-100)
@@ -290,7 +290,7 @@ def test_example_config_composes_to_a_model_on_the_shipped_samples(workdir, mega
     assert Path(cfg.model.train_ds.file) == SAMPLES / "ner" / "train.tsv"
     model = TokenClassificationModel(cfg.model)
     assert model.label_map.labels == ["O", "B-Chemical", "I-Chemical", "B-Disease", "I-Disease"]
-    assert model.labelling_mode == "all_subtokens" and model.classifier.mlp[-1].out_features == 5
+    assert model.config.labelling_mode == "all_subtokens" and model.classifier.mlp[-1].out_features == 5
 
 
 @pytest.mark.parametrize("trained", ["first_subtoken"], indirect=True)

@@ -1,14 +1,11 @@
-"""Hugging Face ``MegatronBert`` (and original ``Bert``) folders in and out.
+"""Hugging Face BERT weights in this library's names, both ways.
 
-In: a ``MegatronBertModel`` / ``MegatronBertForMaskedLM`` / ``MegatronBertForPreTraining`` folder
-(``config.json`` with ``model_type: megatron-bert``, and ``model.safetensors`` — sharded or not — or
-``pytorch_model.bin``, read weights-only) → our layout-free weights and sizes. A ``model_type: bert``
-folder (BioBERT, PubMedBERT: post-LayerNorm) becomes an encoder with ``layernorm_order: post``. Out: our models → a
-folder ``transformers`` loads by itself (:func:`write_hf`) — the pretraining model as
-``MegatronBertForMaskedLM`` (``MegatronBertForPreTraining`` with the sentence-order head), the task
-models as ``MegatronBertFor{TokenClassification,SequenceClassification,QuestionAnswering}`` (each
-model says how, in its ``hf_export()``), with ``vocab.txt`` and the tokenizer config so
-``AutoTokenizer`` and ``pipeline(...)`` work on it.
+In (:func:`read_hf`): a ``BertModel`` / ``BertFor*`` / ``MegatronBert*`` folder (``config.json``, and
+``model.safetensors`` or ``pytorch_model.bin`` — each sharded or not — read weights-only) → our
+layout-free weights and sizes. A ``model_type: bert`` folder (BioBERT, PubMedBERT: post-LayerNorm)
+becomes an encoder with ``layernorm_order: post``. Out (:func:`ours_to_hf`, :func:`encoder_to_hf`,
+:func:`pretraining_heads_to_hf`): our weights under HF's names, which
+:mod:`biomegatron_nemo.export.hf` writes as a folder ``transformers`` loads by itself.
 
 The name mapping is the same both ways (:data:`_ENCODER_MAP`, :data:`_LAYER_MAP`); HF keeps
 queries, keys and values apart, megatron-core fuses them per head
@@ -77,7 +74,7 @@ CONFIG_FILES = ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.
 _TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 
 
-def _transformers():
+def transformers_module():
     try:
         import transformers
     except ImportError as err:
@@ -106,7 +103,7 @@ def weight_files(folder: Path) -> List[Path]:
 
 
 def _read_weights(files: List[Path]) -> Dict[str, torch.Tensor]:
-    _transformers()  # brings safetensors
+    transformers_module()  # brings safetensors
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -288,65 +285,7 @@ def encoder_to_hf(state: Dict[str, torch.Tensor], heads: int, model_type: str) -
                       model_type=model_type)
 
 
-def write_hf(model, out_dir: Union[str, Path], hf_class: str, state: Dict[str, torch.Tensor],
-             heads_state: Dict[str, torch.Tensor], config_extra: Optional[Dict] = None) -> List[str]:
-    """Our model → a Hugging Face folder ``transformers`` loads by itself: ``hf_class`` (a
-    ``MegatronBert*`` class) with the encoder of ``state`` (the model's layout-free weights) and
-    ``heads_state`` (HF names), the config plus
-    ``config_extra`` (e.g. ``id2label``), safetensors weights and the tokenizer files."""
-    transformers = _transformers()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    enc = model.encoder_config
-    tok = model.tokenizer
-    model_type = "bert" if enc.layernorm_order == "post" else "megatron-bert"
-    if model_type == "bert":  # the original BERT's classes: BertForMaskedLM, ...
-        hf_class = hf_class.replace("MegatronBert", "Bert", 1)
-    cls = getattr(transformers, hf_class)
-    config_class = transformers.BertConfig if model_type == "bert" else transformers.MegatronBertConfig
-    config = config_class(
-        vocab_size=tok.vocab_size, hidden_size=enc.hidden_size, num_hidden_layers=enc.num_layers,
-        num_attention_heads=enc.num_attention_heads, intermediate_size=enc.ffn_hidden_size,
-        max_position_embeddings=enc.max_position_embeddings, type_vocab_size=enc.num_tokentypes,
-        layer_norm_eps=enc.layernorm_epsilon, hidden_act="gelu", hidden_dropout_prob=enc.hidden_dropout,
-        attention_probs_dropout_prob=enc.attention_dropout, pad_token_id=tok.pad_id, architectures=[hf_class],
-        **(config_extra or {}))
-    hf_model = cls(config)
-    state = encoder_to_hf(state, enc.num_attention_heads, model_type)
-    state.update(heads_state)
-    if hasattr(hf_model, "cls") and "cls.predictions.bias" in state:  # tied to the embeddings in HF
-        state["cls.predictions.decoder.weight"] = state["bert.embeddings.word_embeddings.weight"]
-        state["cls.predictions.decoder.bias"] = state["cls.predictions.bias"]
-    result = hf_model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
-    if missing or result.unexpected_keys:
-        raise ValueError(f"export to {hf_class}: missing {missing}, unused {result.unexpected_keys}")
-    hf_model.save_pretrained(str(out))
-    _write_tokenizer(tok, out, enc.max_position_embeddings)
-    return [f"written: {out} ({hf_class}, {sum(p.numel() for p in hf_model.parameters()):,} parameters, "
-            f"vocabulary {tok.vocab_size})"]
-
-
 def pretraining_heads_to_hf(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """The masked-LM (and sentence-order) head of our pretraining model under HF's names."""
     inverse = {v: k for k, v in _HEAD_MAP.items()}
     return {inverse[k]: v for k, v in state.items() if k in inverse}
-
-
-def _write_tokenizer(tok, out: Path, max_length: int) -> None:
-    """``vocab.txt`` and the configs ``AutoTokenizer.from_pretrained`` reads (a BERT WordPiece tokenizer)."""
-    if "vocab_file" not in tok.artifacts:
-        raise ValueError("only WordPiece models export to Hugging Face (a SentencePiece vocabulary has no "
-                         "BertTokenizer counterpart)")
-    extra = list(tok.extra_special_tokens)
-    # from the tokenizer itself: a restored model's vocabulary file lived in a folder NeMo has removed
-    inverse = tok.inv_vocab
-    words = [inverse[i] for i in range(tok.vocab_size) if inverse[i] not in extra]
-    (out / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
-    specials = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-                "mask_token": "[MASK]"}
-    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": not tok.cased, "model_max_length": max_length,
-              **specials, **({"additional_special_tokens": extra} if extra else {})}
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
-    (out / "special_tokens_map.json").write_text(json.dumps({**specials, **(
-        {"additional_special_tokens": extra} if extra else {})}, indent=1))

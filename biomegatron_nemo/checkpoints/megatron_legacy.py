@@ -181,6 +181,3 @@ def layer_count(legacy: Mapping[str, torch.Tensor]) -> int:
         raise ValueError(f"layer indices are not 0..N-1: {sorted(indices)}")
     return len(indices)
 
-
-def missing_tensors(ours: Mapping[str, torch.Tensor], expected: Sequence[str]) -> List[str]:
-    return sorted(k for k in expected if k not in ours)

@@ -14,7 +14,7 @@
   uninterrupted run.
 * :func:`prepare_resume`: the leftovers of a killed run are tidied before a rerun starts:
   ``.partial`` files, and superseded ``-last`` checkpoints the run was about to delete
-  (:func:`biomegatron_nemo.models.launch.resume_checkpoint` chooses which one is resumed).
+  (:func:`biomegatron_nemo.runs.launch.resume_checkpoint` chooses which one is resumed).
 """
 
 from __future__ import annotations

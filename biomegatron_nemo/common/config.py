@@ -10,7 +10,10 @@ there only (:func:`option`). Models and example scripts check what they are give
   (``train_ds.batchsize`` → "did you mean train_ds.batch_size?") — Hydra's command line does this
   for overrides, but a config built in Python or read from a YAML file is checked by nothing else;
 * refuses a value of the wrong type (OmegaConf's structured-config type check), and
-* runs each dataclass's ``check()`` for ranges and choices, prefixing its messages with the key.
+* runs each dataclass's ``check()`` for ranges and choices, prefixing its messages with the key,
+
+and returns the dataclass, which code then reads (:func:`merged_config` gives the DictConfig a NeMo
+model saves).
 
 OmegaConf/Hydra structured configs do the merging and typing; this module adds the path-naming
 errors and the range checks they lack. :func:`schema_table` renders a schema as the Markdown
@@ -162,14 +165,8 @@ def _walk_checks(obj: Any, path: str, where: str) -> None:
             raise ConfigError(err.reason, key=inner, where=where) from None
 
 
-def validate_config(cfg: Any, schema: Type, where: str = "config",
-                    passthrough: Iterable[str] = ()) -> DictConfig:
-    """``cfg`` merged onto ``schema``'s defaults and checked; a plain (struct) DictConfig.
-
-    ``where`` names the config in messages (e.g. ``TokenClassificationModel``); ``passthrough``
-    keys (e.g. those NeMo manages) are kept as given without a check. Interpolations
-    (``${...}``) stay unresolved in the result; they are resolved for the type and range checks.
-    """
+def _checked(cfg: Any, schema: Type, where: str, passthrough: Iterable[str] = ()):
+    """``(the dataclass, the merged DictConfig)`` of ``cfg`` checked against ``schema``."""
     if cfg is None:
         cfg = {}
     if isinstance(cfg, DictConfig):
@@ -200,7 +197,24 @@ def validate_config(cfg: Any, schema: Type, where: str = "config",
     if kept:
         result.merge_with(kept)
     OmegaConf.set_struct(result, True)
-    return result
+    return checked, result
+
+
+def validate_config(cfg: Any, schema: Type, where: str = "config", passthrough: Iterable[str] = ()):
+    """``cfg`` (a mapping, DictConfig or dataclass) merged onto ``schema``'s defaults, checked, and
+    built as the schema's dataclass — what code reads (typed, every value checked once, here).
+
+    ``where`` names the config in messages (e.g. ``TokenClassificationModel``); ``passthrough``
+    keys (those NeMo adds to a model config) are left out.
+    """
+    return _checked(cfg, schema, where, passthrough)[0]
+
+
+def merged_config(cfg: Any, schema: Type, where: str = "config", passthrough: Iterable[str] = ()) -> DictConfig:
+    """``cfg`` checked as :func:`validate_config` does, as the plain (struct) DictConfig a NeMo model
+    keeps and saves: the schema's defaults filled in, interpolations (``${...}``) left as given,
+    ``passthrough`` keys (those NeMo manages) kept unchecked."""
+    return _checked(cfg, schema, where, passthrough)[1]
 
 
 def defaults_of(schema: Type) -> Dict[str, Any]:
@@ -260,9 +274,3 @@ def schema_table(schema: Type, prefix: str = "") -> List[str]:
             continue
         rows.append(f"| `{key}` | {_type_name(hints[f.name])} | {_yaml_value(default)} | {doc} |")
     return rows
-
-
-def parse_config(cfg: Any, schema: Type, where: str = "config"):
-    """``cfg`` checked against ``schema`` (as :func:`validate_config`) and built as its dataclass."""
-    checked = validate_config(cfg, schema, where)
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), checked))

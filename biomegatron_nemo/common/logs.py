@@ -24,11 +24,11 @@ leaves handlers to the application.
 from __future__ import annotations
 
 import contextlib
-import importlib.abc
-import importlib.util
 import logging
 import os
 import sys
+
+from biomegatron_nemo.common.imports import after_import
 
 LIBRARY_LOGGER = "biomegatron_nemo"
 NEMO_LOGGER = "nemo_logger"
@@ -45,29 +45,6 @@ class LevelByOrigin(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         mine = record.name == LIBRARY_LOGGER or record.name.startswith(LIBRARY_LOGGER + ".")
         return record.levelno >= (self.ours if mine else self.others)
-
-
-class AfterImport(importlib.abc.MetaPathFinder):
-    """Runs ``then()`` right after the module ``name`` is first imported (a meta-path finder that
-    steps aside once it has wrapped that module's loader)."""
-
-    def __init__(self, name: str, then):
-        self.name, self.then = name, then
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != self.name:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
-        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            run = spec.loader.exec_module
-
-            def exec_module(module):
-                run(module)
-                self.then()
-
-            spec.loader.exec_module = exec_module
-        return spec
 
 
 def _drop_lightning_console() -> None:
@@ -110,40 +87,33 @@ def configure_logging(verbosity: int = 0) -> None:
     for old in [f for f in nemo.filters if isinstance(f, LevelByOrigin)]:
         nemo.removeFilter(old)
     nemo.addFilter(LevelByOrigin(ours, others))
-    _after_import("lightning", _drop_lightning_console)
+    after_import("lightning", "logging", _drop_lightning_console)
     if "nemo.utils" in sys.modules:  # already imported: its stdout handler exists, move it to stderr
         from nemo.utils import logging as nemo_logging
 
         if "stream_stdout" in nemo_logging._handlers:  # NeMo streams on global rank 0 only
             nemo_logging.remove_stream_handlers()
             nemo_logging.add_stream_handlers()
-    _after_import("nemo.utils", lambda: _set_nemo_level(others))
+    after_import("nemo.utils", "logging", lambda: _set_nemo_level(others))
 
 
 def _set_nemo_level(level: int) -> None:
     """NeMo's own level (set to INFO on import), which exp_manager also gives megatron-core's
-    logger when it attaches NeMo's handlers to it."""
-    from nemo.utils import logging as nemo_logging
-
-    nemo_logging.setLevel(level)
-
-
-def _after_import(name: str, then) -> None:
-    """``then()`` now if ``name`` is imported, else right after its import."""
-    if name in sys.modules:
-        then()
-        return
-    for finder in [f for f in sys.meta_path if isinstance(f, AfterImport) and f.name == name]:
-        sys.meta_path.remove(finder)
-    sys.meta_path.insert(0, AfterImport(name, then))
+    logger when it attaches NeMo's handlers to it. The logger's level only: NeMo's ``setLevel``
+    would also set every handler of its logger, some of which are not NeMo's own."""
+    logging.getLogger(NEMO_LOGGER).setLevel(level)
 
 
+@contextlib.contextmanager
 def quiet_nemo(quiet: bool = True):
     """A context in which NeMo logs errors only (when ``quiet``): for library code that calls into
     NeMo where it would warn about nothing the user did (restoring, it recites the training data
     configs of whoever trained the model)."""
-    if not quiet:
-        return contextlib.nullcontext()
-    from nemo.utils import logging as nemo_logging
-
-    return nemo_logging.temp_verbosity(logging.ERROR)
+    nemo = logging.getLogger(NEMO_LOGGER)
+    level = nemo.level
+    if quiet:
+        nemo.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        nemo.setLevel(level)

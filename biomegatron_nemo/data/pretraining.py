@@ -60,7 +60,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from biomegatron_nemo.common.config import Schema, option, parse_config
+from biomegatron_nemo.common.config import Schema, option, validate_config
 from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.data.collate import IGNORE_INDEX
 
@@ -148,7 +148,7 @@ def make_dataset_config(cfg: Any, tokenizer) -> "BERTMaskedWordPieceDatasetConfi
         warnings.filterwarnings("ignore", message="Transformer Engine and Apex")
         from megatron.core.datasets.bert_dataset import BERTMaskedWordPieceDatasetConfig
 
-    values: PretrainingDatasetConfig = parse_config(cfg, PretrainingDatasetConfig, where="pretraining data")
+    values: PretrainingDatasetConfig = validate_config(cfg, PretrainingDatasetConfig, where="pretraining data")
     return BERTMaskedWordPieceDatasetConfig(
         random_seed=values.seed,
         sequence_length=values.seq_length,
@@ -298,8 +298,8 @@ def build_pretraining_dataloader(dataset_cfg: Any, split_cfg: Any, split: str, t
     index = _SPLIT_ALIASES.get(split)
     if index is None:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
-    data: PretrainingDatasetConfig = parse_config(dataset_cfg, PretrainingDatasetConfig, where="pretraining data")
-    loader_cfg: PretrainingSplitConfig = parse_config(split_cfg, PretrainingSplitConfig, where=f"{split} data")
+    data: PretrainingDatasetConfig = validate_config(dataset_cfg, PretrainingDatasetConfig, where="pretraining data")
+    loader_cfg: PretrainingSplitConfig = validate_config(split_cfg, PretrainingSplitConfig, where=f"{split} data")
     n = loader_cfg.num_samples or num_samples
     if n is None:
         raise ConfigError(f"the {split} split needs num_samples (the samples one pass of {split} should draw"

@@ -1,6 +1,6 @@
 """NER as token classification: label maps, sub-token label alignment, windows, and the way back.
 
-Alignment modes (issue 4 §2, the paper's NER comparison):
+Alignment modes (the paper's NER comparison, section 5.1):
 
 * ``first_subtoken`` — only a word's first sub-token carries the word's label; continuation
   sub-tokens get ``-100`` and are ignored by the loss (BioBERT's "whole-entity" labelling).

@@ -56,6 +56,7 @@ ARCHITECTURE_KEYS = ("num_layers", "hidden_size", "num_attention_heads", "ffn_hi
                      *ARCHITECTURE_DEFAULTS)
 #: BERT's WordPiece vocabulary size: the vocabulary of a bare encoder built without a tokenizer.
 BERT_VOCAB_SIZE = 30522
+#: the layer implementations (:mod:`~biomegatron_nemo.encoder.specs` builds them)
 LAYER_SPECS = ("auto", "te", "local", "portable")
 RECOMPUTE_GRANULARITIES = ("none", "full", "selective")
 
@@ -121,9 +122,6 @@ class EncoderConfig(Schema):
             self.vocab_size = BERT_VOCAB_SIZE
         self.validate()
 
-    def check(self) -> None:
-        self.validate()
-
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "EncoderConfig":
@@ -145,9 +143,6 @@ class EncoderConfig(Schema):
             raise ConfigError(f"unknown encoder config keys {unknown}; known keys are {sorted(known)}",
                               key=unknown[0])
         return cls(**{k: v for k, v in values.items() if v is not None})
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
 
     # ------------------------------------------------------------------ checks
     def validate(self, tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1) -> None:
@@ -173,17 +168,10 @@ class EncoderConfig(Schema):
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"must be in [0, 1), got {getattr(self, name)}", key=name)
-        if self.recompute_granularity not in RECOMPUTE_GRANULARITIES:
-            raise ConfigError(f"must be one of {'|'.join(RECOMPUTE_GRANULARITIES)}, got "
-                              f"{self.recompute_granularity!r}", key="recompute_granularity")
-        if self.recompute_method not in ("uniform", "block"):
-            raise ConfigError(f"must be uniform or block, got {self.recompute_method!r}", key="recompute_method")
         layers_per_stage = self.num_layers // pipeline_parallel_size
         if self.recompute_granularity == "full" and not 1 <= self.recompute_num_layers <= layers_per_stage:
             raise ConfigError(f"must be in [1, {layers_per_stage}] (the layers of a pipeline stage), got "
                               f"{self.recompute_num_layers}", key="recompute_num_layers")
-        if self.layer_spec not in LAYER_SPECS:
-            raise ConfigError(f"must be one of {'|'.join(LAYER_SPECS)}, got {self.layer_spec!r}", key="layer_spec")
 
     # ------------------------------------------------------------------ derived sizes
     def padded_vocab_size(self, tensor_parallel_size: int = 1) -> int:

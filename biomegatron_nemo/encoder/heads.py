@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -135,52 +135,54 @@ class SentenceOrderHead(torch.nn.Module):
 
 
 class _MLP(torch.nn.Sequential):
-    """``num_layers`` linear layers; hidden ones (``inner_size`` wide, default the input's) are
-    followed by activation and dropout."""
+    """``config.num_layers`` linear layers; hidden ones (``config.hidden_size`` wide, default the
+    input's) are followed by activation and dropout; dropout comes first."""
 
-    def __init__(self, hidden_size: int, out_size: int, num_layers: int, dropout: float, activation: str,
-                 inner_size: Optional[int] = None):
-        ClassificationHeadConfig(num_layers, inner_size, dropout, activation).check()
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"must be one of {sorted(ACTIVATIONS)}, got {activation!r}", key="activation")
-        inner = inner_size or hidden_size
-        layers = [torch.nn.Dropout(dropout)]
+    def __init__(self, hidden_size: int, out_size: int, config: ClassificationHeadConfig):
+        inner = config.hidden_size or hidden_size
+        layers = [torch.nn.Dropout(config.dropout)]
         width = hidden_size
-        for _ in range(num_layers - 1):
-            layers += [torch.nn.Linear(width, inner), ACTIVATIONS[activation](), torch.nn.Dropout(dropout)]
+        for _ in range(config.num_layers - 1):
+            layers += [torch.nn.Linear(width, inner), ACTIVATIONS[config.activation](), torch.nn.Dropout(config.dropout)]
             width = inner
         layers.append(torch.nn.Linear(width, out_size))
         super().__init__(*layers)
+        self.num_layers = config.num_layers
+
+    def single_linear(self, state: Dict[str, torch.Tensor], prefix: str, hf_name: str) -> Dict[str, torch.Tensor]:
+        """This MLP's weights (``state`` layout-free, under ``prefix``) as one linear layer named
+        ``hf_name`` — what a Hugging Face task head is; a deeper MLP has no counterpart there."""
+        if self.num_layers != 1:
+            raise ValueError(f"Hugging Face's task heads are one linear layer; this model's head has {self.num_layers} "
+                             "(train with head.num_layers=1 to export it)")
+        last = f"{prefix}.{len(self) - 1}"
+        return {f"{hf_name}.weight": state[f"{last}.weight"], f"{hf_name}.bias": state[f"{last}.bias"]}
 
 
 class TokenClassificationHead(torch.nn.Module):
-    """Per-position label logits ``[b, s, num_labels]`` (NER)."""
+    """Per-position label logits ``[b, s, num_labels]`` (NER); exports as ``BertForTokenClassification``'s
+    ``classifier``."""
 
-    def __init__(self, hidden_size: int, num_labels: int, num_layers: int = 2, dropout: float = 0.1,
-                 activation: str = "gelu", inner_size: Optional[int] = None):
+    def __init__(self, hidden_size: int, num_labels: int, config: ClassificationHeadConfig):
         super().__init__()
-        self.mlp = _MLP(hidden_size, num_labels, num_layers, dropout, activation, inner_size)
+        self.mlp = _MLP(hidden_size, num_labels, config)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.mlp(hidden_states)
 
-    @staticmethod
-    def loss(logits: torch.Tensor, labels: torch.Tensor, class_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                               weight=class_weights, ignore_index=IGNORE_INDEX)
+    def hf_tensors(self, state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
+        """This head's tensors of the layout-free ``state`` (under ``prefix``) by their HF names."""
+        return self.mlp.single_linear(state, f"{prefix}.mlp", "classifier")
 
 
 class SequenceClassificationHead(torch.nn.Module):
-    """Sequence label logits ``[b, num_classes]`` from [CLS] (``pooling='cls'``) or a tanh pooler."""
+    """Sequence label logits ``[b, num_classes]`` from [CLS] (``pooling='cls'``) or a tanh pooler;
+    exports (with the pooler) as ``BertForSequenceClassification``'s pooler and ``classifier``."""
 
-    def __init__(self, hidden_size: int, num_classes: int, pooling: str = "cls", num_layers: int = 2,
-                 dropout: float = 0.1, activation: str = "gelu", inner_size: Optional[int] = None):
+    def __init__(self, hidden_size: int, num_classes: int, config: ClassificationHeadConfig, pooling: str = "cls"):
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ConfigError(f"must be one of {list(POOLINGS)}, got {pooling!r}", key="pooling")
-        self.pooling = pooling
         self.pooler = torch.nn.Linear(hidden_size, hidden_size) if pooling == "pooler" else None
-        self.mlp = _MLP(hidden_size, num_classes, num_layers, dropout, activation, inner_size)
+        self.mlp = _MLP(hidden_size, num_classes, config)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         first = hidden_states[:, 0]
@@ -188,16 +190,26 @@ class SequenceClassificationHead(torch.nn.Module):
             first = torch.tanh(self.pooler(first))
         return self.mlp(first)
 
+    def hf_tensors(self, state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
+        if self.pooler is None:
+            raise ValueError("Hugging Face's sequence classifier reads a tanh pooler: export needs pooling=pooler")
+        return {"bert.pooler.dense.weight": state[f"{prefix}.pooler.weight"],
+                "bert.pooler.dense.bias": state[f"{prefix}.pooler.bias"],
+                **self.mlp.single_linear(state, f"{prefix}.mlp", "classifier")}
+
 
 class SpanQAHead(torch.nn.Module):
     """Start and end logits ``[b, s]`` each, for extractive question answering: an MLP over every
-    position with two outputs (the paper's QA head: 2 layers, dropout 0.1; one layer is BERT's)."""
+    position with two outputs (the paper's QA head: 2 layers, dropout 0.1; one layer is BERT's);
+    exports as ``BertForQuestionAnswering``'s ``qa_outputs``."""
 
-    def __init__(self, hidden_size: int, num_layers: int = 2, dropout: float = 0.1, activation: str = "gelu",
-                 inner_size: Optional[int] = None):
+    def __init__(self, hidden_size: int, config: ClassificationHeadConfig):
         super().__init__()
-        self.mlp = _MLP(hidden_size, 2, num_layers, dropout, activation, inner_size)
+        self.mlp = _MLP(hidden_size, 2, config)
 
     def forward(self, hidden_states: torch.Tensor):
         start, end = self.mlp(hidden_states).unbind(dim=-1)
         return start, end
+
+    def hf_tensors(self, state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
+        return self.mlp.single_linear(state, f"{prefix}.mlp", "qa_outputs")

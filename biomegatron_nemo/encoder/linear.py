@@ -1,30 +1,16 @@
-"""megatron-core's tensor-parallel linears: one ``F.linear`` where nothing is split, and working
-under autocast (bf16-mixed on CPU and GPU) where something is.
+"""megatron-core's tensor-parallel linears, as ``F.linear`` where nothing is split and working under
+autocast (bf16-mixed on CPU and GPU) where something is. Parameters, state-dict names and
+initialisation stay megatron-core's; the layer specs and the masked-LM head use these.
 
-The subclasses keep megatron-core's parameters, state-dict names, initialisation and, with
-several tensor-parallel ranks, its forward and communication. They change two things.
-
-**One rank, nothing to overlap** (tensor-parallel size 1, no sequence parallelism, no fused
-weight-gradient accumulation): the layer is ``F.linear(x, W, b)`` with torch's own backward and
-returns no separate bias. megatron-core's autograd function exists to overlap the matmuls with
-communication; on one rank it is the same matmuls, but ``skip_bias_add`` layers hand their bias
-back to the caller (the MLP adds it before GELU; the attention and MLP output projections add it
-with dropout and the residual) and even the others add it in a pass of their own. In ``addmm``
-the bias is part of the matmul, and the callers skip a bias that is ``None``: the result is the
-same sum. ``F.linear`` is also what autocast (CPU and CUDA) casts natively, so bf16 activations
-stay bf16. Measured on this machine in docs/benchmarks.md. (While traced for ONNX export the
-layer takes megatron-core's path, whose graph the exporter's shape inference follows.)
-
-**Several ranks**: megatron-core's function, decorated with
-``torch.amp.custom_fwd(device_type="cuda")``, which under CPU autocast does nothing: the forward
-matmul would run in bf16 while the function saves the fp32 input and weight, and the backward
-fails ("expected m1 and m2 to have the same dtype"). Under CPU autocast the input, weight and bias
-are cast to the autocast dtype and the function runs with autocast off, as ``custom_fwd`` does on
-CUDA, so forward and backward agree; the fp32 master weights receive fp32 gradients (through the
-cast). A bias returned to the caller is cast to the output's dtype: added as the fp32 parameter it
-would promote the activation, and every op after it, to fp32.
-
-The layer specs and the masked-LM head use them.
+* **One tensor-parallel rank** (no sequence parallelism, no fused weight-gradient accumulation):
+  ``F.linear(x, W, b)`` with the bias inside the matmul (``addmm``) and no separate bias returned
+  (callers skip a ``None`` bias: the same sum). megatron-core's autograd function only overlaps
+  matmuls with communication, and its ``skip_bias_add`` hands an fp32 bias back, which would
+  promote bf16 activations to fp32. While traced for ONNX the layer takes megatron-core's path.
+* **Several ranks**: megatron-core's function, whose ``custom_fwd(device_type="cuda")`` does nothing
+  under CPU autocast (the backward would then fail on mixed dtypes): input, weight and bias are cast
+  to the autocast dtype and the function runs with autocast off, as ``custom_fwd`` does on CUDA. A
+  returned bias is cast to the output's dtype.
 """
 
 from __future__ import annotations

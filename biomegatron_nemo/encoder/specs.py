@@ -24,9 +24,8 @@ import torch
 from megatron.core.transformer.spec_utils import ModuleSpec
 
 from .attention import PortableDotProductAttention
+from .config import LAYER_SPECS
 from .linear import AutocastColumnParallelLinear, AutocastRowParallelLinear
-
-BACKENDS = ("auto", "te", "local", "portable")
 
 
 def transformer_engine_available() -> bool:
@@ -39,8 +38,8 @@ def transformer_engine_available() -> bool:
 
 def resolve_backend(backend: str) -> str:
     """``auto`` → ``te`` on CUDA with Transformer Engine, else ``portable``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"layer spec backend must be one of {BACKENDS}, got {backend!r}")
+    if backend not in LAYER_SPECS:
+        raise ValueError(f"layer spec backend must be one of {LAYER_SPECS}, got {backend!r}")
     if backend == "auto":
         return "te" if torch.cuda.is_available() and transformer_engine_available() else "portable"
     if backend == "te" and not (torch.cuda.is_available() and transformer_engine_available()):

@@ -11,7 +11,7 @@
 * an optionally frozen encoder.
 
 Loaders and the gathering of evaluation rows come from
-:class:`~biomegatron_nemo.models.task.FineTuningTaskModel`.
+:class:`~biomegatron_nemo.models.finetuning.FineTuningTaskModel`.
 
 A subclass provides ``training_labels(path)`` (the labels of a training file, for the label map),
 ``label_targets(dataset)`` (label ids the loss sees, for ``auto`` weights), its heads and data.
@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 from lightning.pytorch import Trainer
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from biomegatron_nemo.common.config import option, section
 from biomegatron_nemo.data.token_classification import LabelMap, read_label_file
@@ -41,7 +41,8 @@ from biomegatron_nemo.encoder.losses import (
     summed_cross_entropy,
 )
 from biomegatron_nemo.models.config import BioMegatronModelConfig
-from biomegatron_nemo.models.task import FineTuningTaskModel
+from biomegatron_nemo.models.finetuning import FineTuningTaskModel
+from biomegatron_nemo.parallel.state import data_parallel_normalizer
 
 LABEL_MAP_KEY = "label_map_file"
 
@@ -93,8 +94,9 @@ class ClassificationTaskModel(FineTuningTaskModel):
         return self._label_map
 
     def _setup_label_map(self) -> LabelMap:
-        labels = list(self.cfg.label_map or [])
-        label_file = self.cfg[LABEL_MAP_KEY]
+        config = self.config
+        labels = list(config.label_map or [])
+        label_file = config.label_map_file
         if label_file:
             # the user's file, or the copy inside the unpacked .nemo when restoring
             label_file = self.register_artifact(LABEL_MAP_KEY, label_file)
@@ -103,16 +105,15 @@ class ClassificationTaskModel(FineTuningTaskModel):
                 raise ValueError(f"label_map {labels} differs from {LABEL_MAP_KEY} {label_file}: {from_file}")
             labels = from_file
         if not labels:
-            train_file = (self.cfg.train_ds or {}).get("file")
+            train_file = config.train_ds.file if config.train_ds is not None else None
             if not train_file:
                 raise ValueError("label_map is not set and there is no train_ds.file to build it from")
             labels = self.training_labels(train_file)
         label_map = self.make_label_map(self.expand_labels(labels))
         if not label_file:
             label_file = self.register_artifact(LABEL_MAP_KEY, self._write_label_file(label_map))
-        with open_dict(self.cfg):
-            self.cfg.label_map = list(label_map.labels)
-            self.cfg[LABEL_MAP_KEY] = label_file
+        self.set_config("label_map", list(label_map.labels))
+        self.set_config(LABEL_MAP_KEY, label_file)
         return label_map
 
     def _write_label_file(self, label_map: LabelMap) -> str:
@@ -124,6 +125,9 @@ class ClassificationTaskModel(FineTuningTaskModel):
             f.write("\n".join(label_map.labels) + "\n")
         return path
 
+    def label_names(self) -> List[str]:
+        return list(self.label_map.labels)
+
     def hf_label_config(self) -> Dict:
         """``id2label`` / ``label2id`` of an exported Hugging Face model."""
         labels = self.label_map.labels
@@ -134,16 +138,17 @@ class ClassificationTaskModel(FineTuningTaskModel):
     def configure_model(self) -> None:
         first_build = not self._modules_built
         super().configure_model()
-        if first_build and self.cfg.freeze_encoder:
+        if first_build and self.config.freeze_encoder:
             self.encoder.requires_grad_(False)
 
     # ------------------------------------------------------------------ losses
     def class_weights(self) -> Optional[torch.Tensor]:
         """Weights of weighted_cross_entropy (None for the other losses)."""
-        if self.cfg.loss.name != "weighted_cross_entropy":
+        loss = self.config.loss
+        if loss.name != "weighted_cross_entropy":
             return None
         if self._class_weights is None:
-            weights = self.cfg.loss.class_weights
+            weights = loss.class_weights
             if weights in (None, "auto"):
                 raise ValueError("loss.class_weights=auto is computed from the training data; set up "
                                  "train_ds (or give the weights as a list)")
@@ -157,34 +162,27 @@ class ClassificationTaskModel(FineTuningTaskModel):
     def resolve_auto_class_weights(self, targets: Sequence[int]) -> None:
         """``auto`` weights from the training targets (label ids, -100 ignored), stored back into
         the config so a restored or resumed model trains with the same weights."""
-        if self.cfg.loss.name != "weighted_cross_entropy" or self.cfg.loss.class_weights not in (None, "auto"):
+        loss = self.config.loss
+        if loss.name != "weighted_cross_entropy" or loss.class_weights not in (None, "auto"):
             return
         counts = [0] * len(self.label_map)
         for label in targets:
             if label >= 0:
                 counts[label] += 1
-        with open_dict(self.cfg):
-            self.cfg.loss.class_weights = [round(x, 6) for x in balanced_class_weights(counts)]
+        self.set_config("loss.class_weights", [round(x, 6) for x in balanced_class_weights(counts)])
         self._class_weights = None
 
     def loss_normalizers(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         weights = self.class_weights()
-        return {self.loss_name: self.data_parallel_normalizer(cross_entropy_normalizer(batch["labels"], weights))}
+        return {self.loss_name: data_parallel_normalizer(cross_entropy_normalizer(batch["labels"], weights))}
 
-    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor,
-                            normalizers: Dict[str, float]) -> Dict[str, torch.Tensor]:
-        """The configured loss of ``logits`` (``[..., num_labels]``) against ``labels``."""
-        if self.cfg.loss.name == "dice":
-            loss = dice_loss(logits, labels, self.cfg.loss.dice_smooth)
+    def loss(self, output, batch: Dict[str, torch.Tensor],
+             normalizers: Optional[Dict[str, float]] = None) -> Dict[str, torch.Tensor]:
+        """The configured loss of ``output.logits`` (``[..., num_labels]``) against ``batch["labels"]``."""
+        config = self.config.loss
+        if config.name == "dice":
+            loss = dice_loss(output.logits, batch["labels"], config.dice_smooth)
         else:
-            loss = summed_cross_entropy(logits, labels, self.class_weights()) / normalizers[self.loss_name]
+            normalizers = normalizers or self.loss_normalizers(batch)
+            loss = summed_cross_entropy(output.logits, batch["labels"], self.class_weights()) / normalizers[self.loss_name]
         return {self.loss_name: loss}
-
-
-def single_linear_head(state: Dict[str, torch.Tensor], prefix: str, hf_name: str, num_layers: int) -> Dict[str, torch.Tensor]:
-    """A one-layer head's linear (``<prefix>.mlp.1``) under a Hugging Face name; Hugging Face's
-    task heads are one linear layer, so a deeper head has no counterpart there."""
-    if num_layers != 1:
-        raise ValueError(f"Hugging Face's task heads are one linear layer; this model's head has {num_layers} "
-                         "(train with head.num_layers=1 to export it)")
-    return {f"{hf_name}.weight": state[f"{prefix}.mlp.1.weight"], f"{hf_name}.bias": state[f"{prefix}.mlp.1.bias"]}

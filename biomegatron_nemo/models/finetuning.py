@@ -1,67 +1,157 @@
-"""The flow of a fine-tuning run (NER, relation extraction, QA), shared by the example scripts and the
-``biomegatron finetune`` command (:mod:`biomegatron_nemo.models.tasks`).
+"""What every fine-tuning task model (NER, relation extraction, question answering) shares on top
+of the base lifecycle.
 
-``run_finetuning(cfg, ModelClass, ...)``: trainer and ``exp_manager`` from the run config, the
-model new or restored (``restore_from``), ``do_training`` through ``trainer.fit``, ``do_testing``
-through ``trainer.test`` and the model's own ``evaluate`` for the printed table and files. A run
-without ``model.tokenizer.vocab_file`` learns a WordPiece vocabulary from the training texts
-first (try-outs on the shipped samples only: real runs use the pretrained encoder's vocabulary).
+:class:`FineTuningTaskModel` owns
+
+* the data loaders of a fine-tuning split: training batches shuffled and grouped by length
+  (``group_by_length``) or cut to a token budget (``max_tokens``), data-parallel aware;
+  evaluation batches sorted by length;
+* the one inference loop (:meth:`FineTuningTaskModel.infer`): a dataset's items through
+  ``forward`` in length-sorted batches, in eval mode, turned into per-item rows by the task's
+  :meth:`~FineTuningTaskModel.output_rows` — the rows validation and test collect at each step
+  too, gathered over all ranks at epoch end (data parallel, and the last pipeline stage);
+* the scores of the last evaluation epoch, and one-time warnings.
+
+A task model adds only its decoding: rows → entities, a label and its probabilities, ranked
+answers. Classification models derive through
+:class:`~biomegatron_nemo.models.classification.ClassificationTaskModel`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
-from typing import Callable, List
+from typing import Any, Dict, Iterable, Optional, Tuple
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+import torch
+from lightning.pytorch import Trainer
+from omegaconf import DictConfig
+
+from biomegatron_nemo.common.errors import ConfigError
+from biomegatron_nemo.models.base import BioMegatronModelPT
+from biomegatron_nemo.models.outputs import ModelOutput
 
 log = logging.getLogger(__name__)
 
 
-def learn_vocabulary(cfg: DictConfig, log_dir: Path, texts: List[str]) -> str:
-    """A WordPiece vocabulary of ``cfg.learn_vocab_size`` from ``texts``, set as the model's."""
-    from biomegatron_nemo.tokenizers.train import train_wordpiece
+class FineTuningTaskModel(BioMegatronModelPT):
+    """Loaders, the inference loop, evaluation-row gathering and warnings of the fine-tuning models."""
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # every rank would train and write the same files into the same folder at once
-        raise ValueError("with several processes set model.tokenizer.vocab_file (learn one with "
-                         "python -m biomegatron_nemo.tokenizers.train)")
-    text = log_dir / "train_text.txt"
-    text.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    vocab = train_wordpiece([str(text)], str(log_dir), vocab_size=int(cfg.learn_vocab_size),
-                            cased=bool(cfg.model.tokenizer.cased), soft_limit=True, progress=False)[0]
-    with open_dict(cfg):
-        cfg.model.tokenizer.vocab_file = vocab
-    log.warning(f"no pretrained checkpoint and no vocabulary named: learned a {cfg.learn_vocab_size}-entry WordPiece "
-                f"vocabulary from {cfg.model.train_ds.file} ({vocab}); fine for a try-out, real runs name "
-                "model.language_model.pretrained")
-    return vocab
+    def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
+        self._eval_rows: Dict[str, list] = {"val": [], "test": []}
+        #: split → the scores of its last evaluation epoch
+        self.last_scores: Dict[str, Dict] = {}
+        super().__init__(cfg=cfg, trainer=trainer)
+
+    # ------------------------------------------------------------------ data
+    def make_dataloader(self, dataset, data_config, split: str, sampler=None) -> torch.utils.data.DataLoader:
+        """The loader of a fine-tuning split (``data_config``: its typed section): training shuffled
+        in length-grouped batches (``group_by_length``) or in token budgets (``max_tokens``),
+        evaluation sorted by length (rows carry their item index), unless the caller brings its own
+        ``sampler`` (e.g. oversampling). ``dataset`` has ``lengths()`` and ``collate_fn``."""
+        from biomegatron_nemo.data import batching
+
+        batch_size, max_tokens, seed = data_config.batch_size, data_config.max_tokens, self.config.seed
+        shuffle = data_config.shuffle if data_config.shuffle is not None else split == "train"
+        workers = data_config.num_workers
+        if max_tokens is not None:
+            if sampler is not None:
+                raise ConfigError("cannot be combined with this split's own sampling (e.g. oversample); "
+                                  "set max_tokens: null", key=f"{split}_ds.max_tokens", where=type(self).__name__)
+            if shuffle:
+                sampler = batching.TokenBudgetSampler(dataset.lengths(), max_tokens, batch_size, seed=seed,
+                                                      **self.data_parallel_ranks())
+            else:
+                sampler = batching.FixedOrderSampler(batching.token_budget_batches(dataset.lengths(), max_tokens,
+                                                                                   batch_size))
+            # each sampler item is a whole batch, collated by the dataset wrapper (in the workers)
+            loader_class = batching.ResumableDataLoader if shuffle else torch.utils.data.DataLoader
+            return loader_class(batching.BatchedExamples(dataset), batch_size=None, sampler=sampler,
+                                num_workers=workers, collate_fn=batching.already_collated)
+        if sampler is None and shuffle:
+            # this data-parallel rank's share of one seeded order (grouped by the global batch)
+            ranks = self.data_parallel_ranks()
+            if data_config.group_by_length:
+                sampler = batching.LengthGroupedSampler(dataset.lengths(), batch_size, seed=seed, **ranks)
+            else:
+                sampler = batching.ShuffledSampler(len(dataset), seed=seed, **ranks)
+        elif sampler is None:
+            sampler = batching.FixedOrderSampler(batching.length_sorted_order(dataset.lengths()))
+        # training orders resume mid-epoch at exactly the next batch
+        resumable = isinstance(sampler, batching.EpochSampler)
+        loader_class = batching.ResumableDataLoader if resumable else torch.utils.data.DataLoader
+        return loader_class(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                            collate_fn=dataset.collate_fn, drop_last=False)
+
+    @staticmethod
+    def examples_of(loader: torch.utils.data.DataLoader):
+        """The task dataset behind a loader of :meth:`make_dataloader` (under ``max_tokens`` the
+        loader's dataset is a :class:`~biomegatron_nemo.data.batching.BatchedExamples` view of it)."""
+        from biomegatron_nemo.data.batching import BatchedExamples
+
+        dataset = loader.dataset
+        return dataset.dataset if isinstance(dataset, BatchedExamples) else dataset
+
+    def data_parallel_ranks(self) -> Dict[str, int]:
+        """``num_replicas`` / ``rank`` of this process for an :class:`EpochSampler`."""
+        from megatron.core import parallel_state
+
+        if not parallel_state.model_parallel_is_initialized():
+            return {"num_replicas": 1, "rank": 0}
+        return {"num_replicas": parallel_state.get_data_parallel_world_size(),
+                "rank": parallel_state.get_data_parallel_rank()}
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def infer(self, dataset, batch_size: int) -> Dict[int, Any]:
+        """Every item of ``dataset`` (windows, examples, features) through :meth:`forward`, in
+        batches sorted by length, in eval mode: ``{item index: row}`` (:meth:`output_rows`)."""
+        from biomegatron_nemo.data.batching import FixedOrderSampler, length_sorted_order
+
+        if self.pipeline_parallel:  # the stages of one model are separate processes
+            raise NotImplementedError("inference (evaluate, predict) with pipeline parallelism is not supported; "
+                                      "restore the .nemo with pipeline_model_parallel_size=1")
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=dataset.collate_fn,
+                                             sampler=FixedOrderSampler(length_sorted_order(dataset.lengths())))
+        was_training = self.training
+        self.eval()
+        rows: Dict[int, Any] = {}
+        try:
+            for batch in loader:
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                rows.update(self.output_rows(batch, self(**self.forward_inputs(batch))))
+        finally:
+            self.train(was_training)
+        return rows
+
+    def output_rows(self, batch: Dict[str, torch.Tensor], output: ModelOutput) -> Iterable[Tuple[int, Any]]:
+        """``(item index, row)`` for each item of a batch: what the task's decoding needs of its
+        outputs, on the CPU and without padding."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ evaluation
+    def on_eval_output(self, split: str, batch, output: ModelOutput) -> None:
+        self._eval_rows[split].extend(self.output_rows(batch, output))
+
+    def take_eval_rows(self, split: str) -> Optional[Dict[int, Any]]:
+        """The rows collected for ``split`` from every rank, by item index (an item the distributed
+        sampler repeated counts once), or None during Lightning's sanity check."""
+        rows, self._eval_rows[split] = self._eval_rows[split], []
+        if self.trainer is not None and self.trainer.sanity_checking:
+            return None
+        return dict(gather_all_ranks(rows))
+
+    def warn_once(self, message: str) -> None:
+        if message not in getattr(self, "_warned", set()):
+            object.__setattr__(self, "_warned", getattr(self, "_warned", set()) | {message})
+            log.warning(message)
 
 
-def run_finetuning(cfg: DictConfig, model_class, training_texts: Callable[[str], List[str]],
-                   report_test: Callable[[object, str, Path], str]) -> None:
-    """Train and/or test ``model_class`` as ``cfg`` (a run config) says; ``report_test(model,
-    test_file, log_dir)`` evaluates, writes its files and returns the text to print."""
-    from biomegatron_nemo.models.launch import start_run
-
-    OmegaConf.resolve(cfg)  # the saved .nemo config must not need this script's resolvers
-    trainer, log_dir = start_run(cfg)
-    if cfg.restore_from:
-        model = model_class.restore_from(cfg.restore_from)  # built at once; fit/test attach the trainer
-    else:
-        if cfg.model.tokenizer.library in (None, "wordpiece") and not cfg.model.tokenizer.vocab_file:
-            learn_vocabulary(cfg, log_dir, training_texts(cfg.model.train_ds.file))
-        model = model_class(cfg.model, trainer=trainer)
-    if trainer.is_global_zero:
-        log.info("model config:\n%s", OmegaConf.to_yaml(model.cfg))
-    if cfg.do_training:
-        trainer.fit(model)
-    if cfg.do_testing and cfg.model.test_ds is not None and cfg.model.test_ds.file:
-        model.setup_test_data(cfg.model.test_ds)
-        trainer.test(model, verbose=False)  # the report below is the table
-        if trainer.is_global_zero:
-            print(f"test set {cfg.model.test_ds.file}:\n{report_test(model, cfg.model.test_ds.file, log_dir)}")
-    if trainer.is_global_zero:
-        print(f"logs and checkpoints: {log_dir}")
+def gather_all_ranks(rows: list) -> list:
+    """Every rank's rows on every rank: data-parallel ranks hold different examples, and under
+    pipeline parallelism only the last stage holds any (repeats across TP ranks collapse when
+    rows are keyed by example)."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return rows
+    gathered = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, rows)
+    return [r for part in gathered for r in part]

@@ -28,15 +28,15 @@ from biomegatron_nemo.models.config import pretrained_path
 from biomegatron_nemo.tokenizers import DEFAULT_LIBRARY, LIBRARIES
 
 
-def pretrained_checkpoint(cfg: DictConfig) -> Optional[PretrainedCheckpoint]:
-    """The checkpoint the model config ``cfg`` names, or None. A Megatron-LM checkpoint holds no
+def pretrained_checkpoint(cfg) -> Optional[PretrainedCheckpoint]:
+    """The checkpoint the model config ``cfg`` (a DictConfig or the typed config) names, or None. A Megatron-LM checkpoint holds no
     vocabulary and may lack its head count: the config's ``tokenizer.vocab_file`` and
     ``encoder.num_attention_heads`` are then read as inputs of its conversion."""
     path = pretrained_path(cfg)
     if path is None:
         return None
-    return resolve_pretrained(path, vocab_file=cfg.tokenizer.get("vocab_file"),
-                              num_attention_heads=cfg.encoder.get("num_attention_heads"))
+    return resolve_pretrained(path, vocab_file=cfg.tokenizer.vocab_file,
+                              num_attention_heads=cfg.encoder.num_attention_heads)
 
 
 def _same(given: Any, value: Any) -> bool:

@@ -3,8 +3,13 @@
 Batches follow the contract of :mod:`biomegatron_nemo.data.pretraining` (``input_ids``,
 ``token_type_ids``, ``attention_mask``, ``lm_labels``, ``loss_mask`` and, with the binary
 head, ``sentence_order_labels``). Logged: MLM loss and perplexity, binary-head loss and
-accuracy, learning rate, tokens/s; the losses are also drawn into the run's log folder
-(:mod:`~biomegatron_nemo.models.loss_curve`). Tensor, pipeline and data parallel per the strategy.
+accuracy, learning rate, tokens/s (a run also draws the losses: :mod:`biomegatron_nemo.runs.loss_curve`).
+Tensor, pipeline and data parallel per the strategy.
+
+``forward(input_ids, attention_mask, token_type_ids, loss_mask=None)``: with ``loss_mask`` the
+masked-LM head runs on those positions only (about 15% in training, where the loss reads no
+others; at base size the vocabulary-wide output layer is a fifth of the forward's FLOPs), else on
+every position.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from biomegatron_nemo.encoder.model import MegatronBertEncoder
 from biomegatron_nemo.models.base import BioMegatronModelPT
 from biomegatron_nemo.models.config import BioMegatronModelConfig
 from biomegatron_nemo.models.outputs import MaskedLMOutput
+from biomegatron_nemo.parallel.state import data_parallel_normalizer
 
 
 @dataclass
@@ -44,6 +50,7 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
 
     config_class = PretrainingModelConfig
     ties_output_to_embeddings = True
+    head_inputs = ("loss_mask",)
 
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
         self._step_started: Optional[float] = None
@@ -55,7 +62,7 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
         own_weight = not self.encoder.pre_process  # last pipeline stage keeps a tied copy
         self.mlm_head = MaskedLMHead(self.encoder.config, self.encoder.padded_vocab_size,
                                      self.encoder_config.vocab_size, own_output_weight=own_weight)
-        self.binary_head = SentenceOrderHead(self.encoder.config) if self.cfg.binary_head else None
+        self.binary_head = SentenceOrderHead(self.encoder.config) if self.config.binary_head else None
 
     def weight_layout(self) -> WeightLayout:
         layout = super().weight_layout()
@@ -68,13 +75,6 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
             tied["mlm_head.output_layer.weight"] = f"encoder.{MegatronBertEncoder.WORD_EMBEDDINGS_KEY}"
         return WeightLayout(layout.vocab_sized + tuple(vocab), tied, layout.vocab_size)
 
-    def configure_callbacks(self):
-        """Lightning hook: the loss curve (``loss_curve.png`` / ``.tsv`` in the run's log folder),
-        whoever built the Trainer."""
-        from biomegatron_nemo.models.loss_curve import LossCurve
-
-        return [LossCurve()]
-
     # ------------------------------------------------------------------ losses
     def hf_export(self, state):
         from biomegatron_nemo.checkpoints.hf import pretraining_heads_to_hf
@@ -83,30 +83,32 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
         return name, pretraining_heads_to_hf(state), {}
 
     def loss_normalizers(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
-        return {"mlm": self.data_parallel_normalizer(float(batch["loss_mask"].sum())),
-                "sentence_order": self.data_parallel_normalizer(float(batch["input_ids"].shape[0]))}
+        return {"mlm": data_parallel_normalizer(float(batch["loss_mask"].sum())),
+                "sentence_order": data_parallel_normalizer(float(batch["input_ids"].shape[0]))}
 
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.encoder.word_embeddings_weight() if self.encoder.pre_process else None
         return self.mlm_head(hidden, weight)
 
-    def head_forward(self, hidden, batch, normalizers) -> MaskedLMOutput:
-        # The loss reads only the masked positions (about 15%): the head and its vocabulary-wide
-        # output layer run on those alone, as a [n, 1, h] batch (megatron-core's linears expect
-        # three dimensions). The same loss, with a sixth of the head's work; at base size the
-        # output layer is a fifth of the forward's FLOPs.
-        selected = batch["loss_mask"].bool()
-        logits = self.mlm_logits(hidden[selected].unsqueeze(1))
-        labels = batch["lm_labels"][selected].unsqueeze(1)
-        losses = {"mlm": MaskedLMHead.loss(logits, labels, torch.ones_like(labels), normalizers["mlm"])}
-        binary_logits = None
-        if self.binary_head is not None:
-            binary_logits = self.binary_head(hidden)
-            losses["sentence_order"] = F.cross_entropy(
-                binary_logits.float(), batch["sentence_order_labels"], reduction="sum") / normalizers["sentence_order"]
-        # only the masked positions have logits, and megatron-core's vocab-parallel cross-entropy
-        # works in their memory (after the loss they hold exp(logit - max)): none are handed on
-        return MaskedLMOutput(losses, mlm_logits=None, sentence_order_logits=binary_logits)
+    def head_outputs(self, hidden, attention_mask, loss_mask: Optional[torch.Tensor] = None) -> MaskedLMOutput:
+        """Masked-LM logits of every position, or ``[n, 1, vocab]`` of the ``n`` positions of
+        ``loss_mask`` (megatron-core's linears expect three dimensions); sentence-order logits."""
+        selected = hidden[loss_mask.bool()].unsqueeze(1) if loss_mask is not None else hidden
+        logits = self.mlm_logits(selected)
+        binary_logits = self.binary_head(hidden) if self.binary_head is not None else None
+        return MaskedLMOutput(logits=logits, sentence_order_logits=binary_logits, vocab_size=self.tokenizer.vocab_size)
+
+    def loss(self, output: MaskedLMOutput, batch, normalizers=None) -> Dict[str, torch.Tensor]:
+        """The masked-LM loss over the ``loss_mask`` positions (``output`` from ``forward`` with
+        that mask; its logits are consumed) and the sentence-order loss."""
+        normalizers = normalizers or self.loss_normalizers(batch)
+        labels = batch["lm_labels"][batch["loss_mask"].bool()].unsqueeze(1)
+        losses = {"mlm": MaskedLMHead.loss(output.logits, labels, torch.ones_like(labels), normalizers["mlm"])}
+        if output.sentence_order_logits is not None:
+            losses["sentence_order"] = F.cross_entropy(output.sentence_order_logits.float(),
+                                                       batch["sentence_order_labels"],
+                                                       reduction="sum") / normalizers["sentence_order"]
+        return losses
 
     # ------------------------------------------------------------------ logging
     def on_train_batch_start(self, batch, batch_idx):
@@ -122,11 +124,11 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
         if self.trainer is not None and self.trainer.optimizers:
             self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
 
-    def log_output(self, split, output: MaskedLMOutput, batch) -> None:
-        super().log_output(split, output, batch)
+    def log_step(self, split, losses, output: MaskedLMOutput, batch) -> None:
+        super().log_step(split, losses, output, batch)
         sync = split != "train"
-        mlm = output.losses["mlm"].detach()
-        if len(output.losses) == 1:  # with the binary head the base class logs every named loss
+        mlm = losses["mlm"].detach()
+        if len(losses) == 1:  # with the binary head the base class logs every named loss
             self.log(f"{split}_mlm_loss", mlm, sync_dist=sync)
         self.log(f"{split}_perplexity", torch.exp(mlm.clamp(max=50.0)), sync_dist=sync)
         if output.sentence_order_logits is not None:
@@ -151,10 +153,11 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
         from biomegatron_nemo.data.resumable import (ConsumedSamplesDataLoader, DataParallelSequentialSampler,
                                                      SkipConsumedSamples)
 
-        dataset_cfg = {**to_plain(self.cfg.data), "seed": int(self.cfg.seed), "binary_head": bool(self.cfg.binary_head)}
+        config = self.config
+        dataset_cfg = {**to_plain(config.data), "seed": config.seed, "binary_head": config.binary_head}
         loader = build_pretraining_dataloader(
             dataset_cfg, data_config, split, self.tokenizer,
-            num_samples=self._default_num_samples(split, int(data_config.micro_batch_size)))
+            num_samples=self._default_num_samples(split, data_config.micro_batch_size))
         dataset = SkipConsumedSamples(loader.dataset) if split == "train" else loader.dataset
         # megatron-core's sample index is already a seeded permutation. Our own data-parallel
         # sampler keeps that order: Lightning would otherwise inject a *shuffling*

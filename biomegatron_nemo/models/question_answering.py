@@ -1,6 +1,6 @@
 """``QuestionAnsweringModel``: extractive span QA — SQuAD v1.1/v2.0, then BioASQ factoid.
 
-It owns the QA task on top of :class:`~biomegatron_nemo.models.task.FineTuningTaskModel`
+It owns the QA task on top of :class:`~biomegatron_nemo.models.finetuning.FineTuningTaskModel`
 (loaders, evaluation gathering):
 
 * the span head (start/end logits per position; 2 layers as in the paper) and its loss: the mean
@@ -10,13 +10,14 @@ It owns the QA task on top of :class:`~biomegatron_nemo.models.task.FineTuningTa
 * validation and test scores: SQuAD EM/F1 (v1.1, or v2.0 with HasAns/NoAns and the best
   no-answer threshold) or, with ``dataset: bioasq``, strict/lenient accuracy and MRR over
   questions after merging the n-best answers of all their snippets;
-* :meth:`evaluate` (a SQuAD-format file → scores and ``predictions.json``,
+* the decoding of the rows the shared inference loop gives (start and end logits of every
+  window) into ranked answers: :meth:`evaluate` (a SQuAD-format file → scores and ``predictions.json``,
   ``nbest_predictions.json``, ``null_odds.json`` for v2.0, the BioASQ submission for BioASQ),
   :meth:`answer` and :meth:`predict` (questions over raw contexts → ranked answers with
   character offsets and probabilities).
 
 The two-stage recipe of the paper (SQuAD, then BioASQ) is configuration: the BioASQ model starts
-from the SQuAD model's ``.nemo`` through ``init_from`` with ``init_heads: true``. Reading and
+from the SQuAD model's ``.nemo`` (``language_model.pretrained``) with ``init_heads: true``. Reading and
 windowing live in :mod:`biomegatron_nemo.data.squad`, decoding in
 :mod:`biomegatron_nemo.data.qa_decoding`, scores in :mod:`biomegatron_nemo.metrics.squad` and
 :mod:`biomegatron_nemo.metrics.bioasq`.
@@ -32,6 +33,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from biomegatron_nemo.common.arguments import check_input_file, check_list, check_positive_int, check_text
 from biomegatron_nemo.common.config import option, section
 from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.data.qa_decoding import decode_predictions
@@ -49,16 +51,10 @@ from biomegatron_nemo.data.squad import (
 from biomegatron_nemo.encoder.heads import ClassificationHeadConfig, SpanQAHead
 from biomegatron_nemo.metrics.bioasq import bioasq_scores, merge_nbest, write_submission
 from biomegatron_nemo.metrics.squad import squad_scores
-from biomegatron_nemo.models.classification import single_linear_head
 from biomegatron_nemo.models.config import BioMegatronModelConfig
+from biomegatron_nemo.models.finetuning import FineTuningTaskModel
 from biomegatron_nemo.models.outputs import SpanQAOutput
-from biomegatron_nemo.models.task import (
-    FineTuningTaskModel,
-    check_input_file,
-    check_list,
-    check_positive_int,
-    check_text,
-)
+from biomegatron_nemo.parallel.state import data_parallel_normalizer
 
 DATASETS = ("squad", "bioasq")
 PADDING_LOGIT = -10000.0
@@ -105,58 +101,58 @@ class QuestionAnsweringModel(FineTuningTaskModel):
 
     # ------------------------------------------------------------------ modules and loss
     def build_heads(self) -> None:
-        if not self.encoder.post_process:
-            return
-        head = self.cfg.head
-        self.span_head = SpanQAHead(self.encoder.config.hidden_size, num_layers=head.num_layers,
-                                    dropout=head.dropout, activation=head.activation, inner_size=head.hidden_size)
+        if self.encoder.post_process:
+            self.span_head = SpanQAHead(self.encoder.config.hidden_size, self.config.head)
 
-    def loss_normalizers(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
-        return {"qa": self.data_parallel_normalizer(float(batch["input_ids"].shape[0]))}
-
-    def span_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def head_outputs(self, hidden, attention_mask) -> SpanQAOutput:
         """Start and end logits ``[b, s]`` (fp32), padding positions at -10000."""
         start, end = self.span_head(hidden)
         padding = attention_mask == 0
-        return start.float().masked_fill(padding, PADDING_LOGIT), end.float().masked_fill(padding, PADDING_LOGIT)
+        return SpanQAOutput(start_logits=start.float().masked_fill(padding, PADDING_LOGIT),
+                            end_logits=end.float().masked_fill(padding, PADDING_LOGIT))
 
-    def head_forward(self, hidden, batch, normalizers) -> SpanQAOutput:
-        start, end = self.span_logits(hidden, batch["attention_mask"])
-        summed = (F.cross_entropy(start, batch["start_positions"], reduction="sum")
-                  + F.cross_entropy(end, batch["end_positions"], reduction="sum"))
-        return SpanQAOutput({"qa": summed / (2 * normalizers["qa"])}, start_logits=start, end_logits=end)
+    def loss_normalizers(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        return {"qa": data_parallel_normalizer(float(batch["input_ids"].shape[0]))}
+
+    def loss(self, output: SpanQAOutput, batch, normalizers=None) -> Dict[str, torch.Tensor]:
+        normalizers = normalizers or self.loss_normalizers(batch)
+        summed = (F.cross_entropy(output.start_logits, batch["start_positions"], reduction="sum")
+                  + F.cross_entropy(output.end_logits, batch["end_positions"], reduction="sum"))
+        return {"qa": summed / (2 * normalizers["qa"])}
+
+    def output_rows(self, batch, output: SpanQAOutput):
+        """Per window: the start and end logits of its real positions."""
+        for fi, n, s, e in zip(batch["feature_index"].tolist(), batch["attention_mask"].sum(-1).tolist(),
+                               output.start_logits.cpu(), output.end_logits.cpu()):
+            yield fi, (s[:n].tolist(), e[:n].tolist())
 
     # ------------------------------------------------------------------ data
     def make_dataset(self, examples: Sequence[QAExample], max_seq_length: Optional[int] = None,
                      training: bool = False, source: str = "<examples>", golden_file: Optional[str] = None) -> QADataset:
         """Windowed features of ``examples``; ``training``: unmatched answers per ``unmatched_answers``."""
-        max_seq_length = int(max_seq_length or (self.cfg.train_ds or QADataConfig()).max_seq_length)
+        config = self.config
+        max_seq_length = max_seq_length or (config.train_ds or QADataConfig()).max_seq_length
         limit = self.encoder_config.max_position_embeddings
         if max_seq_length > limit:
             raise ValueError(f"max_seq_length={max_seq_length} exceeds the encoder's max_position_embeddings={limit}")
-        dataset = QADataset(examples, self.tokenizer, max_seq_length, int(self.cfg.doc_stride),
-                            int(self.cfg.max_query_length), training=training, golden_file=golden_file)
+        dataset = QADataset(examples, self.tokenizer, max_seq_length, config.doc_stride, config.max_query_length,
+                            training=training, golden_file=golden_file)
         if training:
-            check_unmatched_answers(dataset.stats, source, self.cfg.unmatched_answers)
+            check_unmatched_answers(dataset.stats, source, config.unmatched_answers)
         return dataset
 
-    def build_dataloader(self, data_config, split: str):
-        if not data_config.get("file"):
+    def build_dataloader(self, data_config: QADataConfig, split: str):
+        if not data_config.file:
             if split == "train":
                 raise ConfigError("is required for training", key="train_ds.file", where=type(self).__name__)
             return None
         training = split == "train"
         examples = read_squad(data_config.file, require_answers=training)
         dataset = self.make_dataset(examples, data_config.max_seq_length, training, source=data_config.file,
-                                    golden_file=data_config.get("golden_file"))
+                                    golden_file=data_config.golden_file)
         return self.make_dataloader(dataset, data_config, split)
 
     # ------------------------------------------------------------------ validation / test scores
-    def on_eval_output(self, split: str, batch, output: SpanQAOutput) -> None:
-        lengths = batch["attention_mask"].sum(-1).tolist()
-        for fi, n, s, e in zip(batch["feature_index"].tolist(), lengths, output.start_logits, output.end_logits):
-            self._eval_rows[split].append((fi, s[:n].tolist(), e[:n].tolist()))
-
     def on_validation_epoch_end(self) -> None:
         self._log_scores("val", self._validation_dl)
 
@@ -167,10 +163,8 @@ class QuestionAnsweringModel(FineTuningTaskModel):
         rows = self.take_eval_rows(split)
         if rows is None or loader is None:
             return
-        starts = {fi: s for fi, s, _ in rows}  # features the distributed sampler repeated count once
-        ends = {fi: e for fi, _, e in rows}
         dataset: QADataset = self.examples_of(loader)
-        decoded = self.decode(dataset, starts, ends)
+        decoded = self.decode(dataset, *_starts_and_ends(rows))
         scores = self.scores(dataset.examples, *decoded, golden_file=dataset.golden_file)
         self.last_scores[split] = scores
         # identical on every rank after the gather, so averaging over ranks (sync_dist) keeps them
@@ -181,50 +175,37 @@ class QuestionAnsweringModel(FineTuningTaskModel):
 
     def decode(self, dataset: QADataset, start_logits, end_logits):
         """``(predictions, nbest, null_odds)`` of ``dataset`` (see :func:`decode_predictions`)."""
+        config = self.config
         return decode_predictions(dataset.examples, dataset.features, start_logits, end_logits,
-                                  n_best=int(self.cfg.n_best_size), max_answer_length=int(self.cfg.max_answer_length),
-                                  version_2=bool(self.cfg.version_2_with_negative),
-                                  null_score_diff_threshold=float(self.cfg.null_score_diff_threshold))
+                                  n_best=config.n_best_size, max_answer_length=config.max_answer_length,
+                                  version_2=config.version_2_with_negative,
+                                  null_score_diff_threshold=config.null_score_diff_threshold)
 
     def scores(self, examples: Sequence[QAExample], predictions: Dict[str, str], nbest: Dict[str, List[Dict]],
                null_odds: Dict[str, float], golden_file: Optional[str] = None) -> Dict:
         """SQuAD EM/F1 (official v1.1 or v2.0 rules), or BioASQ SAcc/LAcc/MRR with ``dataset: bioasq``
         (golden answers from ``golden_file``, else the examples' answers); ``{}`` without any gold."""
-        if self.cfg.dataset == "bioasq":
+        config = self.config
+        if config.dataset == "bioasq":
             gold = read_bioasq_golden(golden_file) if golden_file else bioasq_gold_from_examples(examples)
             if not gold:
                 return {}
             return bioasq_scores({qid: g.synonyms for qid, g in gold.items()}, ranked_answers(examples, nbest))
         questions = [{"id": ex.id, "answers": ex.answers, "is_impossible": ex.is_impossible} for ex in examples]
-        if not self.cfg.version_2_with_negative and not any(q["answers"] for q in questions):
+        if not config.version_2_with_negative and not any(q["answers"] for q in questions):
             return {}
-        if self.cfg.version_2_with_negative:
+        if config.version_2_with_negative:
             return squad_scores(questions, predictions, na_probs=null_odds, version_2=True)
         return squad_scores(questions, predictions, version_2=False)
 
     # ------------------------------------------------------------------ Hugging Face
     def hf_export(self, state):
-        head = single_linear_head(state, "span_head", "qa_outputs", int(self.cfg.head.num_layers))
-        return "MegatronBertForQuestionAnswering", head, {}
+        return "MegatronBertForQuestionAnswering", self.span_head.hf_tensors(state, "span_head"), {}
 
     # ------------------------------------------------------------------ inference
-    @torch.no_grad()
     def feature_logits(self, dataset: QADataset, batch_size: int = 32) -> Tuple[Dict[int, list], Dict[int, list]]:
-        """Start and end logits of every feature (by feature index), in eval mode."""
-        self.check_single_stage("inference")
-        was_training = self.training
-        self.eval()
-        starts, ends = {}, {}
-        try:
-            for batch in self.inference_loader(dataset, batch_size):
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                start, end = self.span_logits(self.encode(batch), batch["attention_mask"])
-                for fi, n, s, e in zip(batch["feature_index"].tolist(), batch["attention_mask"].sum(-1).tolist(),
-                                       start.cpu(), end.cpu()):
-                    starts[fi], ends[fi] = s[:n].tolist(), e[:n].tolist()
-        finally:
-            self.train(was_training)
-        return starts, ends
+        """Start and end logits of every window (by feature index)."""
+        return _starts_and_ends(self.infer(dataset, batch_size))
 
     def evaluate(self, file: str, output_dir: Optional[str] = None, golden_file: Optional[str] = None,
                  batch_size: int = 32, max_seq_length: Optional[int] = None) -> Dict:
@@ -246,9 +227,9 @@ class QuestionAnsweringModel(FineTuningTaskModel):
             out.mkdir(parents=True, exist_ok=True)
             _write_json(out / "predictions.json", predictions)
             _write_json(out / "nbest_predictions.json", nbest)
-            if self.cfg.version_2_with_negative:
+            if self.config.version_2_with_negative:
                 _write_json(out / "null_odds.json", null_odds)
-            if self.cfg.dataset == "bioasq":
+            if self.config.dataset == "bioasq":
                 write_submission(out / "bioasq_submission.json", ranked_answers(dataset.examples, nbest))
         return scores
 
@@ -279,6 +260,10 @@ def ranked_answers(examples: Sequence[QAExample], nbest: Mapping[str, List[Dict]
     ranked = {question_id(ex.id): [] for ex in examples}
     ranked.update(merge_nbest(nbest, question_of=question_id))
     return ranked
+
+
+def _starts_and_ends(rows: Mapping[int, Tuple[list, list]]) -> Tuple[Dict[int, list], Dict[int, list]]:
+    return {fi: start for fi, (start, _) in rows.items()}, {fi: end for fi, (_, end) in rows.items()}
 
 
 def _question_and_context(item: Question, index: int) -> Tuple[str, str]:

@@ -9,9 +9,10 @@ It owns the RE task on top of :class:`~biomegatron_nemo.models.classification.Cl
 * the classifier over [CLS] (or a tanh pooler), 1–2 layers of configurable size;
 * micro-F1 over the positive classes (the negative class ``false`` left out, as BLUE scores
   ChemProt), per-class P/R/F1 and the confusion matrix for validation and test;
-* :meth:`evaluate` (a TSV file → scores, ``id<TAB>label<TAB>probability`` predictions, a
-  confusion-matrix table and picture) and :meth:`predict` / :meth:`predict_spans` (sentences, or
-  raw text with the two entities' character spans → label and every class's probability).
+* the decoding of the rows the shared inference loop gives (every class's probability):
+  :meth:`evaluate` (a TSV file → scores and ``id<TAB>label<TAB>probability`` predictions) and
+  :meth:`predict` / :meth:`predict_spans` (sentences, or raw text with the two entities' character
+  spans → label and every class's probability).
 
 Reading, marker checks and truncation around the markers live in :mod:`biomegatron_nemo.data.chemprot`;
 scores in :mod:`biomegatron_nemo.metrics.classification`.
@@ -20,12 +21,11 @@ scores in :mod:`biomegatron_nemo.metrics.classification`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from omegaconf import open_dict
 
+from biomegatron_nemo.common.arguments import check_input_file, check_list, check_positive_int, check_text
 from biomegatron_nemo.common.config import option, section
 from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.data.batching import ClassBalancedSampler
@@ -41,13 +41,8 @@ from biomegatron_nemo.data.chemprot import (
 from biomegatron_nemo.data.token_classification import LabelMap
 from biomegatron_nemo.encoder.heads import POOLINGS, SequenceClassificationHead
 from biomegatron_nemo.metrics.classification import classification_scores, format_classification_table
-from biomegatron_nemo.models.classification import (
-    ClassificationModelConfig,
-    ClassificationTaskModel,
-    single_linear_head,
-)
+from biomegatron_nemo.models.classification import ClassificationModelConfig, ClassificationTaskModel
 from biomegatron_nemo.models.outputs import SequenceClassifierOutput
-from biomegatron_nemo.models.task import check_input_file, check_list, check_positive_int, check_text
 
 
 @dataclass
@@ -83,10 +78,10 @@ class SequenceClassificationModel(ClassificationTaskModel):
     # ------------------------------------------------------------------ tokenizer and labels
     def _setup_tokenizer(self):
         # The markers must be single tokens; in the tokenizer config they are saved with the .nemo.
-        markers = [m for m in self.cfg.entity_markers if m not in self.cfg.tokenizer.special_tokens]
+        config = self.config
+        markers = [m for m in config.entity_markers if m not in config.tokenizer.special_tokens]
         if markers:
-            with open_dict(self.cfg):
-                self.cfg.tokenizer.special_tokens = list(self.cfg.tokenizer.special_tokens) + markers
+            self.set_config("tokenizer.special_tokens", list(config.tokenizer.special_tokens) + markers)
         return super()._setup_tokenizer()
 
     def training_labels(self, path: str) -> List[str]:
@@ -97,25 +92,24 @@ class SequenceClassificationModel(ClassificationTaskModel):
 
     # ------------------------------------------------------------------ modules and losses
     def build_heads(self) -> None:
-        if not self.encoder.post_process:
-            return
-        head = self.cfg.head
-        self.classifier = SequenceClassificationHead(
-            self.encoder.config.hidden_size, len(self.label_map), pooling=self.cfg.pooling,
-            num_layers=head.num_layers, dropout=head.dropout, activation=head.activation,
-            inner_size=head.hidden_size)
+        if self.encoder.post_process:
+            self.classifier = SequenceClassificationHead(self.encoder.config.hidden_size, len(self.label_map),
+                                                         self.config.head, pooling=self.config.pooling)
 
     def pretrained_head_weights(self, state):
         """A tanh pooler starts from the checkpoint's (BERT's pooler, trained with its next-sentence
         head), as Hugging Face's ``BertForSequenceClassification`` does."""
-        if self.cfg.pooling != "pooler" or "binary_head.pooler.dense.weight" not in state or not self.encoder.post_process:
+        if self.config.pooling != "pooler" or "binary_head.pooler.dense.weight" not in state or not self.encoder.post_process:
             return {}
         return {"classifier.pooler.weight": state["binary_head.pooler.dense.weight"],
                 "classifier.pooler.bias": state["binary_head.pooler.dense.bias"]}
 
-    def head_forward(self, hidden, batch, normalizers) -> SequenceClassifierOutput:
-        logits = self.classifier(hidden)
-        return SequenceClassifierOutput(self.classification_loss(logits, batch["labels"], normalizers), logits=logits)
+    def head_outputs(self, hidden, attention_mask) -> SequenceClassifierOutput:
+        return SequenceClassifierOutput(logits=self.classifier(hidden))
+
+    def output_rows(self, batch, output: SequenceClassifierOutput):
+        """Per example: every class's probability."""
+        yield from zip(batch["example_index"].tolist(), output.logits.float().softmax(-1).cpu().tolist())
 
     # ------------------------------------------------------------------ data
     def read_examples(self, path: str, labelled: bool = True) -> List[ClassificationExample]:
@@ -125,16 +119,17 @@ class SequenceClassificationModel(ClassificationTaskModel):
 
     def make_dataset(self, examples: Sequence[ClassificationExample],
                      max_seq_length: Optional[int] = None) -> SequenceClassificationDataset:
-        max_seq_length = int(max_seq_length or (self.cfg.train_ds or RelationDataConfig()).max_seq_length)
+        config = self.config
+        max_seq_length = max_seq_length or (config.train_ds or RelationDataConfig()).max_seq_length
         limit = self.encoder_config.max_position_embeddings
         if max_seq_length > limit:
             raise ValueError(f"max_seq_length={max_seq_length} exceeds the encoder's max_position_embeddings={limit}")
         return SequenceClassificationDataset(examples, self.tokenizer, self.label_map.labels, max_seq_length,
-                                             markers=self.cfg.entity_markers, pair_marker=self.cfg.pair_marker,
-                                             missing_markers=self.cfg.missing_markers)
+                                             markers=config.entity_markers, pair_marker=config.pair_marker,
+                                             missing_markers=config.missing_markers)
 
-    def build_dataloader(self, data_config, split: str):
-        if not data_config.get("file"):
+    def build_dataloader(self, data_config: RelationDataConfig, split: str):
+        if not data_config.file:
             if split == "train":
                 raise ConfigError("is required for training", key="train_ds.file", where=type(self).__name__)
             return None
@@ -143,14 +138,10 @@ class SequenceClassificationModel(ClassificationTaskModel):
         if split == "train":
             self.resolve_auto_class_weights(dataset.label_targets())
             if data_config.oversample:
-                sampler = ClassBalancedSampler(dataset.label_targets(), int(self.cfg.seed), **self.data_parallel_ranks())
+                sampler = ClassBalancedSampler(dataset.label_targets(), self.config.seed, **self.data_parallel_ranks())
         return self.make_dataloader(dataset, data_config, split, sampler)
 
     # ------------------------------------------------------------------ validation / test scores
-    def on_eval_output(self, split: str, batch, output: SequenceClassifierOutput) -> None:
-        labels = output.logits.argmax(-1).tolist()
-        self._eval_rows[split].extend(zip(batch["example_index"].tolist(), labels))
-
     def on_validation_epoch_end(self) -> None:
         self._log_scores("val", self._validation_dl)
 
@@ -159,18 +150,17 @@ class SequenceClassificationModel(ClassificationTaskModel):
 
     def scores(self, gold: Sequence[str], pred: Sequence[str]) -> Dict:
         """Micro P/R/F1 over the positive classes, per class, confusion matrix, accuracy."""
-        return classification_scores(gold, pred, negative_label=self.cfg.negative_label,
+        return classification_scores(gold, pred, negative_label=self.config.negative_label,
                                      labels=self.label_map.labels)
 
     def _log_scores(self, split: str, loader) -> None:
         rows = self.take_eval_rows(split)
         if rows is None or loader is None:
             return
-        predicted = dict(rows)  # examples the distributed sampler repeated count once
         dataset: SequenceClassificationDataset = self.examples_of(loader)
-        order = sorted(predicted)
-        scores = self.scores([dataset.examples[i].label for i in order],
-                             self.label_map.decode([predicted[i] for i in order]))
+        order = sorted(rows)
+        best = [max(range(len(rows[i])), key=rows[i].__getitem__) for i in order]
+        scores = self.scores([dataset.examples[i].label for i in order], self.label_map.decode(best))
         self.last_scores[split] = scores
         metrics = {f"{split}_precision": scores["precision"], f"{split}_recall": scores["recall"],
                    f"{split}_accuracy": scores["accuracy"]}
@@ -191,37 +181,22 @@ class SequenceClassificationModel(ClassificationTaskModel):
 
     # ------------------------------------------------------------------ Hugging Face
     def hf_export(self, state):
-        if self.cfg.pooling != "pooler":
-            raise ValueError("Hugging Face's sequence classifier reads a tanh pooler: export needs pooling=pooler")
-        head = single_linear_head(state, "classifier", "classifier", int(self.cfg.head.num_layers))
-        head.update({"bert.pooler.dense.weight": state["classifier.pooler.weight"],
-                     "bert.pooler.dense.bias": state["classifier.pooler.bias"]})
-        return "MegatronBertForSequenceClassification", head, self.hf_label_config()
+        return ("MegatronBertForSequenceClassification", self.classifier.hf_tensors(state, "classifier"),
+                self.hf_label_config())
 
     # ------------------------------------------------------------------ inference
-    @torch.no_grad()
     def class_probabilities(self, dataset: SequenceClassificationDataset, batch_size: int = 32) -> torch.Tensor:
-        """``[n, num_labels]`` probabilities of every example, in eval mode."""
-        self.check_single_stage("inference")
-        was_training = self.training
-        self.eval()
-        probs = torch.zeros(len(dataset), len(self.label_map))
-        try:
-            for batch in self.inference_loader(dataset, batch_size):
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                probs[batch["example_index"].cpu()] = self.classifier(self.encode(batch)).float().softmax(-1).cpu()
-        finally:
-            self.train(was_training)
-        return probs
+        """``[n, num_labels]`` probabilities of every example."""
+        rows = self.infer(dataset, batch_size)
+        return torch.tensor([rows[i] for i in range(len(dataset))], dtype=torch.float32)
 
-    def evaluate(self, file: str, output_file: Optional[str] = None, report_dir: Optional[str] = None,
-                 batch_size: int = 32, max_seq_length: Optional[int] = None) -> Dict:
+    def evaluate(self, file: str, output_file: Optional[str] = None, batch_size: int = 32,
+                 max_seq_length: Optional[int] = None) -> Dict:
         """Scores (:meth:`scores`) on a labelled ``[id<TAB>]sentence<TAB>label`` file.
 
         ``output_file``: ``id<TAB>label<TAB>probability`` lines (read by ``python -m
-        biomegatron_nemo.metrics.evaluate re``); ``report_dir``: ``per_class.tsv``,
-        ``confusion_matrix.tsv`` and ``confusion_matrix.png``. Truncations and marker counts are in
-        the returned ``data`` entry.
+        biomegatron_nemo.analysis.evaluate re``). Truncations and marker counts are in the
+        returned ``data`` entry.
         """
         file = check_input_file(file, "evaluate")
         check_positive_int(batch_size, "evaluate", "batch_size")
@@ -236,10 +211,6 @@ class SequenceClassificationModel(ClassificationTaskModel):
             with open(output_file, "w", encoding="utf-8") as f:
                 for ex, label, p in zip(dataset.examples, pred, best.tolist()):
                     f.write(f"{ex.guid}\t{label}\t{p:.6f}\n")
-        if report_dir:
-            from biomegatron_nemo.models.reports import write_classification_report
-
-            write_classification_report(scores, Path(report_dir))
         return scores
 
     def predict(self, sentences: Sequence[str], batch_size: int = 32) -> List[Dict]:

@@ -7,7 +7,9 @@ It owns the NER task on top of :class:`~biomegatron_nemo.models.classification.C
 * the token-classification head on every position;
 * entity-level F1 (conlleval) overall and per type for validation and test, on whole sentences
   after windows are mapped back to words, gathered over data-parallel ranks;
-* :meth:`TokenClassificationModel.evaluate` (a CoNLL file → scores, and ``word gold pred`` output
+* the decoding of the rows the shared inference loop gives (label ids and probabilities per
+  sub-token of every window) back to words, tags and entities:
+  :meth:`TokenClassificationModel.evaluate` (a CoNLL file → scores, and ``word gold pred`` output
   for conlleval) and :meth:`TokenClassificationModel.predict` (raw text → character spans).
 
 Reading, alignment (``first_subtoken`` / ``all_subtokens``), windows and the way back to words
@@ -18,11 +20,9 @@ live in :mod:`biomegatron_nemo.data.token_classification`; chunking and scores i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import torch
-
+from biomegatron_nemo.common.arguments import check_input_file, check_list, check_positive_int, check_text
 from biomegatron_nemo.common.config import option, section
 from biomegatron_nemo.common.errors import ConfigError, DataFormatError
 from biomegatron_nemo.data.batching import FineTuningDataConfig
@@ -36,13 +36,8 @@ from biomegatron_nemo.data.token_classification import (
 )
 from biomegatron_nemo.encoder.heads import TokenClassificationHead
 from biomegatron_nemo.metrics.ner import entity_spans, ner_scores
-from biomegatron_nemo.models.classification import (
-    ClassificationModelConfig,
-    ClassificationTaskModel,
-    single_linear_head,
-)
+from biomegatron_nemo.models.classification import ClassificationModelConfig, ClassificationTaskModel
 from biomegatron_nemo.models.outputs import TokenClassifierOutput
-from biomegatron_nemo.models.task import check_input_file, check_list, check_positive_int, check_text
 
 
 @dataclass
@@ -71,10 +66,6 @@ class TokenClassificationModel(ClassificationTaskModel):
     loss_name = "ner"
 
     # ------------------------------------------------------------------ config and labels
-    @property
-    def labelling_mode(self) -> str:
-        return self.cfg.labelling_mode
-
     def training_labels(self, path: str) -> List[str]:
         return LabelMap.from_sentences(self.read_sentences(path)).labels
 
@@ -83,7 +74,7 @@ class TokenClassificationModel(ClassificationTaskModel):
         return labels + [continuation_tag(t) for t in labels if t.startswith("B-") or t == "B"]
 
     def read_sentences(self, path: str) -> List[Sentence]:
-        return read_iob2(path, self.cfg.tag_scheme)
+        return read_iob2(path, self.config.tag_scheme)
 
     def check_known_tags(self, sentences: Sequence[Sentence]) -> None:
         """A tag the model was not trained with cannot be predicted nor scored fairly: refuse it."""
@@ -98,24 +89,21 @@ class TokenClassificationModel(ClassificationTaskModel):
 
     # ------------------------------------------------------------------ modules
     def build_heads(self) -> None:
-        if not self.encoder.post_process:
-            return
-        head = self.cfg.head
-        self.classifier = TokenClassificationHead(
-            self.encoder.config.hidden_size, len(self.label_map), num_layers=head.num_layers,
-            dropout=head.dropout, activation=head.activation, inner_size=head.hidden_size)
+        if self.encoder.post_process:
+            self.classifier = TokenClassificationHead(self.encoder.config.hidden_size, len(self.label_map),
+                                                      self.config.head)
 
-    # ------------------------------------------------------------------ losses
-    def head_forward(self, hidden, batch, normalizers) -> TokenClassifierOutput:
-        logits = self.classifier(hidden)
-        return TokenClassifierOutput(self.classification_loss(logits, batch["labels"], normalizers), logits=logits)
+    def head_outputs(self, hidden, attention_mask) -> TokenClassifierOutput:
+        return TokenClassifierOutput(logits=self.classifier(hidden))
+
+    def output_rows(self, batch, output: TokenClassifierOutput):
+        """Per window: the best label id and its probability at each real position."""
+        best, labels = output.logits.float().softmax(-1).max(-1)
+        for wi, lab, p, n in zip(batch["window_index"].tolist(), labels.cpu(), best.cpu(),
+                                 batch["attention_mask"].sum(-1).tolist()):
+            yield wi, (lab[:n].tolist(), p[:n].tolist())
 
     # ------------------------------------------------------------------ validation / test F1
-    def on_eval_output(self, split: str, batch, output: TokenClassifierOutput) -> None:
-        labels = output.logits.argmax(-1).cpu()
-        lengths = batch["attention_mask"].sum(-1).tolist()
-        for wi, row, n in zip(batch["window_index"].tolist(), labels, lengths):
-            self._eval_rows[split].append((wi, row[:n].tolist()))
 
     def on_validation_epoch_end(self) -> None:
         self._log_entity_f1("val", self._validation_dl)
@@ -128,8 +116,7 @@ class TokenClassificationModel(ClassificationTaskModel):
         if rows is None or loader is None:
             return
         dataset: TokenClassificationDataset = self.examples_of(loader)
-        labels = dict(rows)  # windows the distributed sampler repeated count once
-        values = dataset.word_values(list(labels.values()), list(labels))
+        values = dataset.word_values([labels for labels, _ in rows.values()], list(rows))
         if len(values) < len(dataset.sentences):
             # e.g. limit_val_batches: scoring only the covered sentences is still exact for them
             self.warn_once(f"{split} F1 over {len(values)} of {len(dataset.sentences)} sentences "
@@ -147,28 +134,26 @@ class TokenClassificationModel(ClassificationTaskModel):
     # ------------------------------------------------------------------ data
     def make_dataset(self, sentences: Sequence[Sentence], max_seq_length: Optional[int] = None
                      ) -> TokenClassificationDataset:
-        max_seq_length = int(max_seq_length or self._inference_max_seq_length())
+        max_seq_length = max_seq_length or self._inference_max_seq_length()
         limit = self.encoder_config.max_position_embeddings
         if max_seq_length > limit:
             raise ValueError(f"max_seq_length={max_seq_length} exceeds the encoder's "
                              f"max_position_embeddings={limit}")
         return TokenClassificationDataset(sentences, self.tokenizer, self.label_map, max_seq_length,
-                                          mode=self.labelling_mode,
-                                          window_overlap=int(self.cfg.window_overlap))
+                                          mode=self.config.labelling_mode, window_overlap=self.config.window_overlap)
 
     def _inference_max_seq_length(self) -> int:
         """The window length of the data the model was set up with (test, validation, then
         training data), else of its training config."""
-        sections = [self.cfg[k] for k in ("test_ds", "validation_ds", "train_ds") if self.cfg[k] is not None]
+        config = self.config
+        sections = [s for s in (config.test_ds, config.validation_ds, config.train_ds) if s is not None]
         for data in sections:
             if data.file:
-                return int(data.max_seq_length)
-        if self.cfg.train_ds is not None:
-            return int(self.cfg.train_ds.max_seq_length)
-        return FineTuningDataConfig.max_seq_length
+                return data.max_seq_length
+        return (config.train_ds or FineTuningDataConfig()).max_seq_length
 
-    def build_dataloader(self, data_config, split: str):
-        if not data_config.get("file"):
+    def build_dataloader(self, data_config: FineTuningDataConfig, split: str):
+        if not data_config.file:
             if split == "train":
                 raise ConfigError("is required for training", key="train_ds.file", where=type(self).__name__)
             return None
@@ -181,40 +166,20 @@ class TokenClassificationModel(ClassificationTaskModel):
 
     # ------------------------------------------------------------------ Hugging Face
     def hf_export(self, state):
-        head = single_linear_head(state, "classifier", "classifier", int(self.cfg.head.num_layers))
-        return "MegatronBertForTokenClassification", head, self.hf_label_config()
+        return ("MegatronBertForTokenClassification", self.classifier.hf_tensors(state, "classifier"),
+                self.hf_label_config())
 
     # ------------------------------------------------------------------ inference
-    @torch.no_grad()
     def _predict_windows(self, dataset: TokenClassificationDataset, batch_size: int
                          ) -> Tuple[List[int], List[List[int]], List[List[float]]]:
-        """Label ids and their probabilities per position of every window, in eval mode."""
-        self.check_single_stage("inference")
-        was_training = self.training
-        self.eval()
-        indices, label_rows, prob_rows = [], [], []
-        loader = self.inference_loader(dataset, batch_size)
-        try:
-            for batch in loader:
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                probs = self.classifier(self.encode(batch)).float().softmax(-1)
-                best, labels = probs.max(-1)
-                for wi, lab, p, n in zip(batch["window_index"].tolist(), labels.cpu(), best.cpu(),
-                                         batch["attention_mask"].sum(-1).tolist()):
-                    indices.append(wi)
-                    label_rows.append(lab[:n].tolist())
-                    prob_rows.append(p[:n].tolist())
-        finally:
-            self.train(was_training)
-        return indices, label_rows, prob_rows
+        """Window indices, and label ids and their probabilities per position of every window."""
+        rows = self.infer(dataset, batch_size)
+        return list(rows), [labels for labels, _ in rows.values()], [probs for _, probs in rows.values()]
 
     def evaluate(self, file: str, output_file: Optional[str] = None, batch_size: int = 32,
-                 max_seq_length: Optional[int] = None, report_dir: Optional[str] = None) -> Dict:
-        """Entity-level scores (:func:`~biomegatron_nemo.metrics.ner.ner_scores`) on a CoNLL file.
-
-        ``output_file``: ``word gold pred`` lines, a blank line between sentences (conlleval's input);
-        ``report_dir``: ``per_type.tsv`` and ``per_type_f1.png`` (P/R/F1 per entity type and micro).
-        """
+                 max_seq_length: Optional[int] = None) -> Dict:
+        """Entity-level scores (:func:`~biomegatron_nemo.metrics.ner.ner_scores`) on a CoNLL file;
+        ``output_file``: ``word gold pred`` lines, a blank line between sentences (conlleval's input)."""
         file = check_input_file(file, "evaluate")
         check_positive_int(batch_size, "evaluate", "batch_size")
         sentences = self.read_sentences(file)
@@ -225,12 +190,7 @@ class TokenClassificationModel(ClassificationTaskModel):
         gold = [s.tags for s in sentences]
         if output_file:
             write_conll_predictions(output_file, [s.words for s in sentences], gold, pred)
-        scores = ner_scores(gold, pred)
-        if report_dir:
-            from biomegatron_nemo.models.reports import write_ner_report
-
-            write_ner_report(scores, Path(report_dir))
-        return scores
+        return ner_scores(gold, pred)
 
     def predict(self, texts: Sequence[str], batch_size: int = 32, max_seq_length: Optional[int] = None
                 ) -> List[List[Dict]]:

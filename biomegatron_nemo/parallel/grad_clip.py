@@ -1,5 +1,5 @@
-"""The gradient norm of the whole model across tensor and pipeline ranks (clipping and the NaN/inf
-guard of ``BioMegatronModelPT.configure_gradient_clipping`` both use it, computed once a step).
+"""Clipping and the NaN/inf guard of every optimizer step (:func:`clip_and_check`), by the gradient
+norm of the whole model across tensor and pipeline ranks, computed once a step.
 
 Lightning clips by the norm of the parameters a rank holds; under tensor parallelism that is
 a shard of each partitioned weight (plus a copy of every replicated one), under pipeline
@@ -11,7 +11,7 @@ copy of each replicated or tied parameter, summed over the model-parallel group.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -30,3 +30,24 @@ def model_parallel_grad_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.
     if dist.is_initialized() and parallel_state.model_parallel_is_initialized():
         dist.all_reduce(squared, group=parallel_state.get_model_parallel_group())
     return squared.sqrt().float()
+
+
+def clip_and_check(params: List[torch.nn.Parameter], clip: Optional[float], on_nonfinite: str, step: Optional[int]) -> bool:
+    """Clip ``params``' gradients by ``clip`` (the whole model's norm) unless that norm is NaN or
+    inf: then ``on_nonfinite="error"`` raises a ``FloatingPointError`` naming the step, and
+    ``"skip"`` drops the gradients (the optimizer then leaves every weight as it is) and returns
+    True. The norm is taken after the data-parallel reduction and over all model-parallel ranks,
+    so every rank decides alike (a rank raising alone would leave the others in a collective)."""
+    norm = model_parallel_grad_norm(params)
+    if bool(torch.isfinite(norm)):
+        if clip:
+            torch.nn.utils.clip_grads_with_norm_(params, float(clip), norm, foreach=True)
+        return False
+    if on_nonfinite == "error":
+        raise FloatingPointError(
+            f"step {step}: the gradient norm is {float(norm)} (a NaN or inf loss or gradient); the run stops "
+            "before this update. Lower the learning rate or check this step's batch; "
+            "model.on_nonfinite=skip drops such updates instead")
+    for p in params:
+        p.grad = None
+    return True

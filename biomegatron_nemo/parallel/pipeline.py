@@ -44,8 +44,9 @@ class PipelineConfig(Schema):
 class _StageModule(torch.nn.Module):
     """One pipeline stage of a BioMegatron model: its encoder part (+ the heads on the last).
 
-    On the last stage, evaluation keeps each microbatch's head output (detached) so that the
-    runner can hand the whole batch's output back to the model's metric collection.
+    The last stage runs the model's heads (``head_outputs``) and its ``loss``; in evaluation it
+    keeps each microbatch's output (detached) so that the runner can hand the whole batch's
+    output back to the model's metric collection.
     """
 
     def __init__(self, model):
@@ -63,10 +64,11 @@ class _StageModule(torch.nn.Module):
             hidden = encoder(None, batch["attention_mask"], hidden_states=x)
         if not encoder.post_process:
             return hidden
-        output = self.model.head_forward(hidden, batch, self.normalizers)
-        if self.keep_outputs:
+        model = self.model
+        output = model.head_outputs(hidden, batch["attention_mask"], **{k: batch[k] for k in model.head_inputs})
+        if self.keep_outputs:  # for metric collection (a masked-LM loss consumes its logits, not the rest)
             self.outputs.append(output.detach())
-        return output.loss
+        return sum(model.loss(output, batch, self.normalizers).values())
 
 
 class PipelineRunner:

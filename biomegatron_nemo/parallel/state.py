@@ -139,3 +139,17 @@ def gather_along_last_dim(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(tp)]
     dist.all_gather(parts, tensor.contiguous(), group=parallel_state.get_tensor_model_parallel_group())
     return torch.cat(parts, dim=-1)
+
+
+def data_parallel_normalizer(local_count: float) -> float:
+    """Global count over the data-parallel group, divided by its size.
+
+    DDP averages gradients over data-parallel ranks; a rank loss of ``local_sum / this``
+    therefore averages to ``global_sum / global_count`` — exactly the loss of the global
+    batch, however unevenly the counted items (e.g. masked tokens) fall across ranks.
+    """
+    if not parallel_state.model_parallel_is_initialized() or parallel_state.get_data_parallel_world_size() == 1:
+        return max(local_count, 1.0)
+    total = torch.tensor([float(local_count)], dtype=torch.float64)
+    torch.distributed.all_reduce(total, group=parallel_state.get_data_parallel_group())
+    return max(float(total.item()), 1.0) / parallel_state.get_data_parallel_world_size()

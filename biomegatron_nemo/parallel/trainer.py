@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 
-from biomegatron_nemo.common.config import parse_config, to_plain
+from biomegatron_nemo.common.config import to_plain, validate_config
 from biomegatron_nemo.common.errors import ConfigError
 
 from .state import ParallelConfig
@@ -66,7 +66,7 @@ def build_trainer(trainer_cfg: Optional[Mapping[str, Any]], parallel_cfg: Option
     values = to_plain(trainer_cfg) or {}
     _check_trainer_keys(values)
     values.update(overrides)
-    parallel: ParallelConfig = parse_config(parallel_cfg or {}, ParallelConfig, where="parallel")
+    parallel: ParallelConfig = validate_config(parallel_cfg or {}, ParallelConfig, where="parallel")
     tp, pp = parallel.tensor_model_parallel_size, parallel.pipeline_model_parallel_size
     devices = values.get("devices", 1)
     if isinstance(devices, int) and devices % (tp * pp):

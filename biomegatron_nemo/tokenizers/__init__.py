@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, List, Optional
 
 
-from biomegatron_nemo.common.config import Schema, option, parse_config
+from biomegatron_nemo.common.config import Schema, option, validate_config
 from biomegatron_nemo.common.errors import ConfigError
 
 from biomegatron_nemo.tokenizers.base import SPECIAL_TOKENS, BioTokenizer, Encoding
@@ -67,7 +67,7 @@ def build_tokenizer(cfg: Any) -> BioTokenizer:
     Unknown keys, a file key the library does not use, a missing key and a missing file raise
     :class:`~biomegatron_nemo.common.errors.ConfigError` naming the key and the path.
     """
-    checked: TokenizerConfig = parse_config(cfg, TokenizerConfig, where="tokenizer")
+    checked: TokenizerConfig = validate_config(cfg, TokenizerConfig, where="tokenizer")
     # The file is checked here, not in the schema: a model config being restored names it as a
     # .nemo artifact until NeMo has unpacked it.
     file_key = LIBRARIES[checked.kind]

@@ -53,3 +53,13 @@ def synthetic_mlm_batch(vocab_size: int, batch_size: int = 4, seq_len: int = 16,
         "lm_labels": labels, "loss_mask": loss_mask,
         "sentence_order_labels": torch.arange(batch_size) % 2,
     }
+
+
+def batch_loss(model, batch):
+    """The training loss of ``batch``: the model's ``forward`` on it, then its ``loss`` (summed)."""
+    return sum(model.loss(model(**model.forward_inputs(batch)), batch).values())
+
+
+def all_positions(model, batch):
+    """A model's ``forward`` output on ``batch`` without any head input (masked LM: every position)."""
+    return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from omegaconf import open_dict
 
-from helpers.models import synthetic_mlm_batch
+from helpers.models import all_positions, batch_loss, synthetic_mlm_batch
 
 STEPS = 3
 
@@ -25,8 +25,7 @@ def _gathered_logits(model, batch):
     from biomegatron_nemo.parallel.state import gather_along_last_dim
 
     with torch.no_grad():
-        hidden = model.encode(batch)
-        logits = model.mlm_logits(hidden)
+        logits = all_positions(model, batch).logits
     return gather_along_last_dim(logits)[..., : model.tokenizer.vocab_size]
 
 
@@ -51,7 +50,7 @@ def train_flow(nemo_file: str, tp: int, pp: int, out: str, num_microbatches: int
     for batch in batches:
         optimizer.zero_grad()
         if pp == 1:
-            loss = model.forward_batch(batch).loss
+            loss = batch_loss(model, batch)
             loss.backward()
         else:
             loss = model.pipeline_runner.step(batch)

@@ -68,6 +68,7 @@ def spawned_span_logits(rank, world_size, config_file, items, out):
     ds = model.make_dataset([QAExample(str(i), q, c) for i, (q, c) in enumerate(items)])
     batch = ds.collate_fn([ds[i] for i in range(len(ds))])
     with torch.no_grad():
-        start, end = model.span_logits(model.encode(batch), batch["attention_mask"])
+        output = model(**model.forward_inputs(batch))
+        start, end = output.start_logits, output.end_logits
     if dist.get_rank() == 0:
         torch.save({"start": start, "end": end}, out)

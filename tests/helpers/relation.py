@@ -20,6 +20,6 @@ def spawned_logits(rank, world_size, config_file, sentences, out):
     ds = model.make_dataset([ClassificationExample(str(i), s, None) for i, s in enumerate(sentences)])
     batch = ds.collate_fn([ds[i] for i in range(len(ds))])
     with torch.no_grad():
-        logits = model.classifier(model.encode(batch))
+        logits = model(**model.forward_inputs(batch)).logits
     if dist.get_rank() == 0:
         torch.save(logits, out)

@@ -15,7 +15,7 @@ CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 def compose_pretrain_config(overrides):
     from hydra import compose, initialize_config_dir
 
-    from biomegatron_nemo.models.runs import register_run_configs
+    from biomegatron_nemo.runs.schemas import register_run_configs
 
     register_run_configs()
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
@@ -71,8 +71,9 @@ class StopAtStep(Callback):
 def pretrain(exp_dir, vocab_file, data_prefix, max_steps, record, devices=1, micro_batch_size=4,
              extra=(), stop_at=None, callbacks=()):
     """One run of examples/pretrain.py's logic in this process (or in each spawned rank)."""
-    from biomegatron_nemo.models.launch import start_run
     from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
+    from biomegatron_nemo.runs.launch import start_run
+    from biomegatron_nemo.runs.loss_curve import LossCurve
 
     cfg = compose_pretrain_config([
         f"model.tokenizer.vocab_file={vocab_file}", f"model.data.data_prefix=[{data_prefix}]",
@@ -85,7 +86,8 @@ def pretrain(exp_dir, vocab_file, data_prefix, max_steps, record, devices=1, mic
         f"exp_manager.exp_dir={exp_dir}", "model.optim.lr=1e-3", "model.optim.sched.warmup_ratio=0.1",
         *extra,
     ])
-    callbacks = [RecordLosses(record), *callbacks] + ([StopAtStep(stop_at)] if stop_at else [])
+    # the loss curve, as every pretraining run of the library draws it
+    callbacks = [RecordLosses(record), LossCurve(), *callbacks] + ([StopAtStep(stop_at)] if stop_at else [])
     trainer, _ = start_run(cfg, callbacks=callbacks)
     model = BioMegatronPretrainingModel(cfg.model, trainer=trainer)
     trainer.fit(model)

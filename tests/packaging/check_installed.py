@@ -33,7 +33,7 @@ def import_everything() -> int:
 def save_model(folder: Path) -> Path:
     from omegaconf import OmegaConf
 
-    from biomegatron_nemo.models.runs import SAMPLES
+    from biomegatron_nemo.runs.schemas import SAMPLES
     from biomegatron_nemo.models.token_classification import TokenClassificationModel
     from biomegatron_nemo.tokenizers.train import train_wordpiece
 

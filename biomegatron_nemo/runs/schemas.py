@@ -54,7 +54,7 @@ class RunConfig(Schema):
 
 @dataclass
 class FineTuningRunConfig(RunConfig):
-    """The switches of the fine-tuning examples (models/finetuning.py runs them)."""
+    """The switches of the fine-tuning examples (runs/finetune.py runs them)."""
 
     do_training: bool = option(True, "fine-tune on model.train_ds")
     do_testing: bool = option(True, "score model.test_ds and write its predictions into the log folder")
@@ -101,15 +101,6 @@ class PretrainRunConfig(RunConfig):
     model: PretrainingModelConfig = section(PretrainingModelConfig, "the pretraining model")
 
 
-#: Hydra ConfigStore name → run schema (the first entry of each YAML file's defaults list)
-RUN_SCHEMAS = {
-    "token_classification_schema": TokenClassificationRunConfig,
-    "sequence_classification_schema": SequenceClassificationRunConfig,
-    "question_answering_schema": QuestionAnsweringRunConfig,
-    "pretrain_bert_schema": PretrainRunConfig,
-}
-
-
 #: the sample data shipped inside the package (``${samples:ner/train.tsv}`` in a config)
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -139,7 +130,9 @@ def register_run_configs() -> None:
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
+    from biomegatron_nemo.runs.registry import TASKS
+
     OmegaConf.register_new_resolver("samples", lambda path: str(SAMPLES / path), replace=True)
     store = ConfigStore.instance()
-    for name, schema in RUN_SCHEMAS.items():
-        store.store(name=name, node=schema)
+    for task in TASKS.values():  # each YAML file of conf/ names its schema first: <config name>_schema
+        store.store(name=f"{task.config_name}_schema", node=task.run_schema)

@@ -1,11 +1,11 @@
 """Convert checkpoints: Megatron-LM, NeMo 1.x and Hugging Face in; this library's ``.nemo`` and
 Hugging Face out.
 
-    python -m biomegatron_nemo.checkpoints.convert --from megatron-lm --to nemo CHECKPOINT_DIR out.nemo \\
+    python -m biomegatron_nemo.export.convert --from megatron-lm --to nemo CHECKPOINT_DIR out.nemo \\
         --vocab-file vocab.txt [--cased]
-    python -m biomegatron_nemo.checkpoints.convert --from nemo1 --to nemo biomegatron.nemo out.nemo [--encoder-only]
-    python -m biomegatron_nemo.checkpoints.convert --from hf --to nemo HF_DIR out.nemo
-    python -m biomegatron_nemo.checkpoints.convert --from nemo --to hf model.nemo HF_DIR
+    python -m biomegatron_nemo.export.convert --from nemo1 --to nemo biomegatron.nemo out.nemo [--encoder-only]
+    python -m biomegatron_nemo.export.convert --from hf --to nemo HF_DIR out.nemo
+    python -m biomegatron_nemo.export.convert --from nemo --to hf model.nemo HF_DIR
 
 Every conversion prints what it mapped and fails loudly, naming the tensors, on anything it cannot
 place, that is missing, or whose shape disagrees — nothing is guessed or silently dropped. A source
@@ -13,10 +13,9 @@ without a masked-LM head (a published ``BertModel``, the commonest form) convert
 head starting from random weights; a task model's heads are left out and listed. The
 result of ``--to nemo`` is a :class:`~biomegatron_nemo.models.pretraining.BioMegatronPretrainingModel`
 (encoder, masked-LM head, sentence-order head when the source has one) whose ``.nemo`` any task
-model takes as ``language_model.nemo_file``. The same as Python: :func:`import_checkpoint`,
-:func:`export_hf`.
-
-This is the one module of ``checkpoints`` that builds models (it is the conversion command).
+model takes as ``language_model.pretrained`` (which also takes the checkpoint itself, converting it
+on the way). The same as Python: :func:`import_checkpoint`, and
+:func:`~biomegatron_nemo.export.hf.export_hf` for the way out.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from typing import List, Optional
 from omegaconf import OmegaConf
 
 from biomegatron_nemo.checkpoints.pretrained import convert_checkpoint
+from biomegatron_nemo.export.hf import export_nemo_hf
 from biomegatron_nemo.tokenizers.wordpiece import looks_cased
 
 SOURCES = ("megatron-lm", "nemo1", "hf")
@@ -81,16 +81,8 @@ def import_checkpoint(source: str, path: str, out: str, vocab_file: Optional[str
                                 f" from {vocab_file or path}", f"written: {out}"]
 
 
-def export_hf(nemo_file: str, out_dir: str) -> List[str]:
-    """Our ``.nemo`` (any model of this library) → a Hugging Face folder ``transformers`` loads
-    without this library (see :meth:`~biomegatron_nemo.models.base.BioMegatronModelPT.export_hf`)."""
-    from biomegatron_nemo.models.base import BioMegatronModelPT
-
-    return BioMegatronModelPT.restore_from(nemo_file).export_hf(out_dir)
-
-
 def parse_args(argv=None, prog=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=prog or "python -m biomegatron_nemo.checkpoints.convert",
+    p = argparse.ArgumentParser(prog=prog or "python -m biomegatron_nemo.export.convert",
                                 description=__doc__.split("\n\n")[0],
                                 epilog="example: --from megatron-lm --to nemo BioMegatron345mUncased/ biomegatron.nemo "
                                        "--vocab-file vocab.txt")
@@ -119,7 +111,7 @@ def main(argv=None, prog=None) -> int:
     args = parse_args(argv, prog)
     try:
         if args.target == "hf":
-            lines = export_hf(args.input, args.output)
+            lines = export_nemo_hf(args.input, args.output)
         else:
             lines = import_checkpoint(args.source, args.input, args.output, args.vocab_file, args.cased,
                                       args.encoder_only, args.num_attention_heads)

@@ -1,7 +1,8 @@
 """``LossCurve``: the training run's loss curve as a picture and a table next to its logs.
 
-A Lightning callback that the pretraining model adds itself (``configure_callbacks``), so every
-way of starting a run (examples, the ``biomegatron`` command, a script's own Trainer) gets it.
+A Lightning callback that every pretraining run adds to its Trainer (examples, the ``biomegatron``
+command: :func:`~biomegatron_nemo.runs.finetune.run_pretraining`); a script with its own Trainer
+passes ``LossCurve()`` in its ``callbacks``.
 
 * Recorded: every logged loss (``train_loss`` and its parts, e.g. ``train_mlm_loss``) at each
   step Lightning logs (``trainer.log_every_n_steps``), and every validation loss (``val_loss``,

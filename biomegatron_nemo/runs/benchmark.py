@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 @dataclass(frozen=True)
 class Benchmark:
     name: str  #: as the paper names it
-    task: str  #: ner | re | qa (models/tasks.py)
+    task: str  #: ner | re | qa (runs/registry.py)
     metrics: tuple  #: the keys of the model's evaluate() scores, the first is the headline
     train: str  #: paths relative to --data
     dev: str
@@ -107,9 +107,9 @@ def run_one(bench: Benchmark, pretrained: str, files: Dict, out: Path, recipe: s
     """Fine-tune from the checkpoint ``pretrained`` (any kind) on one benchmark and score it on its
     test file, else its development file (neither: no score); ``extra``: more Hydra overrides.
     Returns the scores and the saved model."""
-    from biomegatron_nemo.models.launch import start_run
-    from biomegatron_nemo.models.runs import compose_run_config
-    from biomegatron_nemo.models.tasks import TASKS
+    from biomegatron_nemo.runs.launch import start_run
+    from biomegatron_nemo.runs.schemas import compose_run_config
+    from biomegatron_nemo.runs.registry import TASKS
 
     task = TASKS[bench.task]
     overrides = [f"model.train_ds.file={files['train']}", f"model.validation_ds.file={files['dev'] or 'null'}",
@@ -120,7 +120,7 @@ def run_one(bench: Benchmark, pretrained: str, files: Dict, out: Path, recipe: s
         overrides.append(f"trainer.max_steps={budget}")
     cfg = compose_run_config(task.config_name, overrides)
     trainer, log_dir = start_run(cfg)
-    model = task.load_model_class()(cfg.model, trainer=trainer)
+    model = task.model_class(cfg.model, trainer=trainer)
     trainer.fit(model)
     saved = str(log_dir / "model.nemo")
     model.save_to(saved)
@@ -163,7 +163,7 @@ def table(scores: Sequence[Score], published: Sequence, squad_first: bool = Fals
 
 
 def parse_args(argv=None, prog=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=prog or "python -m biomegatron_nemo.benchmark", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=prog or "python -m biomegatron_nemo.runs.benchmark", description=__doc__.split("\n\n")[0],
                                 epilog="examples:\n  biomegatron benchmark lm.nemo --data ../shared/data --output bench/\n"
                                        "  biomegatron benchmark lm.nemo --samples --budget 20 --recipe small   # a CPU try-out",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,7 +186,7 @@ def main(argv=None, prog=None) -> int:
     args = parse_args(argv, prog)
     from biomegatron_nemo.analysis.published import PUBLISHED
     from biomegatron_nemo.checkpoints.pretrained import resolve_pretrained
-    from biomegatron_nemo.models.runs import SAMPLES
+    from biomegatron_nemo.runs.schemas import SAMPLES
 
     chosen = [b for b in SUITE if not args.tasks or b.name in args.tasks]
     # everything a run will read is checked before the first one starts (each takes minutes to hours)

@@ -1,4 +1,4 @@
-"""Standalone evaluation: ``python -m biomegatron_nemo.metrics.evaluate {ner,re,squad,bioasq}``.
+"""Standalone evaluation: ``python -m biomegatron_nemo.analysis.evaluate {ner,re,squad,bioasq}``.
 
 Reads a gold file and a prediction file, prints a table (or JSON with ``--json``). Prediction
 file formats:
@@ -170,7 +170,7 @@ def _eval_bioasq(args) -> tuple:
 
 
 def build_parser(prog=None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog or "python -m biomegatron_nemo.metrics.evaluate",
+    p = argparse.ArgumentParser(prog=prog or "python -m biomegatron_nemo.analysis.evaluate",
                                 description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1].split("\n\nEach")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional, Tuple
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from biomegatron_nemo.checkpoints.training import load_training_checkpoint, prepare_resume
-from biomegatron_nemo.common.config import parse_config, to_plain
+from biomegatron_nemo.common.config import to_plain, validate_config
 from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.encoder.config import EncoderConfig
 from biomegatron_nemo.models.from_pretrained import apply_pretrained
@@ -47,7 +47,7 @@ def world_size(trainer_cfg: Mapping[str, Any]) -> Optional[int]:
 def check_layout(cfg: DictConfig, check_encoder: bool = True) -> None:
     """A :class:`ConfigError` naming the key unless ``cfg`` (a run config) describes a layout
     megatron-core can build (see the module docstring)."""
-    parallel = parse_config(cfg.get("parallel") or {}, ParallelConfig, where="parallel")
+    parallel = validate_config(cfg.get("parallel") or {}, ParallelConfig, where="parallel")
     tp, pp = parallel.tensor_model_parallel_size, parallel.pipeline_model_parallel_size
     world = world_size(to_plain(cfg.get("trainer")) or {})
     if world is not None and world % (tp * pp):

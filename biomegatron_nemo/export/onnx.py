@@ -1,21 +1,22 @@
 """ONNX export of a task model (encoder + head), for serving without PyTorch.
 
-    python -m biomegatron_nemo.checkpoints.onnx ner.nemo ner.onnx [--opset 17] [--check]
+    python -m biomegatron_nemo.export.onnx ner.nemo ner.onnx [--opset 17] [--check]
 
 This module owns the exported graph's contract and the command that writes it:
 
 * the inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64 ``[batch, sequence]``,
-  both axes dynamic) and the outputs of each head, named (:data:`OUTPUTS`);
-* the export wrapper (:class:`ExportedTaskModel`): the model's own ``encode`` and head modules in
-  eval mode, fp32, at TP=PP=1 — nothing re-implemented, so the graph is the model's forward;
+  both axes dynamic) and the outputs: the tensors of the model's typed output
+  (:mod:`biomegatron_nemo.models.outputs`), named and with the dynamic axes that type declares;
+* the export wrapper (:class:`ExportedTaskModel`): the model's own ``forward`` in eval mode, fp32,
+  at TP=PP=1 — nothing re-implemented, so the graph is the model's forward;
 * the metadata a server needs to read the logits without PyTorch (``metadata_props``: task, model
   class, labels, vocabulary size, maximum sequence length, special token ids, library version);
 * restoring a ``.nemo`` for export (:func:`export_nemo_to_onnx`) and the ``export-onnx`` command,
   whose ``--check`` compares onnxruntime's outputs with PyTorch's on a batch of another shape.
 
-Task models are recognised by their heads (classes of :mod:`biomegatron_nemo.encoder.heads`), not
-by their model class: ``checkpoints`` sits below ``models`` in the package's layering, and the
-class to restore comes from the ``.nemo``'s own ``target`` (restricted to this library's models).
+What the graph outputs, its task and its labels come from the model's ``forward`` and its
+``label_names()``, never from its class or attribute names; the class to restore comes from the
+``.nemo``'s own ``target`` (restricted to this library's models).
 """
 
 from __future__ import annotations
@@ -33,25 +34,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from biomegatron_nemo.encoder.heads import (
-    MaskedLMHead,
-    SequenceClassificationHead,
-    SpanQAHead,
-    TokenClassificationHead,
-)
-from biomegatron_nemo.tokenizers import DEFAULT_LIBRARY
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-#: task → its outputs and their dynamic axes (every other axis is fixed: labels, classes, vocabulary)
-OUTPUTS: Dict[str, Dict[str, Dict[int, str]]] = {
-    "token_classification": {"logits": {0: "batch", 1: "sequence"}},                 # [batch, sequence, labels]
-    "sequence_classification": {"logits": {0: "batch"}},                             # [batch, labels]
-    "question_answering": {"start_logits": {0: "batch", 1: "sequence"},              # [batch, sequence]
-                           "end_logits": {0: "batch", 1: "sequence"}},
-    "masked_lm": {"logits": {0: "batch", 1: "sequence"}},                            # [batch, sequence, vocab]
-}
-#: the masked-LM model's optional sentence-order head adds this output, ``[batch, 2]``
-SENTENCE_ORDER_OUTPUT = "sentence_order_logits"
 #: the tolerance ``--check`` holds onnxruntime to (the acceptance bound of the export)
 CHECK_TOLERANCE = 1e-4
 #: protobuf cannot serialise a message over 2 GiB: larger models keep their weights in a side file
@@ -68,29 +52,6 @@ def _import(name: str):
         raise ImportError(f"{MISSING_ONNX} ({err})") from err
 
 
-def task_of(model: torch.nn.Module) -> str:
-    """The task of a model, from the head it carries."""
-    classifier = getattr(model, "classifier", None)
-    if isinstance(classifier, TokenClassificationHead):
-        return "token_classification"
-    if isinstance(classifier, SequenceClassificationHead):
-        return "sequence_classification"
-    if isinstance(getattr(model, "span_head", None), SpanQAHead):
-        return "question_answering"
-    if isinstance(getattr(model, "mlm_head", None), MaskedLMHead):
-        return "masked_lm"
-    raise ValueError(f"{type(model).__name__} has none of the heads ONNX export knows (token or sequence "
-                     "classifier, span QA head, masked-LM head); on a pipeline stage other than the last the "
-                     "heads do not exist")
-
-
-def output_names(model: torch.nn.Module) -> List[str]:
-    names = list(OUTPUTS[task_of(model)])
-    if getattr(model, "binary_head", None) is not None:
-        names.append(SENTENCE_ORDER_OUTPUT)
-    return names
-
-
 def _drop_empty_extra_state(module, state_dict, prefix, local_metadata) -> None:
     # megatron-core's parallel linears report None as their `_extra_state` (the slot Transformer
     # Engine keeps fp8 metadata in). The TorchScript tracer passes every state-dict value to the
@@ -100,31 +61,23 @@ def _drop_empty_extra_state(module, state_dict, prefix, local_metadata) -> None:
 
 
 class ExportedTaskModel(torch.nn.Module):
-    """``(input_ids, attention_mask, token_type_ids)`` → the head's logits, through the model's own
-    :meth:`encode` and heads; the tuple follows :func:`output_names`."""
+    """``(input_ids, attention_mask, token_type_ids)`` → the tensors of the model's ``forward``
+    output a server reads (``export_tensors``), as a tuple in its field order."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
-        self.task = task_of(model)
-        self.vocab_size = int(model.tokenizer.vocab_size)
         # only this wrapper's state dict (what the tracer reads) loses the empty entries
         self.register_state_dict_post_hook(_drop_empty_extra_state)
 
     def forward(self, input_ids, attention_mask, token_type_ids):
-        model = self.model
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        hidden = model.encode(batch)
-        if self.task in ("token_classification", "sequence_classification"):
-            return model.classifier(hidden)
-        if self.task == "question_answering":
-            return model.span_logits(hidden, attention_mask)  # padding positions at the model's -10000
-        # The output layer has Megatron's padded vocabulary (rows that only make TP shards equal,
-        # masked to -10000): a server gets one logit per tokenizer id.
-        logits = model.mlm_logits(hidden)[..., :self.vocab_size]
-        if model.binary_head is not None:
-            return logits, model.binary_head(hidden)
-        return logits
+        return tuple(self.model(input_ids, attention_mask, token_type_ids).export_tensors().values())
+
+
+def probe_output(model: torch.nn.Module):
+    """The model's typed output on a sample batch: which tensors the graph has, and its task."""
+    with torch.no_grad():
+        return model(**sample_inputs(model))
 
 
 def check_exportable(model: torch.nn.Module) -> None:
@@ -138,10 +91,12 @@ def check_exportable(model: torch.nn.Module) -> None:
         if (tp, pp) != (1, 1):
             raise ValueError(f"ONNX export runs at tensor/pipeline parallel size 1, this process has TP={tp} PP={pp}: "
                              "save the model to a .nemo and export that in one process (the .nemo is layout-free)")
-    encoder = getattr(model, "encoder", None)
-    if encoder is None or not (encoder.pre_process and encoder.post_process):
+    from biomegatron_nemo.models.base import BioMegatronModelPT
+
+    if not isinstance(model, BioMegatronModelPT):
+        raise ValueError(f"ONNX export takes a model of this library, got {type(model).__name__}")
+    if not (model.encoder.pre_process and model.encoder.post_process):
         raise ValueError("ONNX export needs the whole encoder (first and last pipeline stage) in one model")
-    task_of(model)
     wrong = sorted({str(p.dtype) for p in model.parameters() if p.dtype != torch.float32})
     if wrong:
         raise ValueError(f"ONNX export writes fp32; this model has {', '.join(wrong)} weights (call model.float())")
@@ -171,24 +126,25 @@ def sample_inputs(model: torch.nn.Module, batch_size: int = 2, seq_len: int = 8,
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "token_type_ids": types.to(device)}
 
 
-def metadata(model: torch.nn.Module) -> Dict[str, str]:
-    """The ``metadata_props`` of the exported file (strings; lists and maps as JSON)."""
+def metadata(model: torch.nn.Module, output) -> Dict[str, str]:
+    """The ``metadata_props`` of the exported file (strings; lists and maps as JSON), for
+    ``output``, the model's typed output."""
     from biomegatron_nemo import __version__
 
     tokenizer = model.tokenizer
     props = {
-        "task": task_of(model),
+        "task": output.task,
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "outputs": json.dumps(output_names(model)),
+        "outputs": json.dumps(list(output.export_tensors())),
         "vocab_size": str(tokenizer.vocab_size),
         "max_sequence_length": str(model.encoder.encoder_config.max_position_embeddings),
-        "tokenizer": json.dumps({"library": model.cfg.tokenizer.library or DEFAULT_LIBRARY, "cased": model.cfg.tokenizer.get("cased")}),
+        "tokenizer": json.dumps({"library": model.config.tokenizer.kind, "cased": model.config.tokenizer.cased}),
         "special_ids": json.dumps(dict(tokenizer.special_ids)),
         "biomegatron_nemo_version": __version__,
     }
-    label_map = getattr(model, "label_map", None)
-    if label_map is not None and props["task"] in ("token_classification", "sequence_classification"):
-        props["labels"] = json.dumps(list(label_map.labels))  # logit index i is labels[i]
+    labels = model.label_names()
+    if labels is not None:
+        props["labels"] = json.dumps(list(labels))  # logit index i is labels[i]
     return props
 
 
@@ -236,12 +192,13 @@ def export_onnx(model: torch.nn.Module, out_path, opset: int = 17, external_data
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = ExportedTaskModel(model)
-    names = output_names(model)
-    axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
-    axes.update({name: OUTPUTS.get(wrapper.task, {}).get(name, {0: "batch"}) for name in names})
     was_training = model.training
     model.eval()  # no dropout in the graph
     try:
+        output = probe_output(model)
+        names = list(output.export_tensors())
+        axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
+        axes.update({name: dict(enumerate(type(output).axes[name])) for name in names})
         example = sample_inputs(model)
         device = example["input_ids"].device.type
         with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp, torch.no_grad(), \
@@ -257,7 +214,7 @@ def export_onnx(model: torch.nn.Module, out_path, opset: int = 17, external_data
                               opset_version=opset, input_names=list(INPUTS), output_names=names, dynamic_axes=axes)
             proto = onnx.load(raw)  # with any side files the exporter wrote for a > 2 GiB model
         _declare_unread_inputs(onnx, proto)
-        props = metadata(model)
+        props = metadata(model, output)
         for key, value in props.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
@@ -293,20 +250,18 @@ def restore_for_export(nemo_path):
     same weights; ``local``'s attention is CUDA-only and Transformer Engine's modules do not export)."""
     from omegaconf import OmegaConf
 
+    from biomegatron_nemo.models.base import BioMegatronModelPT
+
     cfg = read_nemo_config(nemo_path)
     target = str(cfg.get("target", ""))
     if not target.startswith(MODEL_PREFIX):
         raise ValueError(f"{nemo_path}: its config's target {target!r} is not a model of this library "
                          f"({MODEL_PREFIX}...); only those are restored")
-    module, _, name = target.rpartition(".")
-    model_class = getattr(importlib.import_module(module), name, None)
-    if model_class is None:
-        raise ValueError(f"{nemo_path}: its config's target {target!r} does not exist in this version of the library")
     encoder = cfg.setdefault("encoder", {})
     if encoder.get("layer_spec", "auto") in ("auto", "local"):
         encoder["layer_spec"] = "portable"
-    return model_class.restore_from(str(nemo_path), override_config_path=OmegaConf.create(cfg),
-                                    map_location=torch.device("cpu")).eval()
+    return BioMegatronModelPT.restore_from(str(nemo_path), override_config_path=OmegaConf.create(cfg),
+                                           map_location=torch.device("cpu")).eval()
 
 
 def export_nemo_to_onnx(nemo_path, out_path, opset: int = 17, external_data: Optional[bool] = None) -> Dict:
@@ -329,14 +284,13 @@ def compare_with_onnxruntime(model: torch.nn.Module, onnx_path, batch_size: int 
             ours = ExportedTaskModel(model)(*(batch[name] for name in INPUTS))
     finally:
         model.train(was_training)
-    ours = ours if isinstance(ours, tuple) else (ours,)
     names = [o.name for o in session.get_outputs()]
     return {name: float((torch.from_numpy(t) - o.cpu()).abs().max()) for name, t, o in zip(names, theirs, ours)}
 
 
 def parse_args(argv=None, prog=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog=prog or "python -m biomegatron_nemo.checkpoints.onnx",
+        prog=prog or "python -m biomegatron_nemo.export.onnx",
         description="Export a task model's .nemo (NER, relation extraction, QA, masked LM) as an ONNX file that "
                     "onnxruntime serves without PyTorch: inputs input_ids, attention_mask, token_type_ids (int64, "
                     "dynamic batch and sequence), the head's logits as outputs, labels in the metadata.",

@@ -1,7 +1,7 @@
 """``docs/configuration.md`` from the schemas: every key of every run, its type, default and meaning.
 
-    python -m biomegatron_nemo.models.config_docs --output docs/configuration.md   # rewrite
-    python -m biomegatron_nemo.models.config_docs --check docs/configuration.md    # exit 1 if stale
+    python -m biomegatron_nemo.runs.config_docs --output docs/configuration.md   # rewrite
+    python -m biomegatron_nemo.runs.config_docs --check docs/configuration.md    # exit 1 if stale
 
 The page is generated, never edited by hand, so the documented defaults are the schema's; a
 test runs ``--check`` so a schema change without a regenerated page fails.
@@ -15,16 +15,11 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from biomegatron_nemo.common.config import schema_table
-from biomegatron_nemo.models.runs import (
-    PretrainRunConfig,
-    QuestionAnsweringRunConfig,
-    SequenceClassificationRunConfig,
-    TokenClassificationRunConfig,
-)
+from biomegatron_nemo.runs.registry import TASKS
 
 HEADER = """# Configuration reference
 
-Generated from the schemas by `python -m biomegatron_nemo.models.config_docs --output
+Generated from the schemas by `python -m biomegatron_nemo.runs.config_docs --output
 docs/configuration.md`; do not edit by hand. Each table lists every key of one example's Hydra
 config (`conf/*.yaml` override some of them; `python examples/SCRIPT.py --cfg job` prints the
 merged result). The `model:` section is also what the model class takes in Python
@@ -36,19 +31,10 @@ the rows show the ones set by default; any other argument of theirs may be added
 `Trainer` does not take is refused by name; NeMo checks `exp_manager` against its own schema).
 """
 
-SECTIONS = [
-    ("NER: `examples/token_classification.py`, `conf/token_classification.yaml`", TokenClassificationRunConfig),
-    ("Relation extraction: `examples/sequence_classification.py`, `conf/sequence_classification.yaml`",
-     SequenceClassificationRunConfig),
-    ("Question answering: `examples/question_answering.py`, `conf/question_answering.yaml`",
-     QuestionAnsweringRunConfig),
-    ("Pretraining: `examples/pretrain.py`, `conf/pretrain_bert.yaml`", PretrainRunConfig),
-]
-
-
 def render() -> str:
     lines: List[str] = [HEADER]
-    for title, schema in SECTIONS:
+    for task in (*[t for t in TASKS.values() if t.finetuning], *[t for t in TASKS.values() if not t.finetuning]):
+        title, schema = task.docs_title, task.run_schema
         lines += ["", f"## {title}", "", f"Schema: `{schema.__module__}.{schema.__name__}`.", "",
                   "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
         lines += schema_table(schema)
@@ -56,7 +42,7 @@ def render() -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m biomegatron_nemo.models.config_docs",
+    parser = argparse.ArgumentParser(prog="python -m biomegatron_nemo.runs.config_docs",
                                      description="Write or check docs/configuration.md from the config schemas.")
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--output", metavar="FILE", help="write the page here")
@@ -68,7 +54,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     current = Path(args.check).read_text(encoding="utf-8") if Path(args.check).exists() else ""
     if current != page:
-        print(f"{args.check} is stale: regenerate it with python -m biomegatron_nemo.models.config_docs "
+        print(f"{args.check} is stale: regenerate it with python -m biomegatron_nemo.runs.config_docs "
               f"--output {args.check}", file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,1 @@
+"""Whole models converted and exported: the conversion command, Hugging Face folders, ONNX."""
