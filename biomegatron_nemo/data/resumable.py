@@ -1,66 +1,116 @@
-"""Resuming mid-run on exactly the next sample: a dataset view that skips consumed samples.
+"""Training orders that resume mid-epoch at exactly the next batch.
 
-Lightning restarts a plain map-style dataloader from its first batch when a run resumes
-mid-epoch, so a resumed pretraining run would see different data than an uninterrupted one.
-Megatron-LM solves this with a sampler that starts at ``consumed_samples``; here the same idea
-is a dataset view, which keeps Lightning's data-parallel ``DistributedSampler`` usable
-unchanged: global sample ``i`` of the resumed run is sample ``consumed + i`` of the dataset.
+A resumed run must see the batches an uninterrupted one would. Lightning restarts a plain
+``DataLoader`` at the start of its epoch, and wraps any custom sampler in a *shuffling*
+``DistributedSampler`` for training. So every training order here is an :class:`EpochSampler` (a
+``DistributedSampler``, which Lightning leaves in place) whose order depends only on (seed,
+epoch), and :class:`ResumableDataLoader` keeps its place in the epoch in Lightning's checkpoints:
+after a resume, the rest of the epoch comes next, and every later epoch is whole. The loader's
+length stays the full epoch's, so Lightning's count of batches in the epoch (restored from the
+checkpoint) ends the epoch where an uninterrupted run ends it.
+
+Fine-tuning orders (length-grouped, shuffled, class-balanced, token budgets) are in
+``batching``; pretraining's is :class:`SequentialSampler` (megatron-core's sample index is
+already a seeded permutation).
 """
 
 from __future__ import annotations
 
+from typing import Iterator, List
+
 import torch
 
 
-class SkipConsumedSamples(torch.utils.data.Dataset):
-    """``dataset[consumed:]`` as a dataset; ``consumed`` is set when training (re)starts."""
+class EpochSampler(torch.utils.data.distributed.DistributedSampler):
+    """A training order that depends only on (seed, epoch), this data-parallel rank's share of
+    it, resumable at any position (:meth:`skip_next`, used by :class:`ResumableDataLoader`).
 
-    def __init__(self, dataset):
-        self.dataset = dataset
-        self.consumed = 0
-
-    def skip(self, consumed: int) -> None:
-        if consumed < 0 or consumed > len(self.dataset):
-            raise ValueError(f"cannot skip {consumed} samples of a dataset of {len(self.dataset)}")
-        self.consumed = int(consumed)
-
-    def __len__(self) -> int:
-        return len(self.dataset) - self.consumed
-
-    def __getitem__(self, index: int):
-        return self.dataset[self.consumed + index]
-
-
-class DataParallelSequentialSampler(torch.utils.data.distributed.DistributedSampler):
-    """Unshuffled data-parallel sampling whose length follows the dataset at iteration time.
-
-    Rank ``r`` of ``W`` takes samples ``r, r + W, r + 2W, ...``, so global batch ``j`` is
-    samples ``[j·B, (j+1)·B)`` whatever ``W`` is (``B`` = global batch). Lightning leaves a
-    ``DistributedSampler`` in place (it would inject a shuffling one for training), and
-    ``torch``'s own fixes its length when built — before a resume has skipped anything.
+    A ``DistributedSampler`` so that Lightning uses it as it is: it wraps any other custom sampler
+    in a *shuffling* distributed sampler for training. Rank ``r`` of ``num_replicas`` takes every
+    ``num_replicas``-th index from ``r`` (the order padded by repeating its start, as
+    ``DistributedSampler`` does, so every rank makes the same number of steps). Without
+    ``set_epoch`` each new iteration counts as the next epoch; with ``drop_last`` the indices that
+    do not fill a rank are dropped instead. Subclasses define
+    :meth:`epoch_order`: ``size`` indices for one epoch.
     """
 
-    def __init__(self, dataset, num_replicas: int, rank: int):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=True)
+    def __init__(self, size: int, seed: int = 1234, num_replicas: int = 1, rank: int = 0, drop_last: bool = False):
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed,
+                         drop_last=drop_last)
+        self._epoch_set = False
+        self._skip = 0
 
-    def __len__(self) -> int:
-        return len(self.dataset) // self.num_replicas
+    def epoch_order(self, seed: int) -> List[int]:
+        """One epoch's global order, drawn from ``seed`` (the sampler's seed + the epoch)."""
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self._epoch_set = True
+
+    def skip_next(self, indices: int) -> None:
+        """The next iteration starts ``indices`` into this rank's order (a resumed epoch)."""
+        self._skip = int(indices)
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.epoch_order(self.seed + self.epoch)
+        if not self._epoch_set:
+            self.epoch += 1
+        self._epoch_set = False
+        order += order[: max(0, self.total_size - len(order))]
+        skip, self._skip = self._skip, 0
+        return iter(order[self.rank:self.total_size:self.num_replicas][skip:])
+
+
+class SequentialSampler(EpochSampler):
+    """The dataset in index order every epoch, split over data-parallel ranks: rank ``r`` of
+    ``W`` takes samples ``r, r + W, ...``, so global batch ``j`` is samples ``[j·B, (j+1)·B)``
+    whatever ``W`` is (``B`` = global batch), as Megatron-LM's pretraining sampler. Indices that
+    do not fill every rank are dropped."""
+
+    def __init__(self, size: int, num_replicas: int = 1, rank: int = 0):
+        super().__init__(size, num_replicas=num_replicas, rank=rank, drop_last=True)
+
+    def epoch_order(self, seed: int) -> List[int]:
+        return list(range(len(self.dataset)))
+
+
+class ResumableDataLoader(torch.utils.data.DataLoader):
+    """A training loader whose place in the epoch goes into Lightning's checkpoints.
+
+    Lightning restores a loader's position only if the loader itself has ``state_dict`` /
+    ``load_state_dict``; a plain ``DataLoader`` restarts its epoch on resume, so a run resumed
+    mid-epoch would see other batches than an uninterrupted one. This one counts the batches it has
+    handed out in the current epoch; after ``load_state_dict`` its next epoch (the same epoch
+    number, which Lightning sets on the sampler) skips them in the sampler — no data is loaded for
+    them — and continues with exactly the next batch. The sampler must be an :class:`EpochSampler`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, EpochSampler):
+            raise TypeError("ResumableDataLoader needs an EpochSampler")
+        self._yielded = 0
+        self._resume_at = 0
 
     def __iter__(self):
-        return iter(range(self.rank, len(self) * self.num_replicas, self.num_replicas))
-
-
-class ConsumedSamplesDataLoader(torch.utils.data.DataLoader):
-    """The pretraining loader over a :class:`SkipConsumedSamples` dataset.
-
-    Its place is restored from the checkpoint's optimizer step (the model skips ``step × global
-    batch`` samples before Lightning starts iterating), so it keeps no state of its own. It still
-    has ``state_dict`` / ``load_state_dict``: Lightning warns, on every mid-epoch resume, that a
-    loader without them "is not resumable", which is not so here.
-    """
+        skip, self._resume_at = self._resume_at, 0
+        # a sampler item is one example, or one batch when batch_size is None (TokenBudgetSampler)
+        self.sampler.skip_next(skip * (self.batch_size or 1))
+        self._yielded = skip
+        for batch in super().__iter__():
+            self._yielded += 1
+            yield batch
 
     def state_dict(self) -> dict:
-        return {}
+        return {"epoch": int(self.sampler.epoch), "batches": int(self._yielded)}
 
     def load_state_dict(self, state: dict) -> None:
-        """Nothing to load: the position comes from the checkpoint's ``global_step``."""
+        """An empty ``state`` (a checkpoint written before this loader kept one) leaves the place
+        to :meth:`resume_at`."""
+        if "batches" in state:
+            self._resume_at = int(state["batches"])
+
+    def resume_at(self, batches: int) -> None:
+        """The next epoch starts ``batches`` batches in."""
+        self._resume_at = int(batches)

@@ -48,7 +48,7 @@ class FineTuningTaskModel(BioMegatronModelPT):
         in length-grouped batches (``group_by_length``) or in token budgets (``max_tokens``),
         evaluation sorted by length (rows carry their item index), unless the caller brings its own
         ``sampler`` (e.g. oversampling). ``dataset`` has ``lengths()`` and ``collate_fn``."""
-        from biomegatron_nemo.data import batching
+        from biomegatron_nemo.data import batching, resumable
 
         batch_size, max_tokens, seed = data_config.batch_size, data_config.max_tokens, self.config.seed
         shuffle = data_config.shuffle if data_config.shuffle is not None else split == "train"
@@ -64,7 +64,7 @@ class FineTuningTaskModel(BioMegatronModelPT):
                 sampler = batching.FixedOrderSampler(batching.token_budget_batches(dataset.lengths(), max_tokens,
                                                                                    batch_size))
             # each sampler item is a whole batch, collated by the dataset wrapper (in the workers)
-            loader_class = batching.ResumableDataLoader if shuffle else torch.utils.data.DataLoader
+            loader_class = resumable.ResumableDataLoader if shuffle else torch.utils.data.DataLoader
             return loader_class(batching.BatchedExamples(dataset), batch_size=None, sampler=sampler,
                                 num_workers=workers, collate_fn=batching.already_collated)
         if sampler is None and shuffle:
@@ -77,8 +77,8 @@ class FineTuningTaskModel(BioMegatronModelPT):
         elif sampler is None:
             sampler = batching.FixedOrderSampler(batching.length_sorted_order(dataset.lengths()))
         # training orders resume mid-epoch at exactly the next batch
-        resumable = isinstance(sampler, batching.EpochSampler)
-        loader_class = batching.ResumableDataLoader if resumable else torch.utils.data.DataLoader
+        in_epochs = isinstance(sampler, resumable.EpochSampler)
+        loader_class = resumable.ResumableDataLoader if in_epochs else torch.utils.data.DataLoader
         return loader_class(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                             collate_fn=dataset.collate_fn, drop_last=False)
 

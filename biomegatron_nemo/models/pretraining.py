@@ -150,41 +150,28 @@ class BioMegatronPretrainingModel(BioMegatronModelPT):
         from megatron.core import parallel_state
 
         from biomegatron_nemo.data.pretraining import build_pretraining_dataloader
-        from biomegatron_nemo.data.resumable import (ConsumedSamplesDataLoader, DataParallelSequentialSampler,
-                                                     SkipConsumedSamples)
+        from biomegatron_nemo.data.resumable import ResumableDataLoader, SequentialSampler
 
         config = self.config
         dataset_cfg = {**to_plain(config.data), "seed": config.seed, "binary_head": config.binary_head}
         loader = build_pretraining_dataloader(
             dataset_cfg, data_config, split, self.tokenizer,
             num_samples=self._default_num_samples(split, data_config.micro_batch_size))
-        dataset = SkipConsumedSamples(loader.dataset) if split == "train" else loader.dataset
-        # megatron-core's sample index is already a seeded permutation. Our own data-parallel
-        # sampler keeps that order: Lightning would otherwise inject a *shuffling*
-        # DistributedSampler for training, which breaks the exact resume.
-        sampler = DataParallelSequentialSampler(dataset, parallel_state.get_data_parallel_world_size(),
-                                                parallel_state.get_data_parallel_rank())
-        loader_class = ConsumedSamplesDataLoader if split == "train" else torch.utils.data.DataLoader
+        # megatron-core's sample index is already a seeded permutation: keep its order, split over
+        # the data-parallel ranks; training resumes mid-epoch at exactly the next batch
+        sampler = SequentialSampler(len(loader.dataset), parallel_state.get_data_parallel_world_size(),
+                                    parallel_state.get_data_parallel_rank())
+        loader_class = ResumableDataLoader if split == "train" else torch.utils.data.DataLoader
         return loader_class(
-            dataset, batch_size=loader.batch_size, sampler=sampler, drop_last=loader.drop_last,
+            loader.dataset, batch_size=loader.batch_size, sampler=sampler, drop_last=loader.drop_last,
             num_workers=loader.num_workers, persistent_workers=loader.persistent_workers,
             collate_fn=loader.collate_fn)
 
-    def _skip_consumed_samples(self, global_step: int) -> None:
-        """Resume on the sample after the last one the checkpointed run trained on.
-
-        Called while the checkpoint is restored — before Lightning creates (and prefetches
-        from) the training iterator.
-        """
-        from megatron.core import parallel_state
-
-        dataset = getattr(self._train_dl, "dataset", None)
-        if dataset is None or not hasattr(dataset, "skip"):
-            return
-        accumulate = int(self.trainer.accumulate_grad_batches) if self._trainer is not None else 1
-        global_batch = self._train_dl.batch_size * parallel_state.get_data_parallel_world_size() * accumulate
-        dataset.skip(global_step * global_batch)
-
     def on_load_checkpoint(self, checkpoint) -> None:
         super().on_load_checkpoint(checkpoint)
-        self._skip_consumed_samples(int(checkpoint.get("global_step", 0)))
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        if fit_loop.get("state_dict", {}).get("combined_loader") == [{}] and self._train_dl is not None:
+            # written by a version whose loader kept no place: Lightning's own count of the
+            # epoch's batches is the same number
+            batches = fit_loop.get("epoch_loop.batch_progress", {}).get("current", {}).get("ready", 0)
+            self._train_dl.resume_at(int(batches))
