@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from biomegatron_nemo.runs.preemption import PREEMPTED_EXIT_STATUS
 from helpers.processes import EXAMPLES, clean_env
 
 FAULTS = Path(__file__).resolve().parent / "helpers" / "faults.py"
@@ -83,8 +84,9 @@ def _pretrain_overrides(exp, vocab, corpus):
 def test_pretraining_killed_anywhere_resumes_exactly(tmp_path, tiny_vocab, short_corpus):
     """Checkpoints at steps 10, 20, 30, 40; an epoch ends at step 21. One directory goes through: a
     kill between checkpoints, a kill half-way through writing a checkpoint, a kill after a new -last
-    checkpoint is complete but before the old one is deleted, a full disk at a save, and a final
-    run from step 20 through the end of the epoch, the validation at step 30 and 10 more steps."""
+    checkpoint is complete but before the old one is deleted, a full disk at a save, a SIGTERM
+    after step 34-37 (the run resumed at step 20 and crossed the end of the epoch and the
+    validation at step 30), and a final run from where the SIGTERM stopped to the end."""
     def overrides(exp):
         return [*_pretrain_overrides(exp, tiny_vocab, short_corpus), EPOCH]
 
@@ -117,16 +119,29 @@ def test_pretraining_killed_anywhere_resumes_exactly(tmp_path, tiny_vocab, short
     # the superseded step-10 -last was removed; the step-20 one survived the failed save
     assert [n for n in names if n.endswith("last.ckpt")] == [n for n in lasts if "-step=20-" in n], names
 
-    run = _launch("pretrain", overrides, record)  # resumes from step 20 again, runs to the end
+    signal_at = KILL_POINTS.randint(34, 37)  # a cluster's warning; once more while the checkpoint is written
+    run = _launch("pretrain", overrides, record,  # resumes from step 20 again
+                  ["--signal-at-step", f"{signal_at}:SIGTERM", "--signal-in-save", "SIGTERM"])
+    assert run.returncode == PREEMPTED_EXIT_STATUS, run.stderr[-3000:]
+    stopped = max(_steps(record)[0])  # the step in progress when the signal came is completed
+    assert stopped in (signal_at, signal_at + 1), (stopped, signal_at)
+    said = run.stdout + run.stderr  # Hydra's console log is on stdout
+    assert "received SIGTERM again: the run is already stopping; ignored" in said, said[-3000:]
+    assert f"stopped by SIGTERM after step {stopped}: saved " in said, said[-3000:]
+    assert [n for n in _complete(folder) if n.endswith("last.ckpt")] == \
+        [f"biomegatron_pretrain--epoch=1-step={stopped}-last.ckpt"]
+
+    run = _launch("pretrain", overrides, record)  # resumes from the step it stopped at, runs to the end
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Resuming training from checkpoint" in run.stdout + run.stderr
     assert "dataloader is not resumable" not in run.stdout + run.stderr  # Lightning's false alarm
 
     _assert_equal_to(tmp_path / "ref.jsonl", record, range(1, PRETRAIN_STEPS + 1))
-    # steps 11-20 ran in the first three runs, 21-30 in the last two, 31-40 in the last
+    # steps 11-20 ran in the first three runs, 21-30 in the fourth and fifth, 31 to the signal in
+    # the fifth, the rest in the last
     runs_per_step = {s: len(r) for s, r in _steps(record)[0].items()}
-    assert runs_per_step[11] == 3 and runs_per_step[21] == 2 and runs_per_step[5] == runs_per_step[31] == 1, \
-        runs_per_step
+    assert runs_per_step[11] == 3 and runs_per_step[21] == 2, runs_per_step
+    assert runs_per_step[5] == runs_per_step[31] == runs_per_step[stopped + 1] == 1, runs_per_step
     # names show only validation losses that were computed
     computed = {f"{v[0]:.4f}" for v in _steps(tmp_path / "ref.jsonl")[1].values()}
     named = {re.search(r"val_loss=([0-9.]+)", n).group(1) for n in _complete(folder) if "val_loss=" in n}
@@ -158,7 +173,8 @@ def test_ner_fine_tuning_killed_mid_epoch_resumes_exactly(tmp_path):
 
 def test_data_parallel_pretraining_killed_resumes_exactly(tmp_path, tiny_vocab, short_corpus):
     """torchrun with two data-parallel ranks, the whole job killed between checkpoints; the resumed
-    run crosses the validation at step 20, the end of the epoch at step 21 and 10 more steps."""
+    run crosses the validation at step 20 and the end of the epoch at step 21, and stops at a
+    SIGUSR1 after step 22-25; the last run continues from there to the end."""
     def overrides(exp):
         return [*_pretrain_overrides(exp, tiny_vocab, short_corpus), EPOCH, "trainer.devices=2",
                 "trainer.max_steps=30", "model.train_ds.micro_batch_size=2"]
@@ -170,9 +186,20 @@ def test_data_parallel_pretraining_killed_resumes_exactly(tmp_path, tiny_vocab, 
     run = _launch("pretrain", overrides(tmp_path / "exp"), record, ["--kill-at-step", str(kill_at)], nproc=2)
     assert run.returncode == -9, run.stderr[-3000:]  # torchrun itself was killed
     assert max(_steps(record)[0]) == kill_at
+    # SIGUSR1 (SLURM's --signal) reaches rank 1 only: both ranks stop after the same step
+    signal_at = KILL_POINTS.randint(22, 25)
+    run = _launch("pretrain", overrides(tmp_path / "exp"), record,
+                  ["--signal-at-step", f"{signal_at}:SIGUSR1", "--on-rank", "1"], nproc=2)
+    assert run.returncode != 0 and f"exitcode  : {PREEMPTED_EXIT_STATUS}" in run.stderr, run.stderr[-3000:]
+    stopped = max(_steps(record)[0])
+    assert stopped in (signal_at, signal_at + 1), (stopped, signal_at)
+    assert f"stopped by SIGUSR1 after step {stopped}: saved " in run.stdout + run.stderr, run.stdout[-3000:]
     run = _launch("pretrain", overrides(tmp_path / "exp"), record, nproc=2)
     assert run.returncode == 0, run.stderr[-3000:]
     _assert_equal_to(tmp_path / "ref.jsonl", record, range(1, 31))
+    runs_per_step = {s: len(r) for s, r in _steps(record)[0].items()}
+    # 11 to the kill ran twice; the last run started after the step the signal stopped at
+    assert runs_per_step[11] == 2 and runs_per_step[stopped] == runs_per_step[stopped + 1] == 1, runs_per_step
 
 
 @pytest.mark.parametrize("nproc, rank", [(2, 1), (1, 0)], ids=["torchrun", "lightning-launcher"])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from biomegatron_nemo.common.errors import ConfigError
-from biomegatron_nemo.runs.launch import check_layout, resume_checkpoint
+from biomegatron_nemo.runs.launch import check_layout, preemption_callbacks, resume_checkpoint
 from helpers.processes import EXAMPLES, clean_env
 from helpers.training import compose_pretrain_config
 
@@ -31,6 +31,21 @@ def test_impossible_layouts_are_refused_naming_the_key(overrides, key, message):
     with pytest.raises(ConfigError) as err:
         check_layout(cfg)
     assert err.value.key == key and message in str(err.value), str(err.value)
+
+
+def test_preemption_signals_are_named_and_checked():
+    import signal
+
+    from omegaconf import OmegaConf
+
+    (callback,) = preemption_callbacks(OmegaConf.create({}))
+    assert callback.signals == [signal.SIGTERM, signal.SIGUSR1]
+    (callback,) = preemption_callbacks(OmegaConf.create({"preemption_signals": ["usr2", "SIGINT"]}))
+    assert callback.signals == [signal.SIGUSR2, signal.SIGINT]
+    assert preemption_callbacks(OmegaConf.create({"preemption_signals": []})) == []
+    for wrong in ("SIGKILL", "SIGTERMINATE"):
+        with pytest.raises(ConfigError, match=f"preemption_signals.*'{wrong}' is not a signal a process can catch"):
+            preemption_callbacks(OmegaConf.create({"preemption_signals": [wrong]}))
 
 
 def test_the_launcher_world_size_counts(monkeypatch):

@@ -238,6 +238,10 @@ def _type_name(tp) -> str:
 def _yaml_value(value: Any) -> str:
     if value == "???":
         return "required"
+    if isinstance(value, (list, tuple, ListConfig)):  # one line: a table cell
+        import yaml
+
+        return f"`{yaml.safe_dump(to_plain(value), default_flow_style=True).strip()}`"
     return f"`{OmegaConf.to_yaml({'v': value}).strip()[3:]}`"
 
 

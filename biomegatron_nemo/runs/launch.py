@@ -12,7 +12,8 @@
    deleting the old one leaves two, and NeMo refuses to choose. The newest by optimizer step is
    taken (on every rank the same way), and global rank 0 tidies the leftovers
    (:func:`biomegatron_nemo.checkpoints.training.prepare_resume`).
-4. The Trainer (:func:`~biomegatron_nemo.parallel.trainer.build_trainer`) and ``exp_manager``.
+4. The Trainer (:func:`~biomegatron_nemo.parallel.trainer.build_trainer`), with the preemption
+   callback (:mod:`~biomegatron_nemo.runs.preemption`), and ``exp_manager``.
 """
 
 from __future__ import annotations
@@ -133,6 +134,18 @@ def name_last_checkpoint(trainer, name: str) -> None:
             callback.CHECKPOINT_NAME_LAST = f"{name}--{{epoch}}-{{step}}-last"
 
 
+def preemption_callbacks(cfg: DictConfig) -> list:
+    """The run's :class:`~biomegatron_nemo.runs.preemption.PreemptionCheckpoint` (none when
+    ``preemption_signals`` is empty); a name that is no signal is refused."""
+    from biomegatron_nemo.runs.preemption import DEFAULT_SIGNALS, PreemptionCheckpoint
+
+    names = cfg.get("preemption_signals", list(DEFAULT_SIGNALS))
+    try:
+        return [PreemptionCheckpoint(list(names))] if names else []
+    except ValueError as err:
+        raise ConfigError(str(err), key="preemption_signals") from None
+
+
 def start_run(cfg: DictConfig, **trainer_arguments: Any) -> Tuple[Any, Path]:
     """Check the layout, build the Trainer (``trainer_arguments``, e.g. ``callbacks``, added to
     ``cfg.trainer``), resolve resuming, start ``exp_manager``; returns the Trainer and the run's
@@ -144,8 +157,11 @@ def start_run(cfg: DictConfig, **trainer_arguments: Any) -> Tuple[Any, Path]:
     if not cfg.get("restore_from"):  # the pretrained checkpoint decides the sizes the layout is checked against
         apply_pretrained(cfg.model, prefix="model.")
     check_layout(cfg, check_encoder=not cfg.get("restore_from"))
+    trainer_arguments["callbacks"] = [*trainer_arguments.get("callbacks", []), *preemption_callbacks(cfg)]
     trainer = build_trainer(cfg.trainer, cfg.parallel, **trainer_arguments)
     em_cfg = OmegaConf.create(to_plain(cfg.get("exp_manager")) or {})
+    with open_dict(em_cfg):
+        em_cfg.create_preemption_callback = False  # NeMo's (CUDA only, exits with 0) would race ours
     if not has_validation(cfg):
         name_checkpoints_by_step(em_cfg, cfg.get("name") or "biomegatron")
     chosen = resume_checkpoint(em_cfg)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from biomegatron_nemo.common.config import Schema, option, section
 from biomegatron_nemo.common.errors import ConfigError
@@ -24,6 +24,7 @@ from biomegatron_nemo.models.question_answering import QuestionAnsweringModelCon
 from biomegatron_nemo.models.sequence_classification import SequenceClassificationModelConfig
 from biomegatron_nemo.models.token_classification import TokenClassificationModelConfig
 from biomegatron_nemo.parallel.state import ParallelConfig
+from biomegatron_nemo.runs.preemption import DEFAULT_SIGNALS
 
 
 def _trainer_defaults() -> Dict[str, Any]:
@@ -36,6 +37,7 @@ def _exp_manager_defaults() -> Dict[str, Any]:
     return {"exp_dir": "nemo_experiments", "name": "${name}", "version": "run", "use_datetime_version": False,
             "resume_if_exists": False, "resume_ignore_no_checkpoint": True, "create_tensorboard_logger": True,
             "create_checkpoint_callback": True, "seconds_to_sleep": 0,
+            "create_preemption_callback": False,  # ours (runs/preemption.py) replaces NeMo's
             "checkpoint_callback_params": {"monitor": "val_loss", "mode": "min", "save_top_k": 1, "save_last": True,
                                            "save_nemo_on_train_end": True, "always_save_nemo": False}}
 
@@ -50,6 +52,10 @@ class RunConfig(Schema):
                                          "exp_manager's)", factory=_trainer_defaults)
     exp_manager: Dict[str, Any] = option(doc="NeMo exp_manager: logs, checkpoints, resume",
                                          factory=_exp_manager_defaults)
+    preemption_signals: List[str] = option(doc="signals that save a checkpoint at the current step and stop "
+                                               "the run with exit status 75 (a cluster's warning before it "
+                                               "kills the job); [] keeps Lightning's handling",
+                                           factory=lambda: list(DEFAULT_SIGNALS))
 
 
 @dataclass

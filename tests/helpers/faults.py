@@ -19,6 +19,10 @@ validation losses) as JSON lines, flushed at once so a killed run keeps what it 
     stop writes); the next checkpoint save fails.
 ``--raise-at-step N --on-rank R``
     Raise an exception on global rank R only, after step N.
+``--signal-at-step N:SIGNAL [--on-rank R]``
+    Send SIGNAL (e.g. SIGTERM, SIGUSR1) to the process of global rank R after step N, as a
+    cluster warns a job it is about to kill. ``--signal-in-save SIGNAL`` sends it once more
+    while the next checkpoint is being written.
 """
 
 from __future__ import annotations
@@ -98,6 +102,9 @@ class Faults(Callback):
         if args.disk_full_at_step == step:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of a signal
             resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+        if args.signal_at_step and args.signal_at_step[0] == step and trainer.global_rank == args.on_rank:
+            STATE["signalled"] = True
+            os.kill(os.getpid(), args.signal_at_step[1])
         if args.raise_at_step == step and trainer.global_rank == args.on_rank:
             raise RuntimeError(f"injected failure on rank {trainer.global_rank} after step {step}")
 
@@ -130,6 +137,25 @@ def _arm_save_kill(step: int, mode: str) -> None:
     torch.save, os.unlink = killing_save, killing_unlink
 
 
+def _arm_save_signal(signum: int) -> None:
+    """Send ``signum`` once more as the first checkpoint after ``--signal-at-step``'s is written."""
+    save = torch.save
+
+    def signalling_save(obj, f, *a, **k):
+        if STATE.get("signalled") and not STATE.get("signalled_in_save") and \
+                str(getattr(f, "name", "")).endswith(".partial"):
+            STATE["signalled_in_save"] = True
+            os.kill(os.getpid(), signum)
+        return save(obj, f, *a, **k)
+
+    torch.save = signalling_save
+
+
+def _signal_at(value: str):
+    step, name = value.split(":")
+    return int(step), getattr(signal, name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--record", help="JSON-lines file the steps are appended to (global rank 0)")
@@ -138,10 +164,14 @@ def main() -> None:
     parser.add_argument("--disk-full-at-step", type=int)
     parser.add_argument("--raise-at-step", type=int)
     parser.add_argument("--on-rank", type=int, default=0)
+    parser.add_argument("--signal-at-step", type=_signal_at, help="STEP:SIGNAL")
+    parser.add_argument("--signal-in-save", type=lambda name: getattr(signal, name))
     parser.add_argument("script")
     parser.add_argument("overrides", nargs=argparse.REMAINDER)
     args = parser.parse_args()
-    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 PID: where a hung run waits
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # kill -USR2 PID: where a hung run waits
+    if args.signal_in_save:
+        _arm_save_signal(args.signal_in_save)
     if args.kill_in_save:
         step, mode = args.kill_in_save.split(":")
         _arm_save_kill(int(step), mode)
