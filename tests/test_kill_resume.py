@@ -103,6 +103,7 @@ def test_pretraining_killed_anywhere_resumes_exactly(tmp_path, tiny_vocab, short
 
     run = _launch("pretrain", overrides, record, ["--kill-in-save", "20:write"])  # resumes from step 10
     assert run.returncode == -9, run.stderr[-3000:]
+    assert "taking over run.lock, left by a run that did not end cleanly" in run.stdout + run.stderr
     names = _complete(folder)
     assert [n for n in names if n.endswith(".partial")], f"the kill did not interrupt a write: {names}"
 
@@ -133,6 +134,7 @@ def test_pretraining_killed_anywhere_resumes_exactly(tmp_path, tiny_vocab, short
 
     run = _launch("pretrain", overrides, record)  # resumes from the step it stopped at, runs to the end
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "taking over run.lock" not in run.stdout + run.stderr  # the stopped run let go of it
     assert "Resuming training from checkpoint" in run.stdout + run.stderr
     assert "dataloader is not resumable" not in run.stdout + run.stderr  # Lightning's false alarm
 
@@ -194,6 +196,8 @@ def test_data_parallel_pretraining_killed_resumes_exactly(tmp_path, tiny_vocab, 
     stopped = max(_steps(record)[0])
     assert stopped in (signal_at, signal_at + 1), (stopped, signal_at)
     assert f"stopped by SIGUSR1 after step {stopped}: saved " in run.stdout + run.stderr, run.stdout[-3000:]
+    # the killed job's lock is taken over, once: the ranks of a job are one run
+    assert (run.stdout + run.stderr).count("taking over run.lock") == 1, run.stdout[-3000:]
     run = _launch("pretrain", overrides(tmp_path / "exp"), record, nproc=2)
     assert run.returncode == 0, run.stderr[-3000:]
     _assert_equal_to(tmp_path / "ref.jsonl", record, range(1, 31))

@@ -13,7 +13,8 @@
    taken (on every rank the same way), and global rank 0 tidies the leftovers
    (:func:`biomegatron_nemo.checkpoints.training.prepare_resume`).
 4. The Trainer (:func:`~biomegatron_nemo.parallel.trainer.build_trainer`), with the preemption
-   callback (:mod:`~biomegatron_nemo.runs.preemption`), and ``exp_manager``.
+   callback (:mod:`~biomegatron_nemo.runs.preemption`), and ``exp_manager``. Global rank 0 holds
+   the checkpoints folder's lock (:mod:`~biomegatron_nemo.runs.run_lock`) from before step 3 on.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.encoder.config import EncoderConfig
 from biomegatron_nemo.models.from_pretrained import apply_pretrained
 from biomegatron_nemo.parallel.state import ParallelConfig
+from biomegatron_nemo.runs.run_lock import lock_run_folder
 
 
 def world_size(trainer_cfg: Mapping[str, Any]) -> Optional[int]:
@@ -164,11 +166,12 @@ def start_run(cfg: DictConfig, **trainer_arguments: Any) -> Tuple[Any, Path]:
         em_cfg.create_preemption_callback = False  # NeMo's (CUDA only, exits with 0) would race ours
     if not has_validation(cfg):
         name_checkpoints_by_step(em_cfg, cfg.get("name") or "biomegatron")
+    folder = _checkpoint_dir(em_cfg)
+    if trainer.is_global_zero and folder is not None:
+        lock_run_folder(folder)  # before anything in it is read, tidied or written
     chosen = resume_checkpoint(em_cfg)
-    if trainer.is_global_zero and em_cfg.get("resume_if_exists"):
-        folder = _checkpoint_dir(em_cfg)
-        if folder is not None:
-            prepare_resume(folder, keep=chosen)
+    if trainer.is_global_zero and em_cfg.get("resume_if_exists") and folder is not None:
+        prepare_resume(folder, keep=chosen)
     if chosen:
         with open_dict(em_cfg):  # NeMo's search would refuse the several -last files
             em_cfg.resume_if_exists = False

@@ -1,0 +1,87 @@
+"""One run per experiment folder: a second start is refused in one line naming the folder and the
+process holding it; a lock left by a killed run is taken over with a warning."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from biomegatron_nemo.runs.run_lock import LOCK_NAME, RunFolderInUse, lock_run_folder
+from helpers.processes import clean_env
+from test_kill_resume import _pretrain_overrides
+
+HOLD = "import sys, time; from biomegatron_nemo.runs.run_lock import lock_run_folder; " \
+       "lock_run_folder(sys.argv[1]); print('held', flush=True); time.sleep(600)"
+
+
+def _wait_for(predicate, what, timeout=120):
+    started = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - started < timeout, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_a_held_folder_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path, caplog):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env=clean_env())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderInUse) as refused:
+            lock_run_folder(tmp_path)
+        assert str(refused.value).startswith(f"{tmp_path}: another run is training in this folder "
+                                             f"(host {socket.gethostname()}, pid {holder.pid}, started ")
+        assert "\n" not in str(refused.value)
+    finally:
+        holder.send_signal(signal.SIGKILL)  # dies without releasing anything but the kernel's lock
+        holder.wait()
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == holder.pid  # the file outlives it
+    with caplog.at_level(logging.WARNING, logger="biomegatron_nemo.runs.run_lock"):
+        assert lock_run_folder(tmp_path) == tmp_path / LOCK_NAME
+    assert f"taking over {LOCK_NAME}, left by a run that did not end cleanly (host {socket.gethostname()}, " \
+           f"pid {holder.pid}" in caplog.text
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+
+
+def test_the_same_command_started_twice_is_refused_while_the_first_runs(tmp_path, tiny_vocab, corpus):
+    """``biomegatron pretrain`` twice with the same experiment folder; the second ends at once."""
+    command = [sys.executable, "-m", "biomegatron_nemo", "pretrain",
+               *_pretrain_overrides(tmp_path / "exp", tiny_vocab, corpus), "trainer.max_steps=100000"]
+    lock = tmp_path / "exp" / "biomegatron_pretrain" / "run" / "checkpoints" / LOCK_NAME
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(),
+                             cwd=tmp_path, start_new_session=True)
+    try:
+        _wait_for(lambda: lock.exists() and lock.read_text().strip(), "the first run's lock")
+        second = subprocess.run(command, capture_output=True, text=True, env=clean_env(), cwd=tmp_path, timeout=300)
+        assert first.poll() is None, "the first run ended"
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert second.returncode == 2
+    error = [line for line in second.stderr.splitlines() if "error:" in line]
+    assert error == [f"biomegatron pretrain: error: {lock.parent.resolve()}: another run is training in this folder "
+                     f"(host {socket.gethostname()}, pid {first.pid}, started "
+                     f"{json.loads(lock.read_text())['started']}); wait for it to end, stop it, or give this run "
+                     "another exp_manager.exp_dir or name"], second.stderr[-3000:]
+
+
+def test_a_file_system_without_locks_is_said_and_the_run_goes_on(tmp_path, monkeypatch, caplog):
+    """Fault injection: ``lockf`` fails as on a file system mounted without lock support."""
+    import errno
+    import fcntl
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    with caplog.at_level(logging.WARNING, logger="biomegatron_nemo.runs.run_lock"):
+        assert lock_run_folder(tmp_path) is None
+    assert f"{tmp_path}: the file system refuses locks (No locks available); a second run started in this " \
+           "folder would not be refused" in caplog.text
