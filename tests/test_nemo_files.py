@@ -132,10 +132,13 @@ def _repacked(tmp_path, nemo_file, name, change):
 
 
 def _edit_weights(edit):
+    """Weights changed, and saved with their new checksums (as a tool editing them would)."""
+    from biomegatron_nemo.checkpoints.checksums import save_weights
+
     def change(folder):
         state = torch.load(folder / "model_weights.ckpt", weights_only=True)
         edit(state)
-        torch.save(state, folder / "model_weights.ckpt")
+        save_weights(state, folder / "model_weights.ckpt")
     return change
 
 

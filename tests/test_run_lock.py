@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from biomegatron_nemo.runs.run_lock import LOCK_NAME, RunFolderInUse, lock_run_folder
+from biomegatron_nemo.runs.run_lock import LOCK_NAME, ReleaseRunLock, RunFolderInUse, lock_run_folder
 from helpers.processes import clean_env
 from test_kill_resume import _pretrain_overrides
 
@@ -29,25 +29,40 @@ def _wait_for(predicate, what, timeout=120):
         time.sleep(0.2)
 
 
-def test_a_held_folder_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path, caplog):
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+def _hold_and_kill(folder, while_held=lambda holder: None):
+    """A process takes ``folder``'s lock, ``while_held(it)`` runs, then it is SIGKILLed."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True,
                               env=clean_env())
     try:
         assert holder.stdout.readline().strip() == "held"
+        while_held(holder)
+    finally:
+        holder.send_signal(signal.SIGKILL)  # dies without releasing anything but the kernel's lock
+        holder.wait()
+    return holder
+
+
+def test_a_held_folder_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path, caplog):
+    def refused_while_held(holder):
         with pytest.raises(RunFolderInUse) as refused:
             lock_run_folder(tmp_path)
         assert str(refused.value).startswith(f"{tmp_path}: another run is training in this folder "
                                              f"(host {socket.gethostname()}, pid {holder.pid}, started ")
         assert "\n" not in str(refused.value)
-    finally:
-        holder.send_signal(signal.SIGKILL)  # dies without releasing anything but the kernel's lock
-        holder.wait()
+
+    holder = _hold_and_kill(tmp_path, refused_while_held)
     assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == holder.pid  # the file outlives it
     with caplog.at_level(logging.WARNING, logger="biomegatron_nemo.runs.run_lock"):
         assert lock_run_folder(tmp_path) == tmp_path / LOCK_NAME
     assert f"taking over {LOCK_NAME}, left by a run that did not end cleanly (host {socket.gethostname()}, " \
            f"pid {holder.pid}" in caplog.text
     assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+
+    ReleaseRunLock(tmp_path).teardown(None, None, "validate")
+    assert (tmp_path / LOCK_NAME).exists()  # only the end of fit gives it back
+    ReleaseRunLock(tmp_path).teardown(None, None, "fit")
+    assert not (tmp_path / LOCK_NAME).exists()  # a notebook's next run, or other processes, may take it
+    _hold_and_kill(tmp_path)
 
 
 def test_the_same_command_started_twice_is_refused_while_the_first_runs(tmp_path, tiny_vocab, corpus):

@@ -8,7 +8,8 @@ its usual packing of config and artifacts. Restoring cuts the layout-free weight
 restoring rank's layout, so a ``.nemo`` saved at TP=2 restores at TP=1 and the reverse.
 
 Weights are read with ``torch.load(weights_only=True)``: loading a checkpoint never runs pickled
-code from it. The archive is written atomically (:func:`~biomegatron_nemo.common.atomic.atomic_write`):
+code from it. Each tensor's checksum is written beside the weights and verified on restore
+(:mod:`~biomegatron_nemo.checkpoints.checksums`): a corrupted ``.nemo`` is refused, naming the tensor. The archive is written atomically (:func:`~biomegatron_nemo.common.atomic.atomic_write`):
 a run killed while saving leaves the previous ``.nemo`` intact, never a truncated one.
 
 A ``.nemo`` that cannot be restored is named in the error, not NeMo's temporary folder: a
@@ -31,6 +32,7 @@ import torch.distributed as dist
 import yaml
 from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
 
+from biomegatron_nemo.checkpoints.checksums import load_weights, save_weights
 from biomegatron_nemo.checkpoints.weights import WEIGHTS_FILE
 from biomegatron_nemo.common.atomic import atomic_write
 from biomegatron_nemo.common.errors import ConfigError, DataFormatError
@@ -84,6 +86,10 @@ class LayoutFreeSaveRestoreConnector(SaveRestoreConnector):
 
         atomic_write(filename, pack)
 
+    @staticmethod
+    def _save_state_dict_to_disk(state_dict, filepath):
+        save_weights(state_dict, filepath)  # and the checksum of every tensor beside it
+
     def _load_state_dict_from_disk(self, model_weights, map_location="cpu"):
         source = getattr(self, "_restore_path", model_weights)
         # torch.save writes a zip archive; anything else would reach the unpickler as garbage
@@ -91,7 +97,7 @@ class LayoutFreeSaveRestoreConnector(SaveRestoreConnector):
             raise DataFormatError(source, None, "not a torch checkpoint: no zip archive, as torch.save "
                                   "writes (truncated, or another file?)", field=WEIGHTS_FILE)
         try:
-            return torch.load(model_weights, map_location=map_location, weights_only=True)
+            return load_weights(model_weights, source=source, what=WEIGHTS_FILE, map_location=map_location)
         except (RuntimeError, EOFError) as err:  # a garbled archive; a refused pickle stays UnpicklingError
             reason = str(err).split(". ")[0]  # torch appends a paragraph of advice
             raise DataFormatError(source, None, f"cannot read the weights (corrupt?): {reason}",

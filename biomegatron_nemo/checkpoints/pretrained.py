@@ -30,12 +30,13 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import yaml
 
+from biomegatron_nemo.checkpoints.checksums import load_weights, save_weights
 from biomegatron_nemo.checkpoints.megatron_lm import ImportedWeights
 from biomegatron_nemo.encoder.config import ARCHITECTURE_KEYS, EncoderConfig
 
 KINDS = ("nemo", "nemo1", "hf", "megatron-lm")
 #: bump when converted entries change, so old cache entries are not reused
-CACHE_FORMAT = "2"
+CACHE_FORMAT = "3"
 ENTRY_FILE = "pretrained.yaml"
 WEIGHTS_FILE = "model_weights.ckpt"
 _MEGATRON_MARKERS = ("latest_checkpointed_iteration.txt", "release")
@@ -207,7 +208,7 @@ class PretrainedCheckpoint:
 
         if self.kind == "nemo":
             return read_nemo_weights(self.weights_file)
-        return torch.load(self.weights_file, map_location="cpu", weights_only=True)
+        return load_weights(self.weights_file)
 
 
 _MEMO: Dict[Tuple, PretrainedCheckpoint] = {}
@@ -279,7 +280,7 @@ def _cached_conversion(kind: str, path: Path, digest: str, vocab_file, heads) ->
         tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=entry.parent))
         try:
             converted = convert_checkpoint(kind, path, tmp, vocab_file, num_attention_heads=heads)
-            torch.save(converted.state, tmp / WEIGHTS_FILE)
+            save_weights(converted.state, tmp / WEIGHTS_FILE)
             tokenizer = dict(converted.tokenizer, vocab_file="vocab.txt", special_tokens=[])
             summary = converted.summary + [f"converted once into {entry}"]
             (tmp / ENTRY_FILE).write_text(yaml.safe_dump({"kind": kind, "source": str(path), "encoder": converted.encoder,

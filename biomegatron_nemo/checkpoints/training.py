@@ -2,8 +2,9 @@
 
 * :class:`AtomicCheckpointIO` writes each checkpoint through
   :func:`~biomegatron_nemo.common.atomic.atomic_write` (complete or absent, never truncated under
-  its final name; a full disk is a clear error and the previous checkpoints stay) and loads it
-  weights-only, naming the file when it is unreadable.
+  its final name; a full disk is a clear error and the previous checkpoints stay) with the
+  checksum of every tensor, and loads it weights-only, naming the file when it is unreadable and
+  the tensor when its bytes are not those written.
 * :func:`layout_free_optimizer_state` / :func:`load_layout_free_optimizer_state`: the optimizer
   state keyed by parameter *name*, each moment gathered like its weight (tensor-parallel shards
   concatenated, vocabulary padding cut, layers numbered over all pipeline stages), so a run saved
@@ -28,6 +29,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from biomegatron_nemo.checkpoints.checksums import CHECKPOINT_KEY, checkpoint_checksums, verify_checksums
 from biomegatron_nemo.checkpoints.layout import (
     gather_named_tensors,
     global_names,
@@ -49,23 +51,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        checkpoint[CHECKPOINT_KEY] = checkpoint_checksums(checkpoint)
         atomic_write(path, lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(self, path, map_location: Optional[Callable] = None) -> Dict[str, Any]:
-        return load_training_checkpoint(path)
+        return load_training_checkpoint(path, verify=True)
 
 
-def load_training_checkpoint(path, mmap: bool = False) -> Dict[str, Any]:
+def load_training_checkpoint(path, mmap: bool = False, verify: bool = False) -> Dict[str, Any]:
     """A training checkpoint read with ``weights_only=True``; a missing, truncated or foreign file
-    is an error naming it."""
+    is an error naming it. ``verify``: every tensor against its recorded checksum."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such training checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, zipfile errors
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"{path}: not a readable training checkpoint ({first}); resume from an earlier "
                          "checkpoint of the same folder or remove this one") from err
+    if verify:
+        verify_checksums(checkpoint, checkpoint.pop(CHECKPOINT_KEY, None), path, "the training checkpoint")
+    return checkpoint
 
 
 # ---------------------------------------------------------------------------- optimizer state

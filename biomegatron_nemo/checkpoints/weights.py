@@ -7,8 +7,8 @@ of another (a last pipeline stage's copy of the tied word embeddings). With it:
 * :func:`layout_free_state_dict` — the model's full weights (collective over all ranks);
 * :func:`load_layout_free_state_dict` — full weights into this rank's shards, naming missing and
   unused tensors;
-* :func:`read_nemo_weights` — the weights inside a ``.nemo`` file, read weights-only, with errors
-  that name the file; :func:`check_nemo_file` — a broken or truncated archive named before restoring;
+* :func:`read_nemo_weights` — the weights inside a ``.nemo`` file, read weights-only and verified
+  against their checksums, with errors that name the file; :func:`check_nemo_file` — a broken or truncated archive named before restoring;
 * :func:`load_encoder_weights` — initialise some of a model's weights (e.g. ``encoder.*``) from
   a pretrained checkpoint's layout-free weights, naming what does not fit.
 """
@@ -23,6 +23,7 @@ from typing import Dict, Mapping, Sequence, Tuple
 
 import torch
 
+from biomegatron_nemo.checkpoints.checksums import CHECKSUMS_FILE, load_weights
 from biomegatron_nemo.checkpoints.layout import (
     gather_layout_free_state_dict,
     shard_layout_free_state_dict,
@@ -66,7 +67,8 @@ def load_layout_free_state_dict(model: torch.nn.Module, layout: WeightLayout,
             unused = sorted(set(state_dict) - {layout.tied_copies.get(k, k) for k in local})
             if unused:
                 raise ValueError(f"checkpoint has weights the model does not use: {unused}")
-    return model.load_state_dict(local, strict=False)
+    # the plain module load: a model's own load_state_dict may take layout-free weights (and land here)
+    return torch.nn.Module.load_state_dict(model, local, strict=False)
 
 
 def check_nemo_file(path: str) -> None:
@@ -98,7 +100,11 @@ def read_nemo_weights(path: str) -> Dict[str, torch.Tensor]:
             if member is None:
                 raise ValueError(f"{path}: not a .nemo file (no {WEIGHTS_FILE} inside)")
             tar.extract(member, tmp, filter="data")
-            return torch.load(os.path.join(tmp, member.name), map_location="cpu", weights_only=True)
+            sums = os.path.join(os.path.dirname(member.name), CHECKSUMS_FILE)
+            for other in tar.getmembers():
+                if os.path.normpath(other.name) == os.path.normpath(sums):
+                    tar.extract(other, tmp, filter="data")
+            return load_weights(os.path.join(tmp, member.name), source=path, what=WEIGHTS_FILE)
     except (tarfile.TarError, EOFError, OSError) as err:
         raise ValueError(f"{path}: not a readable .nemo file (a tar archive): {err}") from err
 

@@ -7,13 +7,32 @@ import contextlib
 import errno
 import os
 from pathlib import Path
-from typing import BinaryIO, Callable, Union
+from typing import BinaryIO, Callable, Optional, Union
 
 #: suffix of the temporary file :func:`atomic_write` fills before renaming it to its final name
 PARTIAL_SUFFIX = ".partial"
 
 #: errors of a full disk or a file-size limit (``ulimit -f``, quotas)
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class _WriteErrors:
+    """A file whose ``write`` remembers the first ``OSError`` it raised: ``torch.save`` turns a
+    failed write into a ``RuntimeError`` about zip positions, or none at all until the end."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self.error: Optional[OSError] = None
+
+    def write(self, data) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
 
 
 def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> None:
@@ -32,20 +51,25 @@ def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> N
     """
     path = Path(path)
     partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    file = None
     try:
         with open(partial, "wb") as f:
-            write(f)
+            file = _WriteErrors(f)
+            write(file)
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, path)
-    except BaseException as err:
+    except BaseException as raised:
         with contextlib.suppress(OSError):
             os.unlink(partial)
+        err = file.error if file is not None and file.error is not None else raised
         if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
             raise OSError(err.errno, f"{path}: could not be written, the disk is full or a size limit "
                                      f"was reached ({os.strerror(err.errno)}); nothing was written under "
                                      "this name and existing files were left as they were") from err
-        raise
+        if err is raised:
+            raise
+        raise err from raised
     with contextlib.suppress(OSError):  # not every file system lets a folder be opened
         folder = os.open(path.parent, os.O_RDONLY)
         try:

@@ -13,12 +13,11 @@ It owns the lifecycle around the encoder:
 * training / validation / test steps, on one stage or through the pipeline
   (:mod:`biomegatron_nemo.parallel.pipeline`), and the optimiser through NeMo's ``optim`` config
   with weight decay off for biases and LayerNorm weights (BERT's recipe);
-* layout-free ``.nemo`` files (restored by this class's ``restore_from`` and by NeMo's own
-  ``ModelPT.restore_from``), and the pretrained checkpoint a config names
-  (``language_model.pretrained``), which decides the architecture and vocabulary
-  (:mod:`~biomegatron_nemo.models.from_pretrained`) and initialises the weights;
-* numerical faults: a NaN or inf gradient norm stops the run at that step or skips the update
-  (``on_nonfinite``), decided alike on every rank.
+* layout-free ``.nemo`` files, verified by checksums (restored by this class's ``restore_from``
+  and by NeMo's ``ModelPT.restore_from``), and the pretrained checkpoint a config names
+  (``language_model.pretrained``), which decides the architecture and vocabulary and initialises
+  the weights (:mod:`~biomegatron_nemo.models.from_pretrained`);
+* numerical faults: a NaN or inf gradient norm stops the run or skips the update (``on_nonfinite``).
 
 The task contract (what every model — pretraining, NER, relation extraction, QA — implements):
 
@@ -55,6 +54,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from nemo.core.classes import ModelPT
 
 from biomegatron_nemo.checkpoints import weights
+from biomegatron_nemo.checkpoints.checksums import verify_nemo_restore
 from biomegatron_nemo.checkpoints.nemo_connector import LayoutFreeSaveRestoreConnector
 from biomegatron_nemo.checkpoints.training import complete_saved_batch
 from biomegatron_nemo.common.config import NEMO_MANAGED_KEYS, merged_config, validate_config
@@ -332,7 +332,8 @@ class BioMegatronModelPT(ModelPT):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """``torch.nn.Module.load_state_dict``, which also takes the layout-free weights every file
-        of this library holds (NeMo's own ``ModelPT.restore_from`` hands them over this way)."""
+        of this library holds (NeMo's own ``ModelPT.restore_from`` hands them over this way, unverified)."""
+        verify_nemo_restore(state_dict)
         local = self.state_dict()
         if all(k in local and local[k].shape == v.shape for k, v in state_dict.items() if torch.is_tensor(v)):
             return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -31,7 +31,7 @@ from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.encoder.config import EncoderConfig
 from biomegatron_nemo.models.from_pretrained import apply_pretrained
 from biomegatron_nemo.parallel.state import ParallelConfig
-from biomegatron_nemo.runs.run_lock import lock_run_folder
+from biomegatron_nemo.runs.run_lock import ReleaseRunLock, lock_run_folder
 
 
 def world_size(trainer_cfg: Mapping[str, Any]) -> Optional[int]:
@@ -177,5 +177,7 @@ def start_run(cfg: DictConfig, **trainer_arguments: Any) -> Tuple[Any, Path]:
             em_cfg.resume_if_exists = False
             em_cfg.resume_from_checkpoint = chosen
     log_dir = Path(exp_manager(trainer, em_cfg))
+    if trainer.is_global_zero and folder is not None:
+        trainer.callbacks.append(ReleaseRunLock(folder))  # last, after exp_manager's checkpoint callback
     name_last_checkpoint(trainer, em_cfg.get("name") or "biomegatron")
     return trainer, log_dir

@@ -6,9 +6,11 @@ an exclusive POSIX lock (``fcntl.lockf``) on ``run.lock`` in its checkpoints fol
 the files of the run folder itself into ``run_N/`` when a run resumes) and writes who holds it
 (host, pid, start time); the other ranks of the same job take none, so a data-parallel job is one
 run.
-The kernel releases the lock when the process ends, however it ends (``SIGKILL`` included), so a
-lock can never outlive its run: a ``run.lock`` found unlocked was left by a run that did not end
-cleanly, and is taken over with a warning naming it. A clean exit removes the file.
+The lock is given back when ``Trainer.fit`` ends (:class:`ReleaseRunLock`; a notebook or a test
+may train into the same folder again, or hand it to other processes) and otherwise when the
+process ends. The kernel releases it when the process ends however it ends (``SIGKILL`` included),
+so a lock can never outlive its run: a ``run.lock`` found unlocked was left by a run that did not
+end cleanly, and is taken over with a warning naming it. A clean end removes the file.
 
 POSIX locks work across hosts on NFS and on Lustre mounted with ``flock`` (a requeued job often
 lands on another node); where a file system refuses locks, the run goes on with a warning that a
@@ -28,6 +30,8 @@ import socket
 from pathlib import Path
 from typing import Optional
 
+from lightning.pytorch.callbacks import Callback
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "run.lock"
@@ -46,14 +50,29 @@ def _holder(text: str) -> str:
         return "a process that has not yet said which"
 
 
-def _release(folder: str, descriptor: int) -> None:
-    path = Path(folder) / LOCK_NAME
+def release_run_folder(folder) -> None:
+    """Give back ``folder``'s lock if this process holds it, removing ``run.lock``."""
+    folder = str(Path(folder).resolve())
+    descriptor = _HELD.pop(folder, None)
+    if descriptor is None:
+        return
     try:
-        os.unlink(path)  # while still locked: no other run can have taken it
+        os.unlink(Path(folder) / LOCK_NAME)  # while still locked: no other run can have taken it
     except OSError:
         pass
     os.close(descriptor)
-    _HELD.pop(folder, None)
+
+
+class ReleaseRunLock(Callback):
+    """Gives the run folder's lock back when ``fit`` has ended, after the last checkpoint is
+    written. A run that stops on an error keeps it until its process ends."""
+
+    def __init__(self, folder) -> None:
+        self.folder = folder
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            release_run_folder(self.folder)
 
 
 def lock_run_folder(folder) -> Optional[Path]:
@@ -86,5 +105,5 @@ def lock_run_folder(folder) -> Optional[Path]:
     os.pwrite(descriptor, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": started}).encode(), 0)
     os.fsync(descriptor)
     _HELD[str(folder)] = descriptor
-    atexit.register(_release, str(folder), descriptor)
+    atexit.register(release_run_folder, str(folder))
     return path
