@@ -1,50 +1,38 @@
 """The shell commands of README.md and docs/ run as written.
 
-A ```bash block right after a ``<!-- runnable ... -->`` comment is executed as one script (bash
-``-euo pipefail``) in an empty folder with the installed ``biomegatron`` command on the PATH; it
-must use the shipped samples (``$(biomegatron samples)``) and small step counts. Every other shell
+A ```bash block right after a ``<!-- runnable: tests/test_X.py runs this block -->`` comment is
+executed as one script (bash ``-euo pipefail``) in an empty folder with the installed
+``biomegatron`` command on the PATH; it must use the shipped samples (``$(biomegatron samples)``)
+or the test extra's packages, and small step counts. Blocks that name this file run here; a block
+naming another test file is run there, where what it prints is checked too. Every other shell
 block needs real data, a GPU or hours, and is checked for shell syntax only (``bash -n``).
 """
 
-import os
-import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from helpers.processes import clean_env
+from helpers.docs import ROOT, blocks_run_by, run_block, shell_blocks
 
-ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-BLOCK = re.compile(r"(?P<marker><!--\s*runnable[^>]*-->\s*\n)?```(?:bash|sh|shell)\n(?P<body>.*?)```", re.S)
-
-
-def _blocks():
-    for page in PAGES:
-        text = page.read_text(encoding="utf-8")
-        for number, match in enumerate(BLOCK.finditer(text), start=1):
-            line = text.count("\n", 0, match.start("body")) + 1
-            yield pytest.param(page, line, match["body"], bool(match["marker"]),
-                               id=f"{page.relative_to(ROOT)}:{line}")
+THIS = "tests/test_docs_commands.py"
+BLOCKS = [pytest.param(block, id=block.name) for block in shell_blocks()]
 
 
-BLOCKS = list(_blocks())
+def test_some_blocks_are_run_here_and_every_runnable_block_by_a_test():
+    assert blocks_run_by(THIS)
+    for block in shell_blocks():
+        if block.marker:
+            assert block.runner, f"{block.name}: say which test runs it: <!-- runnable: tests/test_X.py runs this block -->"
+            runner = ROOT / block.runner
+            assert block.runner == THIS or f'blocks_run_by("{block.runner}")' in runner.read_text(encoding="utf-8"), \
+                f"{block.name}: {block.runner} does not run it"
 
 
-def test_some_blocks_are_run():
-    assert sum(1 for b in BLOCKS if b.values[3]) >= 1
-
-
-@pytest.mark.parametrize("page, line, body, runnable", BLOCKS)
-def test_shell_block(page, line, body, runnable, tmp_path):
-    if not runnable:
-        proc = subprocess.run(["bash", "-n"], input=body, capture_output=True, text=True)
-        assert proc.returncode == 0, f"{page}:{line}: not valid shell: {proc.stderr}"
+@pytest.mark.parametrize("block", BLOCKS)
+def test_shell_block(block, tmp_path):
+    syntax = subprocess.run(["bash", "-n"], input=block.body, capture_output=True, text=True)
+    assert syntax.returncode == 0, f"{block.name}: not valid shell: {syntax.stderr}"
+    if block.runner != THIS:
         return
-    env = clean_env()
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", body], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, f"{page}:{line}: the block failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    proc = run_block(block, tmp_path)
+    assert proc.returncode == 0, f"{block.name}: the block failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from biomegatron_nemo.common.errors import ConfigError
-from biomegatron_nemo.runs.launch import check_layout, preemption_callbacks, resume_checkpoint
+from biomegatron_nemo.runs.launch import (check_layout, has_validation, name_checkpoints_by_step, preemption_callbacks,
+                                         resume_checkpoint)
 from helpers.processes import EXAMPLES, clean_env
 from helpers.training import compose_pretrain_config
 
@@ -85,3 +86,23 @@ def test_the_newest_of_several_complete_last_checkpoints_is_resumed(tmp_path):
     assert resume_checkpoint({**em, "resume_if_exists": False}) is None
     (folder / "x--val_loss=5.3-end.ckpt").touch()  # a finished run: NeMo's resume_past_end rules
     assert resume_checkpoint(em) is None
+
+
+def test_a_run_without_validation_names_checkpoints_by_step_not_by_a_metric_never_computed():
+    from omegaconf import OmegaConf
+
+    with_file = OmegaConf.create({"model": {"validation_ds": {"file": "dev.tsv"}}, "trainer": {}})
+    assert has_validation(with_file)
+    assert not has_validation(OmegaConf.create({"model": {"validation_ds": {"file": None}}, "trainer": {}}))
+    assert not has_validation(OmegaConf.create({"model": {"validation_ds": None}}))
+    assert not has_validation(OmegaConf.create({"model": {"validation_ds": {"file": "dev.tsv"}},
+                                                "trainer": {"limit_val_batches": 0}}))
+    assert has_validation(OmegaConf.create({"model": {"validation_ds": {"num_samples": 16}}}))  # a pretraining split
+
+    em_cfg = OmegaConf.create({"checkpoint_callback_params": {"monitor": "val_f1", "mode": "max", "save_top_k": 3}})
+    name_checkpoints_by_step(em_cfg, "ner")
+    assert OmegaConf.to_container(em_cfg.checkpoint_callback_params) == {
+        "monitor": "step", "mode": "max", "save_top_k": 3, "filename": "ner--{epoch}-{step}"}
+    by_loss = OmegaConf.create({"checkpoint_callback_params": {"monitor": "train_loss"}})
+    name_checkpoints_by_step(by_loss, "ner")  # a metric training computes stays
+    assert by_loss.checkpoint_callback_params.monitor == "train_loss"

@@ -11,7 +11,6 @@ encoder as ``transformers``.
 
 import json
 import re
-import subprocess
 import sys
 
 import pytest
@@ -23,8 +22,8 @@ from biomegatron_nemo.checkpoints.pretrained import detect_kind, resolve_pretrai
 from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.models.config import BioMegatronModelConfig
 
+from helpers.docs import blocks_run_by, run_block
 from helpers.megatron_lm_files import write_megatron_lm, write_nemo1
-from helpers.processes import clean_env
 
 SENTENCES = [
     "Cisplatin-induced nephrotoxicity was attenuated by pretreatment with N-acetylcysteine in rats.",
@@ -87,28 +86,28 @@ def test_a_second_resolution_reads_the_cache_and_converts_nothing(minilm, monkey
     assert sum(1 for _ in (pretrained_module.cache_root() / "pretrained").glob("hf-*")) == 1
 
 
-def test_fine_tuning_names_only_the_folder_and_commands_print_only_results(minilm, tmp_path):
-    """`biomegatron finetune ner model.language_model.pretrained=FOLDER`, no other model key; then
-    `biomegatron predict` prints the entities and nothing else, on stdout or stderr."""
-    run = [sys.executable, "-m", "biomegatron_nemo"]
-    done = subprocess.run([*run, "finetune", "ner", f"model.language_model.pretrained={minilm}",
-                           "trainer.max_steps=2", f"exp_manager.exp_dir={tmp_path}", "trainer.enable_progress_bar=false"],
-                          capture_output=True, text=True, env=clean_env(), cwd=tmp_path, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.startswith("test set ") and "logs and checkpoints:" in done.stdout
-    for noise in ("OneLogger", "exporters", "[NeMo", "GPU available", "model config"):
+def test_the_documented_start_from_a_folder_prints_only_results_and_serves_in_transformers(tmp_path):
+    """docs/pretrained.md's block, as written: `biomegatron finetune ner` names only the MiniLM
+    folder; `predict`, `export-hf` and transformers' pipeline each print their result and nothing
+    else, and the pipeline finds what `predict` found, with the same scores."""
+    (block,) = blocks_run_by("tests/test_pretrained_start.py")
+    done = run_block(block, tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    for noise in ("OneLogger", "exporters", "[NeMo", "GPU available", "model config", "setup_training_data"):
         assert noise not in done.stdout + done.stderr, noise
-    checkpoints = tmp_path / "biomegatron_ner" / "run" / "checkpoints"
-    names = sorted(p.name for p in checkpoints.iterdir())
-    # named by epoch and step, not by a metric that was never computed
-    assert any(re.fullmatch(r"biomegatron_ner--epoch=\d+-step=2-last\.ckpt", n) for n in names), names
-
-    nemo = checkpoints / "biomegatron_ner.nemo"
-    done = subprocess.run([*run, "predict", str(nemo), "--text", SENTENCES[3], "--json"], capture_output=True,
-                          text=True, env=clean_env(), cwd=tmp_path, timeout=300)
-    assert done.returncode == 0 and done.stderr == "", done.stderr[-3000:]
-    (row,) = [json.loads(line) for line in done.stdout.splitlines()]
-    assert row["text"] == SENTENCES[3] and isinstance(row["entities"], list)
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("test set ") and "logs and checkpoints: nemo_experiments/minilm_ner/run" in lines
+    sentence = lines.index("Cisplatin induced nephrotoxicity in rats.")
+    predicted = [re.fullmatch(r"  (\w+) +'(.*?)' +\[(\d+):(\d+)\]  ([0-9.]+)", line) for line in lines[sentence + 1:-3]]
+    assert predicted and all(predicted), lines[sentence + 1:-3]
+    assert lines[-3].startswith("written: minilm_ner_hf (BertForTokenClassification, ")
+    assert lines[-2].startswith("checked: transformers' outputs equal this model's within ")
+    served = re.findall(r"'entity_group': '(\w+)', 'score': np.float32\(([0-9.e-]+)\), 'word': '[^']*', "
+                        r"'start': (\d+), 'end': (\d+)", lines[-1])
+    assert [(m[1], int(m[3]), int(m[4])) for m in predicted] == [(g, int(a), int(b)) for g, _, a, b in served]
+    assert [float(m[5]) for m in predicted] == pytest.approx([float(score) for _, score, _, _ in served], abs=6e-4)
+    names = [p.name for p in (tmp_path / "nemo_experiments" / "minilm_ner" / "run" / "checkpoints").iterdir()]
+    assert any(re.fullmatch(r"minilm_ner--epoch=\d+-step=30-last\.ckpt", n) for n in names), names
 
 
 @pytest.fixture(scope="module")
