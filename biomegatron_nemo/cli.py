@@ -30,6 +30,7 @@ DELEGATED: Dict[str, Tuple[str, str]] = {
     "convert": ("biomegatron_nemo.export.convert", "import Megatron-LM / NeMo 1.x / HF checkpoints, export HF"),
     "export-onnx": ("biomegatron_nemo.export.onnx", "a task model as ONNX, for serving without PyTorch"),
     "benchmark": ("biomegatron_nemo.runs.benchmark", "the paper's five benchmarks for one encoder, beside the published numbers"),
+    "annotate": ("biomegatron_nemo.annotation.job", "tag a corpus with NER models: PubTator, BioC, JSON lines, HTML; resumable"),
 }
 ANALYSES: Dict[str, Tuple[str, str]] = {
     "break-rate": ("biomegatron_nemo.analysis.break_rate", "how often entities break into sub-tokens (Table 4)"),
@@ -43,6 +44,7 @@ EXAMPLES = {
     "biomegatron convert": "biomegatron convert --from megatron-lm --to nemo BioMegatron345mUncased/ lm.nemo --vocab-file vocab.txt",
     "biomegatron export-onnx": "biomegatron export-onnx ner.nemo ner.onnx --check",
     "biomegatron benchmark": "biomegatron benchmark lm.nemo --samples --budget 20 --recipe small",
+    "biomegatron annotate": "biomegatron annotate ner.nemo --input abstracts.pubtator --output tagged.pubtator",
     "biomegatron analyze break-rate": ("biomegatron analyze break-rate --ner train.tsv --tokenizer bert=wordpiece:vocab.txt "
                                        "--tokenizer pubmed=sentencepiece:pubmed.model"),
     "biomegatron analyze label-bias": "biomegatron analyze label-bias ner train.tsv",

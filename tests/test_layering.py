@@ -27,6 +27,8 @@ ALLOWED = {
     # whole models converted and exported: the conversion command, Hugging Face writing, ONNX
     "export": {"common", "tokenizers", "data", "encoder", "metrics", "checkpoints", "parallel", "models"},
     "analysis": {"common", "tokenizers", "data", "metrics"},
+    # trained NER models over corpora: documents in, annotated documents out
+    "annotation": {"common", "tokenizers", "data", "encoder", "metrics", "checkpoints", "parallel", "models"},
     # what starts and reports runs: the task registry, run configs, launching, reports, loss curves
     "runs": {"common", "tokenizers", "data", "encoder", "metrics", "checkpoints", "parallel", "models", "export",
              "analysis"},

@@ -152,6 +152,14 @@ def _text_lines(path: str, counts: CorpusCounts, skip_bad_lines: bool,
         yield line_no, text
 
 
+def text_lines(path: PathLike, max_line_bytes: int = MAX_CORPUS_LINE_BYTES) -> Iterator[Tuple[int, str]]:
+    """``(line number, text)`` of a UTF-8 file, gzip or not, read as a stream; a line too long, an
+    undecodable line or a corrupt gzip stream is a :class:`DataFormatError` naming the line."""
+    check_files_exist([path])
+    for line_no, text in _text_lines(os.fspath(path), CorpusCounts(), False, max_line_bytes):
+        yield line_no, text.rstrip("\r\n")
+
+
 def _json_text(line: str, json_key: str) -> str:
     """The document of one JSON line; raises ``ValueError`` saying what is wrong with it."""
     try:

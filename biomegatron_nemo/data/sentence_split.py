@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import List
+from typing import List, Tuple
 
 import pysbd
 from pysbd.lang.english import English
@@ -181,3 +181,21 @@ def _default_splitter() -> BiomedicalSentenceSplitter:
 def split_sentences(text: str) -> List[str]:
     """Split ``text`` with a shared :class:`BiomedicalSentenceSplitter`."""
     return _default_splitter().split(text)
+
+
+def sentence_spans(text: str) -> List[Tuple[int, int]]:
+    """``(start, end)`` character offsets of each sentence of ``text`` in ``text`` itself.
+
+    The splitter collapses whitespace; every other character of the text is in exactly one of its
+    sentences, in order. So the k-th non-whitespace character of the text is the k-th one of the
+    sentences, and a sentence spans from its first such character to its last.
+    """
+    visible = [i for i, ch in enumerate(text) if not ch.isspace()]
+    spans, k = [], 0
+    for sentence in split_sentences(text):
+        n = sum(1 for ch in sentence if not ch.isspace())
+        spans.append((visible[k], visible[k + n - 1] + 1))
+        k += n
+    if k != len(visible):  # the splitter dropped or added text: offsets would be wrong
+        raise AssertionError(f"sentence splitting changed the text ({k} of {len(visible)} characters placed)")
+    return spans
