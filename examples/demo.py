@@ -224,7 +224,11 @@ def main(argv=None) -> int:
     parser.add_argument("--ner-epochs", type=int, default=10)
     parser.add_argument("--re-epochs", type=int, default=10)
     parser.add_argument("--qa-epochs", type=int, default=10)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logs: -v info, -vv debug")
     args = parser.parse_args(argv)
+    from biomegatron_nemo.common.logs import configure_logging
+
+    configure_logging(args.verbose)  # the stages' figures and progress bars, not NeMo's and Lightning's info lines
 
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
