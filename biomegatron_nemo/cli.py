@@ -44,7 +44,6 @@ EXAMPLES = {
     "biomegatron convert": "biomegatron convert --from megatron-lm --to nemo BioMegatron345mUncased/ lm.nemo --vocab-file vocab.txt",
     "biomegatron export-onnx": "biomegatron export-onnx ner.nemo ner.onnx --check",
     "biomegatron benchmark": "biomegatron benchmark lm.nemo --samples --budget 20 --recipe small",
-    "biomegatron annotate": "biomegatron annotate ner.nemo --input abstracts.pubtator --output tagged.pubtator",
     "biomegatron analyze break-rate": ("biomegatron analyze break-rate --ner train.tsv --tokenizer bert=wordpiece:vocab.txt "
                                        "--tokenizer pubmed=sentencepiece:pubmed.model"),
     "biomegatron analyze label-bias": "biomegatron analyze label-bias ner train.tsv",

@@ -36,16 +36,23 @@ def merge_entities(found: Sequence[Entity]) -> List[Entity]:
 
 
 def load_ner_models(paths: Sequence[str]) -> list:
-    """NER ``.nemo`` files restored for inference (on CPU); another task's model is an error naming it."""
+    """NER ``.nemo`` files restored for inference, on this rank's GPU (``LOCAL_RANK``) where there
+    is one, else on the CPU; another task's model is an error naming it."""
+    import os
+
+    import torch
+
     from biomegatron_nemo.models.base import BioMegatronModelPT
     from biomegatron_nemo.models.token_classification import TokenClassificationModel
 
+    device = (torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available()
+              else torch.device("cpu"))
     models = []
     for path in paths:
         model = BioMegatronModelPT.restore_from(str(path), map_location="cpu")
         if not isinstance(model, TokenClassificationModel):
             raise ValueError(f"{path}: a {type(model).__name__}; annotate runs NER (token classification) models")
-        models.append(model.eval())
+        models.append(model.to(device).eval())  # infer() moves each batch to the model's device
     return models
 
 

@@ -73,7 +73,8 @@ def detect_format(path) -> str:
         return "jsonl"
     for _, line in text_lines(path):
         if line.strip():
-            return "pubtator" if _PUBTATOR_TEXT.match(line) and "|t|" in line else "text"
+            match = _PUBTATOR_TEXT.match(line)
+            return "pubtator" if match and match.group(2) == "t" else "text"
     return "text"
 
 
