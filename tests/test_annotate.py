@@ -186,6 +186,7 @@ def test_a_crashed_run_resumes_and_ranks_join_into_the_single_process_bytes(ner_
         annotate_file(models, corpus_file, stale, output_format=output_format, chunk_documents=3, progress=False)
 
 
+@pytest.mark.slow
 def test_the_command_stops_on_a_bad_record_or_under_torchrun_skips_it_into_a_rejects_file(ner_models, tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"id": 1, "text": "Aspirin induced asthma."}\n{"id": 2, "text": \n{"id": 3, "text": "Ok."}\n')
@@ -204,3 +205,60 @@ def test_the_command_stops_on_a_bad_record_or_under_torchrun_skips_it_into_a_rej
     (reject,) = [json.loads(line) for line in (tmp_path / "out.pubtator.rejects.jsonl").read_text().splitlines()]
     assert reject == {"path": str(corpus), "line": 2, "reason": reject["reason"]} and "invalid JSON" in reject["reason"]
     assert (tmp_path / "out.pubtator").read_text().startswith("1|t|Aspirin induced asthma.\n1|a|\n")
+
+
+def _relative_error(output, reference) -> float:
+    return float((output.logits - reference.logits).norm() / reference.logits.norm())
+
+
+def test_engines_run_the_models_forward_in_bf16_onnxruntime_and_int8(ner_models, corpus_file, tmp_path):
+    import onnx
+    import torch
+
+    from biomegatron_nemo.annotation.annotator import load_ner_models
+    from biomegatron_nemo.annotation.engines import EngineSettings, bf16_supported, make_forward
+    from biomegatron_nemo.export.onnx import sample_inputs
+
+    (model,) = load_ner_models([ner_models[0]])
+    batch = sample_inputs(model, batch_size=3, seq_len=13)
+    with torch.no_grad():
+        reference = model(**batch)
+        onnx_fp32 = make_forward(model, EngineSettings(backend="onnxruntime"), tmp_path / "fp32")(**batch)
+        int8 = make_forward(model, EngineSettings(backend="onnxruntime", quantize="int8"), tmp_path / "int8")(**batch)
+    assert type(onnx_fp32) is type(reference) and onnx_fp32.logits.dtype == torch.float32
+    assert (onnx_fp32.logits - reference.logits).abs().max() < 1e-4  # the same graph
+    quantized = onnx.load(str(tmp_path / "int8" / "model.int8.onnx"))
+    assert sum(t.data_type == onnx.TensorProto.INT8 for t in quantized.graph.initializer) >= 4 * 2  # QKV, proj, fc1, fc2
+    assert 1e-4 < _relative_error(int8, reference) < 0.1  # int8 weights: close, not equal
+    if bf16_supported(torch.device("cpu")):
+        with torch.no_grad():
+            bf16 = make_forward(model, EngineSettings(precision="bf16"), tmp_path)(**batch)
+        assert bf16.logits.dtype == torch.float32 and 1e-5 < _relative_error(bf16, reference) < 0.05
+    else:
+        with pytest.raises(ValueError, match="no native bf16"):
+            make_forward(model, EngineSettings(precision="bf16"), tmp_path)
+
+    documents = list(read_documents(corpus_file))
+    plain = Annotator([model]).annotate(documents)
+    through_onnx = Annotator([model], engine=EngineSettings(backend="onnxruntime")).annotate(documents)
+    spans = [[(e.start, e.end, e.type) for e in entities] for entities in plain]
+    assert [[(e.start, e.end, e.type) for e in entities] for entities in through_onnx] == spans
+    assert max(abs(a.score - b.score) for x, y in zip(plain, through_onnx) for a, b in zip(x, y)) < 1e-5
+
+
+def test_engine_options_that_do_not_go_together_are_refused_by_name(ner_models, tmp_path):
+    from biomegatron_nemo.annotation.engines import EngineSettings
+
+    with pytest.raises(ValueError, match=r"quantize=int8 is ONNX Runtime's .*--backend onnxruntime"):
+        EngineSettings(quantize="int8")
+    with pytest.raises(ValueError, match="backend=onnxruntime runs the fp32 ONNX export"):
+        EngineSettings(precision="bf16", backend="onnxruntime")
+    with pytest.raises(ValueError, match=r"precision='fp16': expected one of fp32, bf16"):
+        EngineSettings(precision="fp16")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Aspirin induced asthma.\n")
+    command = [sys.executable, "-m", "biomegatron_nemo", "annotate", str(ner_models[0]), "--input", str(corpus),
+               "--output", str(tmp_path / "out.jsonl"), "--quantize", "int8"]
+    refused = subprocess.run(command, capture_output=True, text=True, env=clean_env(), timeout=300)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].endswith(
+        "quantize=int8 is ONNX Runtime's dynamic quantisation: add backend=onnxruntime (--backend onnxruntime)")

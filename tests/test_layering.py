@@ -28,7 +28,7 @@ ALLOWED = {
     "export": {"common", "tokenizers", "data", "encoder", "metrics", "checkpoints", "parallel", "models"},
     "analysis": {"common", "tokenizers", "data", "metrics"},
     # trained NER models over corpora: documents in, annotated documents out
-    "annotation": {"common", "tokenizers", "data", "encoder", "metrics", "checkpoints", "parallel", "models"},
+    "annotation": {"common", "tokenizers", "data", "encoder", "metrics", "checkpoints", "parallel", "models", "export"},
     # what starts and reports runs: the task registry, run configs, launching, reports, loss curves
     "runs": {"common", "tokenizers", "data", "encoder", "metrics", "checkpoints", "parallel", "models", "export",
              "analysis"},

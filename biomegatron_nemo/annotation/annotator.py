@@ -10,9 +10,10 @@ overlap are all kept, so a chemical model and a disease model give both types.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 from biomegatron_nemo.annotation.documents import Document
+from biomegatron_nemo.annotation.engines import Engines, EngineSettings
 from biomegatron_nemo.data.sentence_split import sentence_spans
 
 
@@ -56,15 +57,24 @@ def load_ner_models(paths: Sequence[str]) -> list:
     return models
 
 
-class Annotator:
-    """Entities of documents by one or more NER models (``TokenClassificationModel``)."""
+def default_batch_size(device) -> int:
+    """Sentences per forward: 16 on a CPU, where small batches keep the activations in cache
+    (MiniLM on one core: 16 sentences 16% faster than 64, 256 40% slower), 64 on a GPU."""
+    return 64 if device.type == "cuda" else 16
 
-    def __init__(self, models: Sequence, batch_size: int = 64, max_seq_length=None):
+
+class Annotator:
+    """Entities of documents by one or more NER models (``TokenClassificationModel``), run as
+    ``engine`` says (:mod:`~biomegatron_nemo.annotation.engines`: fp32, bf16, ONNX Runtime, int8)."""
+
+    def __init__(self, models: Sequence, batch_size: Optional[int] = None, max_seq_length=None,
+                 engine: EngineSettings = EngineSettings()):
         if not models:
             raise ValueError("annotate needs at least one NER model")
         self.models = list(models)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or default_batch_size(next(self.models[0].parameters()).device)
         self.max_seq_length = max_seq_length
+        self.engines = Engines(self.models, engine)
 
     @property
     def entity_types(self) -> List[str]:
@@ -86,9 +96,9 @@ class Annotator:
                     pieces.append((index, passage.offset + start, passage.text[start:end]))
         found: List[List[Entity]] = [[] for _ in documents]
         if pieces:
-            for number, model in enumerate(self.models):
+            for number, (model, forward) in enumerate(zip(self.models, self.engines.forwards)):
                 rows = model.predict([text for _, _, text in pieces], batch_size=self.batch_size,
-                                     max_seq_length=self.max_seq_length)
+                                     max_seq_length=self.max_seq_length, forward=forward)
                 for (index, offset, _), entities in zip(pieces, rows):
                     found[index].extend(Entity(offset + e["start"], offset + e["end"], e["text"], e["type"],
                                                e["score"], number) for e in entities)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from biomegatron_nemo.annotation.documents import INPUT_FORMATS, Document, Reject, detect_format, read_documents
+from biomegatron_nemo.annotation.engines import BACKENDS, PRECISIONS, QUANTIZATIONS, EngineSettings
 from biomegatron_nemo.annotation.writers import OUTPUT_FORMATS, SEPARATORS, document_text, head, tail
 from biomegatron_nemo.common.atomic import atomic_write
 
@@ -129,8 +130,9 @@ def _chunks(items: Iterator, size: int) -> Iterator[List]:
 
 
 def annotate_file(model_paths: Sequence[str], input_path, output_path, input_format: str = "auto",
-                  output_format: str = "jsonl", chunk_documents: int = 1000, batch_size: int = 64,
-                  on_error: str = "stop", progress: bool = True, rank: int = 0, world: int = 1) -> Optional[Dict]:
+                  output_format: str = "jsonl", chunk_documents: int = 1000, batch_size: Optional[int] = None,
+                  on_error: str = "stop", progress: bool = True, rank: int = 0, world: int = 1,
+                  engine: EngineSettings = EngineSettings()) -> Optional[Dict]:
     """Annotate ``input_path`` into ``output_path`` (module doc); rank 0 returns the summary."""
     from tqdm import tqdm
 
@@ -138,11 +140,11 @@ def annotate_file(model_paths: Sequence[str], input_path, output_path, input_for
 
     input_format = detect_format(input_path) if input_format == "auto" else input_format
     output = Path(output_path)
+    annotator = Annotator(load_ner_models(model_paths), batch_size=batch_size, engine=engine)
     settings = {"input": _fingerprint(input_path), "input_format": input_format, "format": output_format,
                 "models": [_fingerprint(p) for p in model_paths], "chunk_documents": chunk_documents,
-                "batch_size": batch_size}  # not on_error: a stopped run wrote no chunk with a reject
+                "batch_size": annotator.batch_size, "engine": vars(engine)}  # not on_error: a stopped run wrote no reject
     parts = Parts(output, settings)
-    annotator = Annotator(load_ner_models(model_paths), batch_size=batch_size)
     types, names = annotator.entity_types, [Path(p).name for p in model_paths]
     started = time.perf_counter()
     bar = tqdm(total=_count_documents(input_path, input_format) if progress and rank == 0 else None,
@@ -218,15 +220,26 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "biomegatron annotate
     p.add_argument("--format", choices=OUTPUT_FORMATS, default=None,
                    help="output format (default: by OUTPUT's suffix, .pubtator/.json/.html, else jsonl)")
     p.add_argument("--chunk-documents", type=int, default=1000, help="documents per resumable chunk (default 1000)")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences per forward pass (default 64)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="sentences per forward pass (default 16 on a CPU, 64 on a GPU)")
     p.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                    help="a malformed document: stop naming file:line, or skip it into OUTPUT.rejects.jsonl")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="bf16: matrix products in bfloat16 on a GPU or a CPU with AVX512-BF16/AMX (docs/annotate.md)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="onnxruntime: run the models' ONNX export with ONNX Runtime (CPU)")
+    p.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
+                   help="int8: ONNX Runtime's dynamic int8 quantisation (with --backend onnxruntime)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(list(argv) if argv is not None else None)
-    if args.chunk_documents < 1 or args.batch_size < 1:
+    if args.chunk_documents < 1 or (args.batch_size is not None and args.batch_size < 1):
         p.error("--chunk-documents and --batch-size must be positive")
     if not os.path.isfile(args.input):
         p.error(f"--input {args.input}: no such file")
+    try:
+        engine = EngineSettings(args.precision, args.backend, args.quantize)
+    except ValueError as err:
+        p.error(str(err))
     output_format = args.format or {".pubtator": "pubtator", ".json": "bioc-json", ".xml": None,
                                     ".html": "html"}.get(Path(args.output).suffix, "jsonl")
     if output_format is None:
@@ -237,7 +250,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "biomegatron annotate
     try:
         summary = annotate_file(args.models, args.input, args.output, args.input_format, output_format,
                                 args.chunk_documents, args.batch_size, args.on_error, not args.no_progress,
-                                rank, world)
+                                rank, world, engine)
     except (DataFormatError, ValueError, OSError) as err:
         raise SystemExit(f"{prog}: {err}") from None
     if summary is not None:

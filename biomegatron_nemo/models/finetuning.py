@@ -20,7 +20,7 @@ answers. Classification models derive through
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
 from lightning.pytorch import Trainer
@@ -102,9 +102,12 @@ class FineTuningTaskModel(BioMegatronModelPT):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def infer(self, dataset, batch_size: int) -> Dict[int, Any]:
+    def infer(self, dataset, batch_size: int, forward: Optional[Callable[..., ModelOutput]] = None
+              ) -> Dict[int, Any]:
         """Every item of ``dataset`` (windows, examples, features) through :meth:`forward`, in
-        batches sorted by length, in eval mode: ``{item index: row}`` (:meth:`output_rows`)."""
+        batches sorted by length, in eval mode: ``{item index: row}`` (:meth:`output_rows`).
+        ``forward``: another callable with :meth:`forward`'s arguments and output type to run
+        instead (``biomegatron annotate``'s bf16 and ONNX Runtime engines)."""
         from biomegatron_nemo.data.batching import FixedOrderSampler, length_sorted_order
 
         if self.pipeline_parallel:  # the stages of one model are separate processes
@@ -118,7 +121,7 @@ class FineTuningTaskModel(BioMegatronModelPT):
         try:
             for batch in loader:
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                rows.update(self.output_rows(batch, self(**self.forward_inputs(batch))))
+                rows.update(self.output_rows(batch, (forward or self)(**self.forward_inputs(batch))))
         finally:
             self.train(was_training)
         return rows

@@ -170,10 +170,10 @@ class TokenClassificationModel(ClassificationTaskModel):
                 self.hf_label_config())
 
     # ------------------------------------------------------------------ inference
-    def _predict_windows(self, dataset: TokenClassificationDataset, batch_size: int
+    def _predict_windows(self, dataset: TokenClassificationDataset, batch_size: int, forward=None
                          ) -> Tuple[List[int], List[List[int]], List[List[float]]]:
         """Window indices, and label ids and their probabilities per position of every window."""
-        rows = self.infer(dataset, batch_size)
+        rows = self.infer(dataset, batch_size, forward)
         return list(rows), [labels for labels, _ in rows.values()], [probs for _, probs in rows.values()]
 
     def evaluate(self, file: str, output_file: Optional[str] = None, batch_size: int = 32,
@@ -192,15 +192,16 @@ class TokenClassificationModel(ClassificationTaskModel):
             write_conll_predictions(output_file, [s.words for s in sentences], gold, pred)
         return ner_scores(gold, pred)
 
-    def predict(self, texts: Sequence[str], batch_size: int = 32, max_seq_length: Optional[int] = None
-                ) -> List[List[Dict]]:
+    def predict(self, texts: Sequence[str], batch_size: int = 32, max_seq_length: Optional[int] = None,
+                forward=None) -> List[List[Dict]]:
         """Entities in raw texts: per text a list of ``{"type", "start", "end", "text", "score"}``.
 
         ``start``/``end`` are character offsets (``text[start:end]`` is the surface string);
         ``score`` is the mean probability of the predicted tags over the entity's words. Words
         are the tokenizer's own units (WordPiece: split at whitespace and punctuation, like the
         BC5CDR tokenization); texts longer than the window are split into overlapping windows.
-        Empty or whitespace-only texts give ``[]``.
+        Empty or whitespace-only texts give ``[]``. ``forward`` runs instead of the model's own
+        (:meth:`~biomegatron_nemo.models.finetuning.FineTuningModel.infer`).
         """
         texts = check_list(texts, "predict", "texts", "strings")
         check_positive_int(batch_size, "predict", "batch_size")
@@ -217,7 +218,7 @@ class TokenClassificationModel(ClassificationTaskModel):
         if not sentences:
             return results
         dataset = self.make_dataset(sentences, max_seq_length)
-        indices, label_rows, prob_rows = self._predict_windows(dataset, batch_size)
+        indices, label_rows, prob_rows = self._predict_windows(dataset, batch_size, forward)
         tags = dataset.predictions_to_tags(label_rows, indices)
         probs = dataset.word_values(prob_rows, indices)
         for si, ti in enumerate(spans_per_text):
