@@ -262,3 +262,25 @@ def test_engine_options_that_do_not_go_together_are_refused_by_name(ner_models, 
     refused = subprocess.run(command, capture_output=True, text=True, env=clean_env(), timeout=300)
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].endswith(
         "quantize=int8 is ONNX Runtime's dynamic quantisation: add backend=onnxruntime (--backend onnxruntime)")
+
+
+def test_the_benchmark_regroups_conll_sentences_with_gold_spans_at_exact_offsets(tmp_path, monkeypatch):
+    """benchmarks/annotate.py's documents: CoNLL sentences joined into abstracts; each gold span is
+    its mention's words; a sentence's final stop is attached, so the splitter sees sentences."""
+    import importlib
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    bench = importlib.import_module("annotate")
+    conll = tmp_path / "dev.tsv"
+    conll.write_text("Naloxone\tB-Chemical\nreverses\tO\nclonidine\tB-Chemical\n.\tO\n\n"
+                     "22\tB-Chemical\n-\tI-Chemical\noxacalcitriol\tI-Chemical\nworks\tO\n.\tO\n\n"
+                     "Lidocaine\tB-Chemical\n.\tO\n\n")
+    documents, gold = bench.documents_and_gold(str(conll), per_document=2, limit=5)
+    assert documents == [("0", "Naloxone reverses clonidine. 22 - oxacalcitriol works."), ("1", "Lidocaine.")]
+    assert sorted((n, documents[n][1][a:b], kind) for n, a, b, kind in gold) == [
+        (0, "22 - oxacalcitriol", "Chemical"), (0, "Naloxone", "Chemical"), (0, "clonidine", "Chemical"),
+        (1, "Lidocaine", "Chemical")]
+    assert sentence_spans(documents[0][1]) == [(0, 28), (29, 54)]
+    assert bench.f1({(0, 0, 8, "Chemical"), (0, 9, 17, "Chemical")}, gold) == 2 * 1 / (2 + 4)
+    sys.modules.pop("annotate", None)
