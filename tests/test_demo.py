@@ -5,9 +5,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from helpers.processes import EXAMPLES, clean_env
 
 
+@pytest.mark.slow
 def test_every_stage_of_the_demo_runs(tmp_path, minilm):
     done = subprocess.run([sys.executable, str(EXAMPLES / "demo.py"), "--output", str(tmp_path / "demo"),
                            "--pretrained", str(minilm), "--pretrain-steps", "2", "--ner-epochs", "1",

@@ -28,6 +28,7 @@ def test_some_blocks_are_run_here_and_every_runnable_block_by_a_test():
                 f"{block.name}: {block.runner} does not run it"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", BLOCKS)
 def test_shell_block(block, tmp_path):
     syntax = subprocess.run(["bash", "-n"], input=block.body, capture_output=True, text=True)

@@ -26,6 +26,7 @@ def _load_script():
     return module
 
 
+@pytest.mark.slow
 def test_cpu_smoke_run_writes_a_complete_report(tmp_path):
     out = tmp_path / "throughput.json"
     proc = subprocess.run(

@@ -81,6 +81,7 @@ def _pretrain_overrides(exp, vocab, corpus):
             "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", f"exp_manager.exp_dir={exp}"]
 
 
+@pytest.mark.slow
 def test_pretraining_killed_anywhere_resumes_exactly(tmp_path, tiny_vocab, short_corpus):
     """Checkpoints at steps 10, 20, 30, 40; an epoch ends at step 21. One directory goes through: a
     kill between checkpoints, a kill half-way through writing a checkpoint, a kill after a new -last
@@ -158,6 +159,7 @@ def _ner_overrides(exp):
             "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "do_testing=false"]
 
 
+@pytest.mark.slow
 def test_ner_fine_tuning_killed_mid_epoch_resumes_exactly(tmp_path):
     """Killed inside the first epoch and again inside the second, each time after a mid-epoch
     checkpoint: the resumed runs continue with exactly the next batch of the epoch."""
@@ -173,6 +175,7 @@ def test_ner_fine_tuning_killed_mid_epoch_resumes_exactly(tmp_path):
     assert len(_steps(record)[0][6]) == 2  # step 6 ran before the first kill and after its resume
 
 
+@pytest.mark.slow
 def test_data_parallel_pretraining_killed_resumes_exactly(tmp_path, tiny_vocab, short_corpus):
     """torchrun with two data-parallel ranks, the whole job killed between checkpoints; the resumed
     run crosses the validation at step 20 and the end of the epoch at step 21, and stops at a
@@ -206,6 +209,7 @@ def test_data_parallel_pretraining_killed_resumes_exactly(tmp_path, tiny_vocab, 
     assert runs_per_step[11] == 2 and runs_per_step[stopped] == runs_per_step[stopped + 1] == 1, runs_per_step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nproc, rank", [(2, 1), (1, 0)], ids=["torchrun", "lightning-launcher"])
 def test_a_failing_rank_ends_every_rank_with_its_error(tmp_path, tiny_vocab, corpus, nproc, rank):
     """A rank raises after step 3; the job ends at once (no rank waits in a collective until a

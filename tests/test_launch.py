@@ -57,6 +57,7 @@ def test_the_launcher_world_size_counts(monkeypatch):
         check_layout(cfg)
 
 
+@pytest.mark.slow
 def test_the_example_refuses_before_building_anything(tmp_path):
     proc = subprocess.run([sys.executable, str(EXAMPLES / "pretrain.py"), "parallel.tensor_model_parallel_size=3",
                            "trainer.devices=3", f"exp_manager.exp_dir={tmp_path / 'exp'}",

@@ -25,6 +25,7 @@ def _layer_bytes(kept, prefix):
     return sum(mib for name, mib in kept.items() if name.startswith(prefix))
 
 
+@pytest.mark.slow
 def test_counts_tensor_bytes_of_both_systems(memory, tmp_path, capsys):
     out = tmp_path / "r.jsonl"
     memory.main(["--task", "ner", "--preset", "micro", "--vocab-size", "300", "--top", "100",

@@ -30,6 +30,7 @@ def _assert_weights_close(a, b):
         torch.testing.assert_close(a[key], b[key], atol=ATOL, rtol=0, msg=lambda m: f"{key}: {m}")
 
 
+@pytest.mark.slow
 def test_tensor_parallel_matches_single_rank(reference):
     tmp, nemo_file, ref = reference
     out, saved = tmp / "tp2.pt", tmp / "tp2_trained.nemo"
@@ -41,6 +42,7 @@ def test_tensor_parallel_matches_single_rank(reference):
     _assert_weights_close(tp2["weights"], ref["weights"])
 
 
+@pytest.mark.slow
 def test_nemo_moves_between_tp2_and_tp1(reference, tmp_path):
     """TP=2 save → TP=1 restore, and TP=1 save → TP=2 restore, give identical outputs."""
     from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
@@ -63,6 +65,7 @@ def test_nemo_moves_between_tp2_and_tp1(reference, tmp_path):
     torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_pipeline_parallel_matches_single_stage(reference):
     tmp, nemo_file, ref = reference
     out = tmp / "pp2.pt"

@@ -86,6 +86,7 @@ def test_a_second_resolution_reads_the_cache_and_converts_nothing(minilm, monkey
     assert sum(1 for _ in (pretrained_module.cache_root() / "pretrained").glob("hf-*")) == 1
 
 
+@pytest.mark.slow
 def test_the_documented_start_from_a_folder_prints_only_results_and_serves_in_transformers(tmp_path):
     """docs/pretrained.md's block, as written: `biomegatron finetune ner` names only the MiniLM
     folder; `predict`, `export-hf` and transformers' pipeline each print their result and nothing

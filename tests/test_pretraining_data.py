@@ -246,6 +246,7 @@ def test_dataloader_for_a_split(process_group, corpora, tmp_path, tokenizer):
                                      "validation", tokenizer)
 
 
+@pytest.mark.slow
 def test_clear_errors(process_group, corpora, tmp_path, tokenizer):
     with pytest.raises(FileNotFoundError, match=r"missing\.bin.*preprocess"):
         build_pretraining_datasets(config(corpora, tmp_path, data_prefix=str(tmp_path / "missing")),

@@ -78,6 +78,7 @@ def test_loss_falls_below_random_init(trained, tiny_vocab):
     assert val_loss[100] < _ln_vocab(tiny_vocab) - 0.75  # held-out documents too
 
 
+@pytest.mark.slow
 def test_data_parallel_matches_single_rank(tmp_path, tiny_vocab, corpus, uninterrupted):
     """DP=2 with micro-batch 2 ≡ DP=1 with micro-batch 4 (global batch held at 4)."""
     run_distributed(spawned_pretrain, 2, tmp_path / "exp", tiny_vocab, corpus, 5, tmp_path / "dp2.json", 2,
@@ -115,6 +116,7 @@ def test_continued_pretraining_rejects_a_mismatching_checkpoint(tmp_path, corpus
         pretrain(tmp_path / "exp", other_vocab, corpus, 1, tmp_path / "x.json", extra=[f"model.init_from={nemo_file}"])
 
 
+@pytest.mark.slow
 def test_tensor_parallel_pretraining_matches_and_resumes(tmp_path, tiny_vocab, corpus):
     """Lightning TP=2 run, interrupted after 3 steps and resumed (each rank cuts its optimizer
     shard from the layout-free state), gives the TP=1 losses. Attention dropout is off: its masks are drawn per
@@ -136,6 +138,7 @@ def test_tensor_parallel_pretraining_matches_and_resumes(tmp_path, tiny_vocab, c
         assert tp2[step] == pytest.approx(tp1[step], abs=1e-5), f"step {step}"
 
 
+@pytest.mark.slow
 def test_pipeline_parallel_pretraining_through_lightning(tmp_path, tiny_vocab, corpus):
     """PP=2 (2 GPipe microbatches) trains through the strategy and exp_manager, and its .nemo —
     gathered from both stages — restores in a single process with every weight in place."""

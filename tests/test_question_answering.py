@@ -104,6 +104,7 @@ def test_answers_are_ranked_exact_substrings_with_offsets(trained):
     assert long_answer["text"] == "FBN1" and long_answer["end"] == len(ITEMS[2][1])  # at the very end
 
 
+@pytest.mark.slow
 def test_nemo_round_trip_in_a_fresh_process(trained, tmp_path):
     path = tmp_path / "qa.nemo"
     trained.save_to(str(path))
@@ -115,6 +116,7 @@ def test_nemo_round_trip_in_a_fresh_process(trained, tmp_path):
     assert fresh_process_result(code, path, json.dumps(ITEMS), cwd=tmp_path) == before
 
 
+@pytest.mark.slow
 def test_tensor_parallel_logits_equal_and_the_span_head_initialises_from_a_squad_model(trained, workdir, tmp_path):
     """BioASQ after SQuAD: init_from a QA .nemo with init_heads gives the SQuAD model's logits, at
     TP=1 and at TP=2; without init_heads only the encoder is taken."""
@@ -211,6 +213,7 @@ def test_bad_inputs_are_handled_or_named(trained, workdir, tmp_path):
     assert trained.evaluate(str(broken))["total"] == 16
 
 
+@pytest.mark.slow
 def test_the_example_script_runs_as_documented(tmp_path):
     """examples/question_answering.py on the shipped samples (BioASQ style): trains, tests, writes
     its files; then tests the saved .nemo again with do_training=false restore_from=..."""

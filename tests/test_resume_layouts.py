@@ -49,6 +49,7 @@ def reference(tmp_path_factory, tiny_vocab, corpus):
     return losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first, second", [("tp2", "tp1"), ("tp1", "tp2"), ("pp2", "tp1")],
                          ids=["tp2-then-tp1", "tp1-then-tp2", "pp2-then-pp1"])
 def test_resume_at_another_layout(tmp_path, tiny_vocab, corpus, reference, first, second):

@@ -42,6 +42,7 @@ def _hold_and_kill(folder, while_held=lambda holder: None):
     return holder
 
 
+@pytest.mark.slow
 def test_a_held_folder_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path, caplog):
     def refused_while_held(holder):
         with pytest.raises(RunFolderInUse) as refused:
@@ -65,6 +66,7 @@ def test_a_held_folder_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path
     _hold_and_kill(tmp_path)
 
 
+@pytest.mark.slow
 def test_the_same_command_started_twice_is_refused_while_the_first_runs(tmp_path, tiny_vocab, corpus):
     """``biomegatron pretrain`` twice with the same experiment folder; the second ends at once."""
     command = [sys.executable, "-m", "biomegatron_nemo", "pretrain",

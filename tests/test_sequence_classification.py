@@ -104,6 +104,7 @@ def test_evaluate_equals_the_command_line_scorer_and_a_hand_count(trained, tmp_p
     assert len(table) == 7 and sum(int(x) for row in table[1:] for x in row.split("\t")[1:]) == len(gold)
 
 
+@pytest.mark.slow
 def test_nemo_round_trip_in_a_fresh_process(trained, tmp_path):
     path = tmp_path / "re.nemo"
     trained.save_to(str(path))
@@ -184,6 +185,7 @@ def test_class_balanced_sampler_draws_every_class_equally():
     assert draws != list(again)
 
 
+@pytest.mark.slow
 def test_a_pretrained_encoder_gets_embedding_rows_for_the_markers(workdir, tmp_path, megatron_single):
     """The pretrained vocabulary has no markers: its rows are kept, the markers' rows are new,
     and TP=2 gives the TP=1 logits of the grown model (tests/helpers/relation.py)."""
@@ -231,6 +233,7 @@ def test_oversampling_splits_one_draw_sequence_over_data_parallel_ranks():
     assert shares[0] == whole[0::2] and shares[1] == whole[1::2]
 
 
+@pytest.mark.slow
 def test_the_example_script_runs_as_documented(tmp_path):
     """examples/sequence_classification.py on the shipped samples: trains, tests, writes its files;
     then tests the saved .nemo again with do_training=false restore_from=..."""

@@ -84,6 +84,7 @@ def test_predict_onnx_and_hugging_face_export_call_forward(models, kind, tmp_pat
     assert calls, "the Hugging Face export's check did not call forward"
 
 
+@pytest.mark.slow
 def test_nemo_restores_every_model_after_a_cheap_import(models, tmp_path):
     paths = {}
     for kind, model in models.items():

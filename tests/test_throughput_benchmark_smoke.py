@@ -18,6 +18,7 @@ def throughput(monkeypatch):
     return importlib.import_module("throughput")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task, mode, precision, memory", [("ner", "train", "bf16", False),
                                                            ("pretrain", "infer", "fp32", True)])
 def test_one_interleaved_step_per_system(throughput, tmp_path, capsys, task, mode, precision, memory):

@@ -130,6 +130,7 @@ def test_predict_returns_character_spans_and_handles_long_texts(trained):
         model.predict(["Aspirin.", None])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trained", ["first_subtoken"], indirect=True)
 def test_pipeline_parallel_validation_computes_the_real_entity_f1(trained, workdir, tmp_path):
     """Under PP=2 the validation F1 comes from the last stage's predictions (gathered), and it
@@ -157,6 +158,7 @@ def test_pipeline_parallel_validation_computes_the_real_entity_f1(trained, workd
     assert record["last_stage_collected"] and not record["first_stage_collected"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trained", ["first_subtoken"], indirect=True)
 def test_nemo_round_trip_in_a_fresh_process(trained, workdir, tmp_path):
     model, train_file, _ = trained
@@ -316,6 +318,7 @@ def test_validation_in_token_budget_batches_scores_as_evaluate_does(trained, tmp
     assert metrics["val_f1"] == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trained", ["first_subtoken"], indirect=True)
 def test_token_budget_batches_under_data_parallelism(trained, workdir, tmp_path):
     """Two data-parallel ranks: Lightning leaves the token-budget sampler alone (each rank trains
