@@ -73,52 +73,34 @@ class Bf16Forward:
         return type(output)(**{k: v.float() for k, v in output.tensors().items()})
 
 
-class OnnxRuntimeForward:
-    """The model's ONNX export run by ONNX Runtime (int8-quantised when asked), on the CPU."""
+def onnxruntime_forward(model: torch.nn.Module, quantize: str, folder: Path, threads: int):
+    """The model's ONNX export (int8-quantised when asked) in an ONNX Runtime session, on the CPU."""
+    from biomegatron_nemo.export.onnx import OnnxRuntimeModel, export_onnx, probe_output
 
-    def __init__(self, model: torch.nn.Module, quantize: str, folder: Path, threads: int):
-        from biomegatron_nemo.export.onnx import export_onnx, probe_output
+    path = folder / "model.onnx"
+    export_onnx(model, path)
+    if quantize == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        quantized = folder / "model.int8.onnx"
+        root = logging.getLogger()  # quantize_dynamic advises pre-processing on the root logger, each call
+        level = root.level
+        root.setLevel(logging.ERROR)
         try:
-            import onnxruntime
-        except ImportError as err:
-            raise ImportError("backend=onnxruntime needs onnxruntime: pip install 'biomegatron_nemo[onnx]'") from err
-        path = folder / "model.onnx"
-        export_onnx(model, path)
-        if quantize == "int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantized = folder / "model.int8.onnx"
-            root = logging.getLogger()  # quantize_dynamic advises pre-processing on the root logger, each call
-            level = root.level
-            root.setLevel(logging.ERROR)
-            try:
-                # per output channel: one scale per row of each weight keeps BC5CDR-chem dev F1 within
-                # 0.2 point of fp32, where one scale per tensor lost 0.9 (docs/benchmarks.md)
-                quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, per_channel=True)
-            finally:
-                root.setLevel(level)
-            path = quantized
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.output_type = type(probe_output(model))
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def __call__(self, input_ids, attention_mask, token_type_ids=None):
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        outputs = self.session.run(self.output_names, {k: v.cpu().numpy() for k, v in feeds.items()})
-        return self.output_type(**{name: torch.from_numpy(value) for name, value in zip(self.output_names, outputs)})
+            # per output channel: one scale per row of each weight keeps BC5CDR-chem dev F1 within
+            # 0.2 point of fp32, where one scale per tensor lost 0.9 (docs/benchmarks.md)
+            quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            root.setLevel(level)
+        path = quantized
+    return OnnxRuntimeModel(path, type(probe_output(model)), threads)
 
 
 def make_forward(model: torch.nn.Module, settings: EngineSettings, folder: Path) -> Optional[Callable]:
     """The callable that runs ``model`` as ``settings`` say (None: the model itself); ONNX files
     go to ``folder``."""
     if settings.backend == "onnxruntime":
-        return OnnxRuntimeForward(model, settings.quantize, Path(folder), torch.get_num_threads())
+        return onnxruntime_forward(model, settings.quantize, Path(folder), torch.get_num_threads())
     if settings.precision == "bf16":
         device = next(model.parameters()).device
         if not bf16_supported(device):
@@ -132,7 +114,6 @@ class Engines:
     """One forward per model for a run, and the temporary folder their ONNX files live in."""
 
     def __init__(self, models, settings: EngineSettings):
-        self.settings = settings
         self._folder = tempfile.TemporaryDirectory(prefix="biomegatron-annotate-") \
             if settings.backend == "onnxruntime" else None
         self.forwards = [make_forward(model, settings, Path(self._folder.name) / str(number) if self._folder else None)

@@ -269,23 +269,43 @@ def export_nemo_to_onnx(nemo_path, out_path, opset: int = 17, external_data: Opt
     return export_onnx(restore_for_export(nemo_path), out_path, opset=opset, external_data=external_data)
 
 
+class OnnxRuntimeModel:
+    """An exported file run by ONNX Runtime on the CPU, called as the model's ``forward`` is:
+    tensors in, the model's output type (``output_type``) out. ``threads``: ONNX Runtime's
+    intra-op threads (its default: every core)."""
+
+    def __init__(self, onnx_path, output_type: type, threads: Optional[int] = None):
+        ort = _import("onnxruntime")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.output_type = output_type
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, input_ids, attention_mask, token_type_ids=None):
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        feeds = dict(zip(INPUTS, (input_ids, attention_mask, token_type_ids)))
+        outputs = self.session.run(self.output_names, {k: v.cpu().numpy() for k, v in feeds.items()})
+        return self.output_type(**{name: torch.from_numpy(v) for name, v in zip(self.output_names, outputs)})
+
+
 def compare_with_onnxruntime(model: torch.nn.Module, onnx_path, batch_size: int = 3, seq_len: int = 11
                              ) -> Dict[str, float]:
     """Max abs difference per output between onnxruntime on ``onnx_path`` and ``model`` in PyTorch,
     on a padded batch of another shape than the exporter traced (the dynamic axes are exercised)."""
-    ort = _import("onnxruntime")
     batch = sample_inputs(model, batch_size, seq_len, seed=1)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    theirs = session.run(None, {name: batch[name].cpu().numpy() for name in INPUTS})
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            ours = ExportedTaskModel(model)(*(batch[name] for name in INPUTS))
+            ours = model(**batch)
     finally:
         model.train(was_training)
-    names = [o.name for o in session.get_outputs()]
-    return {name: float((torch.from_numpy(t) - o.cpu()).abs().max()) for name, t, o in zip(names, theirs, ours)}
+    theirs = OnnxRuntimeModel(onnx_path, type(ours))(**batch).export_tensors()
+    ours = ours.export_tensors()
+    return {name: float((theirs[name] - ours[name].cpu()).abs().max()) for name in theirs}
 
 
 def parse_args(argv=None, prog=None) -> argparse.Namespace:
