@@ -22,6 +22,8 @@ from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from .packing import PackedSequences
+
 
 class PortableDotProductAttention(MegatronModule):
     """Scaled dot-product attention over the heads of one tensor-parallel rank."""
@@ -57,8 +59,19 @@ class PortableDotProductAttention(MegatronModule):
         attention_bias: Optional[torch.Tensor] = None,
         packed_seq_params=None,
     ) -> torch.Tensor:
-        if packed_seq_params is not None or attention_bias is not None:
-            raise ValueError("packed sequences and attention bias need the te spec")
+        if attention_bias is not None:
+            raise ValueError("attention bias needs the te spec")
+        if packed_seq_params is not None:
+            # thd: [t, n, d] of the real tokens; attended in buckets of similar lengths, padded
+            if not isinstance(packed_seq_params, PackedSequences):
+                raise ValueError("the portable attention takes packed sequences from the encoder "
+                                 "(encoder.packed_sequences), which records their padded layout")
+            return packed_seq_params.attend_in_buckets(self._attend, query, key, value)
+        return self._attend(query, key, value, attention_mask)
+
+    def _attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """``[s, b, n, d]`` queries, keys, values and a True-is-masked mask → ``[s, b, n * d]``."""
         seq_len, batch, heads, head_dim = query.shape
         # [s, b, n, d] -> [b, n, s, d], the layout SDPA expects.
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))

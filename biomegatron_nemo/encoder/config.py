@@ -90,6 +90,12 @@ class EncoderConfig(Schema):
     make_vocab_size_divisible_by: int = option(128, "vocabulary rows are padded to a multiple of this x TP")
     layer_spec: str = option("auto", "layer implementation: auto = te on CUDA with Transformer Engine, "
                                      "else portable (SDPA attention, CPU and GPU)", choices=LAYER_SPECS)
+    packed_sequences: bool = option(False, "run each batch's real tokens only, example after example "
+                                           "(megatron-core's thd layout: attention within each example, "
+                                           "positions restarting), so nothing is computed for padding; "
+                                           "outputs and losses equal the padded run's (docs/training_speed.md)")
+    compile: bool = option(False, "training: torch.compile the transformer layers (inductor, dynamic shapes). The "
+                                  "first steps pay the compilation; measured in docs/training_speed.md")
     layernorm_order: Optional[str] = option(None, "pre: Megatron-BERT (LayerNorm before attention and MLP, a "
                                                   "final LayerNorm); post: the original BERT (LayerNorm after each "
                                                   "residual add and on the embeddings) — BioBERT, PubMedBERT; null: "
@@ -168,6 +174,15 @@ class EncoderConfig(Schema):
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"must be in [0, 1), got {getattr(self, name)}", key=name)
+        if self.packed_sequences and pipeline_parallel_size > 1:
+            raise ConfigError("pipeline stages exchange fixed [s, b, h] shapes; packed sequences need "
+                              "pipeline_model_parallel_size 1", key="packed_sequences")
+        if self.packed_sequences and self.layer_spec == "local":
+            raise ConfigError("megatron-core's local attention takes no packed sequences; use layer_spec "
+                              "auto, te or portable", key="packed_sequences")
+        if self.packed_sequences and self.extra.get("sequence_parallel"):
+            raise ConfigError("sequence parallelism splits the padded sequence; packed sequences cannot "
+                              "be combined with it", key="packed_sequences")
         layers_per_stage = self.num_layers // pipeline_parallel_size
         if self.recompute_granularity == "full" and not 1 <= self.recompute_num_layers <= layers_per_stage:
             raise ConfigError(f"must be in [1, {layers_per_stage}] (the layers of a pipeline stage), got "

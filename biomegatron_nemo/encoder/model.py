@@ -7,7 +7,8 @@ LayerNorm on the embeddings and none at the end. It is pipeline-aware
 the megatron-core way: the first stage (``pre_process``) owns the embeddings, the last stage
 (``post_process``) owns the final LayerNorm, and every stage builds only its share of layers
 (megatron-core numbers them with the stage's layer offset). Intermediate stages receive their
-input through :meth:`set_input_tensor`.
+input through :meth:`set_input_tensor`. With ``packed_sequences`` a whole model runs only the real
+tokens of a batch (:mod:`.packing`) and returns the padded layout.
 
 ``build_encoder`` is the single place that turns an :class:`EncoderConfig` and the current
 parallel layout into a module.
@@ -24,6 +25,7 @@ from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from .config import EncoderConfig
+from .packing import PackedSequences
 from .post_ln import post_layernorm_spec
 from .recompute import RecomputingTransformerBlock
 from .specs import get_layer_spec
@@ -109,12 +111,6 @@ class MegatronBertEncoder(MegatronModule):
 
         Stages other than the first take ``hidden_states`` (``[s, b, h]``) instead of ids.
         """
-        extended_mask = padding_mask_to_attention_mask(attention_mask)
-        if not attention_mask.is_cuda and not torch.jit.is_tracing() and not bool(extended_mask.any()):
-            # No padding in this batch: attention without a mask takes SDPA's faster kernels. Checked
-            # once here rather than in every layer; on CPU the layers are the portable spec, which
-            # takes None. Kept on CUDA (the check would sync the device) and in a traced graph.
-            extended_mask = None
         if self.pre_process:
             if input_ids is None:
                 raise ValueError("the first pipeline stage needs input_ids")
@@ -123,15 +119,17 @@ class MegatronBertEncoder(MegatronModule):
                     f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings "
                     f"{self.encoder_config.max_position_embeddings}"
                 )
+        if self.packs_sequences():
+            return self._packed_forward(input_ids, attention_mask, token_type_ids)
+        extended_mask = padding_mask_to_attention_mask(attention_mask)
+        if not attention_mask.is_cuda and not torch.jit.is_tracing() and not bool(extended_mask.any()):
+            # No padding in this batch: attention without a mask takes SDPA's faster kernels. Checked
+            # once here rather than in every layer; on CPU the layers are the portable spec, which
+            # takes None. Kept on CUDA (the check would sync the device) and in a traced graph.
+            extended_mask = None
+        if self.pre_process:
             position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
-            position_ids = position_ids.expand_as(input_ids)
-            if token_type_ids is None:
-                token_type_ids = torch.zeros_like(input_ids)
-            tokentype_ids = token_type_ids if self.encoder_config.num_tokentypes > 0 else None
-            hidden_states = self.embedding(
-                input_ids=input_ids, position_ids=position_ids, tokentype_ids=tokentype_ids)
-            if self.encoder_config.layernorm_order == "post":
-                hidden_states = self.embedding_dropout(self.embedding_layernorm(hidden_states))
+            hidden_states = self._embed(input_ids, position_ids.expand_as(input_ids), token_type_ids)
         elif hidden_states is not None:
             self.set_input_tensor(hidden_states)
             hidden_states = None
@@ -139,6 +137,34 @@ class MegatronBertEncoder(MegatronModule):
         if self.post_process:
             return output.transpose(0, 1).contiguous()
         return output
+
+    def packs_sequences(self) -> bool:
+        """Whether this forward runs packed (:mod:`.packing`): when configured, on a whole model
+        (pipeline stages exchange fixed shapes), and never while tracing or exporting (the packed
+        length depends on the data)."""
+        return (self.encoder_config.packed_sequences and self.pre_process and self.post_process
+                and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export())
+
+    def _packed_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        token_type_ids: Optional[torch.Tensor]) -> torch.Tensor:
+        """The real tokens only, as one ``thd`` sequence; the output back in ``[b, s, h]``."""
+        packed = PackedSequences.from_attention_mask(attention_mask)
+        if token_type_ids is not None:
+            token_type_ids = packed.pack(token_type_ids)[None]
+        hidden_states = self._embed(packed.pack(input_ids)[None], packed.position_ids()[None], token_type_ids)
+        output = self.encoder(hidden_states=hidden_states, attention_mask=None, packed_seq_params=packed)
+        return packed.to_padded(output.squeeze(1))
+
+    def _embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
+               token_type_ids: Optional[torch.Tensor]) -> torch.Tensor:
+        """``[b, s]`` ids, positions and token types → ``[s, b, h]`` embeddings."""
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        tokentype_ids = token_type_ids if self.encoder_config.num_tokentypes > 0 else None
+        hidden_states = self.embedding(input_ids=input_ids, position_ids=position_ids, tokentype_ids=tokentype_ids)
+        if self.encoder_config.layernorm_order == "post":
+            hidden_states = self.embedding_dropout(self.embedding_layernorm(hidden_states))
+        return hidden_states
 
 
 def build_encoder(

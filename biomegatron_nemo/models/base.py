@@ -31,13 +31,12 @@ The task contract (what every model — pretraining, NER, relation extraction, Q
     (:meth:`loss_normalizers`, computed once per batch so pipeline microbatches sum to the
     unsplit batch's loss; :func:`~biomegatron_nemo.parallel.state.data_parallel_normalizer` makes
     DP=N equal DP=1).
-``build_heads()``, ``build_dataloader(data_config, split)``, ``hf_export(state)``
-    The heads (only on the last pipeline stage), the data of a split, the Hugging Face heads.
+``build_heads()``, ``build_dataloader(data_config, split)``, ``hf_export(state)``: the heads (only on
+    the last pipeline stage), the data of a split, the Hugging Face heads.
 ``on_eval_output(split, batch, output)``
     Metric collection after each validation/test step (under pipeline parallelism on the last
     stage only). Reduce in ``on_validation_epoch_end`` / ``on_test_epoch_end``, gathering over ranks.
-``weight_layout()``
-    Which tensors are vocabulary-sized or tied copies (default: the word embeddings).
+``weight_layout()``: which tensors are vocabulary-sized or tied copies (default: the word embeddings).
 """
 
 from __future__ import annotations
@@ -230,6 +229,8 @@ class BioMegatronModelPT(ModelPT):
         # Pipeline stages run backward inside the schedule, so they step the optimizer by hand.
         if self.pipeline_parallel:
             self.automatic_optimization = False
+        if self.encoder_config.compile:  # in place (parameter names unchanged); lengths vary by step
+            self.encoder.encoder.compile(dynamic=True)
 
     def on_train_batch_start(self, batch, batch_idx):
         """Seed dropout from (seed, pipeline stage, step): a resumed run draws exactly the masks
@@ -353,8 +354,7 @@ class BioMegatronModelPT(ModelPT):
         checkpoint["nonfinite_skipped"] = self._nonfinite_skipped
 
     def on_load_checkpoint(self, checkpoint) -> None:
-        """Resume with the step bookkeeping of an uninterrupted run (see
-        :func:`~biomegatron_nemo.checkpoints.training.complete_saved_batch`)."""
+        """Resume with an uninterrupted run's step bookkeeping (:func:`~.checkpoints.training.complete_saved_batch`)."""
         complete_saved_batch(checkpoint)
         self._nonfinite_skipped = int(checkpoint.get("nonfinite_skipped", 0))
 

@@ -23,11 +23,11 @@ VOCAB = 300
 BATCH, SEQ = 3, 24
 
 
-def _config(spec: str):
+def _config(spec: str, packed: bool = False):
     from biomegatron_nemo.encoder.config import EncoderConfig
 
     return EncoderConfig.from_preset("micro", vocab_size=VOCAB, hidden_dropout=0.0, attention_dropout=0.0,
-                                     layer_spec=spec)
+                                     layer_spec=spec, packed_sequences=packed)
 
 
 def _batch():
@@ -45,12 +45,12 @@ def _batch():
     return ids, mask, types, labels
 
 
-def _build(spec: str, state=None):
+def _build(spec: str, state=None, packed: bool = False):
     from biomegatron_nemo.encoder.heads import MaskedLMHead
     from biomegatron_nemo.encoder.model import build_encoder
 
     torch.manual_seed(0)
-    cfg = _config(spec)
+    cfg = _config(spec, packed)
     encoder = build_encoder(cfg)  # CPU initialisation, then moved
     head = MaskedLMHead(encoder.config, encoder.padded_vocab_size, cfg.vocab_size)
     model = torch.nn.ModuleDict({"encoder": encoder, "head": head})
@@ -137,3 +137,16 @@ def test_auto_spec_without_transformer_engine_is_portable_on_cuda():
     assert spec.submodules.self_attention.submodules.core_attention is PortableDotProductAttention
     with pytest.raises(ValueError, match="needs CUDA and transformer-engine"):
         resolve_backend("te")
+
+
+def test_packed_sequences_on_cuda_match_cpu_float64_at_real_tokens(reference, exact_fp32_matmuls):
+    """``encoder.packed_sequences`` on CUDA (megatron-core's thd layout, the portable attention)
+    gives the padded float64 run's hidden states at real tokens, its loss and its gradients."""
+    state, ref_hidden, ref_loss, ref_grads = reference
+    hidden, loss, grads = _run(_build("portable", state, packed=True), "cuda")
+    real = _batch()[1].bool()
+    torch.testing.assert_close(hidden[real], ref_hidden[real], atol=1e-4, rtol=0)
+    assert float(hidden[~real].abs().max()) == 0.0  # padding is never computed
+    torch.testing.assert_close(loss, ref_loss, atol=0, rtol=1e-5)
+    worst = {name: _relative_error(grads[name], ref_grads[name]) for name in ref_grads}
+    assert max(worst.values()) < 1e-3, sorted(worst.items(), key=lambda kv: -kv[1])[:5]

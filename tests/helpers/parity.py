@@ -69,7 +69,7 @@ def spawned_train_flow(rank, world_size, nemo_file, tp, pp, out, num_microbatche
 
 
 def spawned_restore_logits(rank, world_size, nemo_file, tp, out):
-    """Restore at TP=tp and record vocab-gathered logits of the first batch."""
+    """Restore at TP=tp and record vocab-gathered logits of the first batch, padded and packed."""
     import torch.distributed as dist
 
     from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
@@ -79,5 +79,7 @@ def spawned_restore_logits(rank, world_size, nemo_file, tp, out):
     model = BioMegatronPretrainingModel.restore_from(nemo_file)
     batch = synthetic_mlm_batch(model.tokenizer.vocab_size, seed=0)
     logits = _gathered_logits(model, batch)
+    model.encoder.encoder_config.packed_sequences = True  # the same weights, only the real tokens computed
+    packed_logits = _gathered_logits(model, batch)
     if dist.get_rank() == 0:
-        torch.save({"logits": logits}, out)
+        torch.save({"logits": logits, "packed_logits": packed_logits}, out)

@@ -1,0 +1,144 @@
+"""Packed sequences: the encoder runs a batch's real tokens only, example after example.
+
+A batch padded to its longest example spends part of every embedding, linear layer and LayerNorm
+on padding. With ``encoder.packed_sequences`` the encoder gathers the real tokens of the padded
+``[b, s]`` batch into one sequence of ``t`` tokens (megatron-core's ``thd`` layout: ``[t, 1, h]``)
+and tells attention where each example starts through megatron-core's :class:`PackedSeqParams`
+(``cu_seqlens``), so attention stays within each example. A token's position id is its column in
+the padded batch, so positions restart at every example and equal the padded run's. The outputs
+are scattered back to ``[b, s, h]`` (zeros at padding), so heads, losses and decoders are those of
+the padded run, and the loss equals it (to float rounding; dropout draws other masks).
+
+Batches, samplers and data-parallel splits are untouched: packing is how a batch is computed, not
+which examples it holds, so mid-epoch resume and the data-parallel order stay exact.
+
+Attention reads :class:`PackedSequences`, a :class:`PackedSeqParams` that also carries where the
+tokens came from: Transformer Engine's attention (``te`` spec, GPU) runs ``thd`` natively from
+``cu_seqlens``; the portable attention (CPU) puts each layer's queries, keys and values back in the
+padded layout for SDPA (:meth:`PackedSequences.to_padded`), which on a CPU was faster than one
+block-diagonal mask over the whole packed sequence (``docs/benchmarks.md``, packed sequences).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+from megatron.core.packed_seq_params import PackedSeqParams
+
+
+#: the fixed cost of one more attention call, in query-key pairs: buckets are merged unless
+#: splitting them saves more pairs than this (measured on a CPU, docs/training_speed.md)
+BUCKET_COST_PAIRS = 4096
+
+
+@dataclass
+class AttentionBucket:
+    """Examples of similar lengths attended together, padded to the longest of them."""
+
+    #: ``[k]`` positions in the packed sequence of the bucket's tokens, example after example
+    tokens: torch.Tensor
+    #: ``[k]`` the same tokens' places in the bucket's flattened ``[examples * length]`` layout
+    slots: torch.Tensor
+    #: ``[examples, 1, 1, length]`` True where a key is padding (megatron-core's mask convention);
+    #: None where all have the same length
+    key_padding: Optional[torch.Tensor]
+    examples: int
+    length: int
+
+
+def bucket_bounds(lengths: List[int]) -> List[int]:
+    """Cut points of ``lengths`` (sorted, longest first) into buckets: the fewest query-key pairs
+    (each bucket ``examples × longest²``) plus :data:`BUCKET_COST_PAIRS` per bucket, by dynamic
+    programming over the sorted order."""
+    n = len(lengths)
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for end in range(1, n + 1):
+        for start in range(end):  # bucket lengths[start:end], its longest lengths[start]
+            cost = best[start] + (end - start) * lengths[start] ** 2 + BUCKET_COST_PAIRS
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    bounds, end = [], n
+    while end:
+        bounds.append(end)
+        end = cut[end]
+    return [0] + bounds[::-1]
+
+
+@dataclass
+class PackedSequences(PackedSeqParams):
+    """megatron-core's ``thd`` parameters of one batch, with the padded layout it came from and the
+    buckets the portable attention runs in."""
+
+    #: ``[t]`` positions of the real tokens in the flattened ``[b * s]`` padded batch, example by example
+    token_index: Optional[torch.Tensor] = None
+    batch_size: int = 0
+    padded_length: int = 0
+    buckets: List[AttentionBucket] = field(default_factory=list)
+    #: ``[t]`` where each packed token is in the concatenation of the buckets' tokens
+    bucket_order: Optional[torch.Tensor] = None
+
+    @classmethod
+    def from_attention_mask(cls, attention_mask: torch.Tensor) -> "PackedSequences":
+        """The packing of a ``[b, s]`` batch whose ``attention_mask`` is 1 at real tokens."""
+        batch, length = attention_mask.shape
+        real = attention_mask > 0.5
+        token_index = real.reshape(-1).nonzero().squeeze(1)
+        lengths = real.sum(dim=1, dtype=torch.int32)
+        cu_seqlens = torch.nn.functional.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
+        longest = int(lengths.max()) if batch else 0
+        packed = cls(qkv_format="thd", cu_seqlens_q=cu_seqlens, cu_seqlens_kv=cu_seqlens, max_seqlen_q=longest,
+                     max_seqlen_kv=longest, token_index=token_index, batch_size=batch, padded_length=length)
+        packed._bucket(lengths.tolist(), cu_seqlens.tolist(), attention_mask.device)
+        return packed
+
+    def _bucket(self, lengths: List[int], starts: List[int], device) -> None:
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        bounds = bucket_bounds([lengths[i] for i in order])
+        tokens = []
+        for first, end in zip(bounds, bounds[1:]):
+            members = order[first:end]
+            longest = lengths[members[0]]
+            bucket_tokens = torch.cat([torch.arange(starts[i], starts[i] + lengths[i]) for i in members])
+            slots = torch.cat([torch.arange(lengths[i]) + k * longest for k, i in enumerate(members)])
+            key_padding = torch.arange(longest)[None, :] >= torch.tensor([lengths[i] for i in members])[:, None]
+            # examples of one length: no mask, so SDPA may take its faster unmasked kernels
+            key_padding = key_padding[:, None, None, :].to(device) if lengths[members[-1]] < longest else None
+            self.buckets.append(AttentionBucket(bucket_tokens.to(device), slots.to(device), key_padding,
+                                                len(members), longest))
+            tokens.append(bucket_tokens)
+        self.bucket_order = torch.argsort(torch.cat(tokens)).to(device) if tokens else None
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.token_index.numel())
+
+    def position_ids(self) -> torch.Tensor:
+        """``[t]``: each token's column in the padded batch (restarting at every example)."""
+        return self.token_index % self.padded_length
+
+    def pack(self, padded: torch.Tensor) -> torch.Tensor:
+        """``[b, s, ...]`` → ``[t, ...]``: the real tokens' entries, example by example."""
+        return padded.reshape(self.batch_size * self.padded_length, *padded.shape[2:]).index_select(0, self.token_index)
+
+    def to_padded(self, packed: torch.Tensor) -> torch.Tensor:
+        """``[t, ...]`` → ``[b, s, ...]``, zeros at padding (differentiable)."""
+        flat = packed.new_zeros(self.batch_size * self.padded_length, *packed.shape[1:])
+        return flat.index_copy(0, self.token_index, packed).view(self.batch_size, self.padded_length,
+                                                                 *packed.shape[1:])
+
+    def attend_in_buckets(self, attend, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """``attend([s, b, n, d] q, k, v, key mask) → [s, b, n * d]`` run on each bucket's examples,
+        padded to the bucket's longest; ``[t, n, d]`` packed in, ``[t, n * d]`` packed out."""
+        outputs = []
+        for bucket in self.buckets:
+            def padded(packed: torch.Tensor) -> torch.Tensor:
+                flat = packed.new_zeros(bucket.examples * bucket.length, *packed.shape[1:])
+                flat = flat.index_copy(0, bucket.slots, packed.index_select(0, bucket.tokens))
+                return flat.view(bucket.examples, bucket.length, *packed.shape[1:]).transpose(0, 1)
+
+            context = attend(padded(query), padded(key), padded(value), bucket.key_padding)
+            outputs.append(context.transpose(0, 1).reshape(bucket.examples * bucket.length, -1)
+                           .index_select(0, bucket.slots))
+        return torch.cat(outputs).index_select(0, self.bucket_order)
