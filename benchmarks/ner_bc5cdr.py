@@ -126,7 +126,7 @@ def print_table(paths):
         rate = f"{r['train_windows'] / r['train_seconds']:.1f}" if "train_windows" in r else "–"
         budget = "steps" if r.get("fixed_steps") else f"{r['budget_minutes']:g} min"
         print(f"| {r.get('data', 'BC5CDR-chem')} | {r['system']} | {r.get('head', 'peer')} | {r['mode']} | "
-              f"{r.get('pretrained', 'random') if r['init'] == 'random' else r['init']} | {r.get('batching', 'random')} | "
+              f"{r.get('pretrained', 'random') if r['init'] == 'random' else r['init']} | {r.get('batching', 'random')}{' + packed' if r.get('packed') else ''} | "
               f"{budget} | {r['steps']} | {r['train_seconds']:.0f} | {rate} | {100 * r['precision']:.2f} | "
               f"{100 * r['recall']:.2f} | **{100 * r['f1']:.2f}** |")
 

@@ -37,6 +37,8 @@ def common_arguments(description: str, batch_size: int, max_seq_length: int) -> 
     p.add_argument("--head", choices=("peer", "library"), default="peer",
                    help="(megatron) peer: the head of the HF peer's class (the two systems equal but for the "
                         "encoder code); library: the library's default head for the task")
+    p.add_argument("--packed", action="store_true",
+                   help="(megatron) encoder.packed_sequences: only the real tokens of each batch are computed")
     p.add_argument("--output", help="append the result as one JSON line to this file")
     p.add_argument("--table", nargs="+", metavar="RESULTS", help="print result rows as markdown and exit")
     return p
@@ -104,10 +106,11 @@ def vocabulary(args):
 def encoder_config(args) -> Dict:
     """Where our model starts: the pretrained checkpoint (it decides encoder and vocabulary), or the
     tiny size with random weights and ``--vocab``."""
+    packing = {"packed_sequences": True} if args.packed else {}
     if args.pretrained:
-        return {"language_model": {"pretrained": args.pretrained}}
+        return {"language_model": {"pretrained": args.pretrained}, **({"encoder": packing} if packing else {})}
     return {"tokenizer": {"library": "wordpiece", "vocab_file": args.vocab, "cased": False},
-            "encoder": {**SIZE, "hidden_dropout": 0.1, "attention_dropout": 0.1}}
+            "encoder": {**SIZE, "hidden_dropout": 0.1, "attention_dropout": 0.1, **packing}}
 
 
 def hf_model(model_class, tokenizer, **extra):
@@ -125,7 +128,8 @@ def hf_model(model_class, tokenizer, **extra):
 def start_fields(args) -> Dict:
     """The result fields saying where the run started and which head it trained."""
     return {"pretrained": Path(args.pretrained).name if args.pretrained else "random",
-            "head": args.head if args.system == "megatron" else "peer", "fixed_steps": bool(args.steps)}
+            "head": args.head if args.system == "megatron" else "peer", "fixed_steps": bool(args.steps),
+            "packed": bool(args.packed and args.system == "megatron")}
 
 
 def hf_bert_config(tokenizer, **extra):

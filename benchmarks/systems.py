@@ -41,6 +41,7 @@ def build_ours(args, vocab_file):
     cfg = {"tokenizer": {"vocab_file": str(vocab_file)},
            "encoder": {"preset": args.preset, "hidden_dropout": 0.0, "attention_dropout": 0.0,
                        "make_vocab_size_divisible_by": multiple,
+                       **({"packed_sequences": True} if getattr(args, "packed", False) else {}),
                        **({"recompute_granularity": "full"} if args.recompute else {})}}
     if args.task == "pretrain":
         return BioMegatronPretrainingModel(OmegaConf.create(cfg))
@@ -68,23 +69,67 @@ def build_peer(args, enc, vocab_size: int):
     return peer
 
 
-def batch_for(args, vocab: int):
+def batch_for(args, vocab: int, lengths=None):
+    """The synthetic batch both systems get: ``batch_size × seq_len`` real tokens, or one example per
+    entry of ``lengths`` padded to the longest (labels, masked positions and answers at real tokens)."""
     g = torch.Generator().manual_seed(0)
-    b, s = args.batch_size, args.seq_len
-    ids = torch.randint(5, vocab, (b, s), generator=g)
-    batch = {"input_ids": ids, "attention_mask": torch.ones(b, s, dtype=torch.long),
-             "token_type_ids": torch.zeros(b, s, dtype=torch.long)}
+    if lengths is None:
+        lengths = [args.seq_len] * args.batch_size
+    b, s = len(lengths), max(lengths)
+    real = torch.arange(s)[None, :] < torch.tensor(lengths)[:, None]
+    ids = torch.where(real, torch.randint(5, vocab, (b, s), generator=g), 0)
+    batch = {"input_ids": ids, "attention_mask": real.long(), "token_type_ids": torch.zeros(b, s, dtype=torch.long)}
     if args.task == "pretrain":
-        mask = torch.rand(b, s, generator=g) < 0.15
+        mask = (torch.rand(b, s, generator=g) < 0.15) & real
         batch.update(lm_labels=torch.where(mask, ids, torch.full_like(ids, -100)), loss_mask=mask.long())
     elif args.task == "ner":
-        batch["labels"] = torch.randint(0, 5, (b, s), generator=g)
+        batch["labels"] = torch.where(real, torch.randint(0, 5, (b, s), generator=g), -100)
     elif args.task == "re":
         batch["labels"] = torch.randint(0, 6, (b,), generator=g)
     else:
-        batch.update(start_positions=torch.randint(0, s, (b,), generator=g),
-                     end_positions=torch.randint(0, s, (b,), generator=g))
+        ends = torch.tensor(lengths)
+        batch.update(start_positions=(torch.rand(b, generator=g) * ends).long(),
+                     end_positions=(torch.rand(b, generator=g) * ends).long())
     return {k: v.to(device()) for k, v in batch.items()}
+
+
+def real_lengths(data: str, seq_len: int):
+    """Sub-token lengths of a real training set in BERT uncased WordPiece, [CLS] and [SEP] included,
+    capped at ``seq_len`` (a longer example is windowed or truncated), from the shared data:
+    ``bc5cdr`` (BC5CDR-chem's training sentences), ``chemprot`` (ChemProt's dev sentences, the
+    one complete split there, entity markers one token each) or ``squad`` (the windows of the first
+    2,000 SQuAD v1.1 dev questions, stride 128)."""
+    from side_by_side import SHARED, VOCAB
+
+    from biomegatron_nemo.data.conll import read_iob2
+    from biomegatron_nemo.tokenizers import WordPieceTokenizer
+
+    tokenizer = WordPieceTokenizer(str(VOCAB), cased=False)
+    if data == "bc5cdr":
+        sentences = read_iob2(str(SHARED / "ner" / "BC5CDR-chem" / "train.tsv"))
+        return [min(seq_len, 2 + len(tokenizer.encode_words(s.words).ids)) for s in sentences]
+    if data == "chemprot":
+        rows = (SHARED / "chemprot" / "dev.tsv").read_text(encoding="utf-8").splitlines()
+        texts = [row.split("\t")[1].replace("@CHEMICAL$", "x").replace("@GENE$", "x") for row in rows]
+        return [min(seq_len, 2 + len(encoding.ids)) for encoding in tokenizer.encode_batch(texts)]
+    if data == "squad":
+        from biomegatron_nemo.data.squad import QADataset, read_squad
+
+        examples = read_squad(SHARED / "squad" / "dev-v1.1.json")[:2000]
+        return QADataset(examples, tokenizer, max_seq_length=seq_len, doc_stride=128).lengths()
+    raise ValueError(f"unknown data {data!r}: bc5cdr, chemprot or squad")
+
+
+def length_batches(lengths, batch_size: int, grouped: bool, seed: int = 0):
+    """One epoch's batches of ``lengths`` as the training loaders cut them: similar lengths together
+    (our default, HF Trainer's ``group_by_length``) or in a random order."""
+    from biomegatron_nemo.data.batching import length_grouped_order
+
+    if grouped:
+        order = length_grouped_order(lengths, batch_size, seed)
+    else:
+        order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [[lengths[i] for i in order[k:k + batch_size]] for k in range(0, len(order) - batch_size + 1, batch_size)]
 
 
 def peer_loss(args, peer, batch):

@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 
 from side_by_side import record_result, result_rows
-from systems import TASKS, batch_for, build_ours, build_peer, device, make_step, our_loss, peer_loss, vocab_file, vocab_of
+from systems import TASKS, batch_for, build_ours, build_peer, device, length_batches, make_step, \
+    our_loss, peer_loss, real_lengths, vocab_file, vocab_of
 
 
 
@@ -52,6 +53,17 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--recompute", action="store_true",
                    help="activation recompute: ours full (one layer a chunk), HF gradient checkpointing")
+    p.add_argument("--lengths", choices=("full", *(f"{data}-{order}" for data in ("bc5cdr", "chemprot", "squad")
+                                                   for order in ("grouped", "random"))), default="full",
+                   help="full: every batch batch-size x seq-len real tokens; otherwise one batch after another of "
+                        "a real set's lengths (BC5CDR-chem's or ChemProt's sentences, SQuAD's windows; batch-size of them padded to "
+                        "the longest), grouped by length (our loaders' default, HF's group_by_length) or in a "
+                        "random order (HF Trainer's default)")
+    p.add_argument("--packed", action="store_true",
+                   help="also our model with encoder.packed_sequences (a third system, megatron-packed)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile both systems' transformer layers (ours: encoder.compile; the peer's "
+                        "encoder module); compilation is timed apart, in the first (warm-up) step")
     p.add_argument("--memory", action="store_true",
                    help="also each system's peak tensor memory in this mode (benchmarks/memory.py's count)")
     p.add_argument("--output", help="append the result as one JSON line to this file")
@@ -84,6 +96,7 @@ def matmul_peak(precision: str, n: int = 1024, repeats: int = 10) -> float:
 
 def measure(args):
     """``(encoder config, {system: step times})``."""
+    import argparse
     import tempfile
 
     from biomegatron_nemo.encoder.config import EncoderConfig
@@ -93,22 +106,45 @@ def measure(args):
     initialize_megatron(1, 1)
     vocab = vocab_of(args)
     enc = EncoderConfig.from_preset(args.preset, vocab_size=vocab)
-    batch = batch_for(args, vocab)
+    if args.lengths == "full":
+        batches = [batch_for(args, vocab)]
+    else:
+        data, order = args.lengths.split("-")
+        cut = length_batches(real_lengths(data, args.seq_len), args.batch_size, order == "grouped")
+        batches = [batch_for(args, vocab, lengths) for lengths in cut[:args.warmup + args.steps]]
+    current = {}
     systems = {}
     with tempfile.TemporaryDirectory() as tmp:
-        ours = build_ours(args, vocab_file(args.vocab_size, Path(tmp))).to(device())
+        ours = build_ours(argparse.Namespace(**{**vars(args), "packed": False}),
+                          vocab_file(args.vocab_size, Path(tmp))).to(device())
+        packed = build_ours(args, vocab_file(args.vocab_size, Path(tmp))).to(device()) if args.packed else None
     if ours.tokenizer.vocab_size != vocab:
         raise ValueError(f"vocabulary of {ours.tokenizer.vocab_size} entries, expected {vocab}")
-    systems["megatron"] = make_step(args, ours, lambda: our_loss(ours, batch))
+    systems["megatron"] = make_step(args, ours, lambda: our_loss(ours, current["batch"]))
+    if packed is not None:
+        packed.load_state_dict(ours.state_dict())
+        systems["megatron-packed"] = make_step(args, packed, lambda: our_loss(packed, current["batch"]))
     peer = build_peer(args, enc, vocab).to(device())
-    systems["hf"] = make_step(args, peer, lambda: peer_loss(args, peer, batch))
+    if args.compile:  # the layers, in place; dynamic shapes where batch lengths vary
+        for model in filter(None, (ours, packed)):
+            model.encoder.encoder.compile(dynamic=args.lengths != "full")
+        peer.base_model.encoder.compile(dynamic=args.lengths != "full")
+    systems["hf"] = make_step(args, peer, lambda: peer_loss(args, peer, current["batch"]))
     times = {name: [] for name in systems}
+    first_step = {}
+    real_tokens = []
     for i in range(args.warmup + args.steps):
+        current["batch"] = batches[i % len(batches)]
+        if i >= args.warmup:
+            real_tokens.append(int(current["batch"]["attention_mask"].sum()))
         for name, step in systems.items():  # interleaved: A B A B ...
             start = time.perf_counter()
             step()
             if i >= args.warmup:
                 times[name].append(time.perf_counter() - start)
+            elif i == 0:
+                first_step[name] = time.perf_counter() - start
+    args.real_tokens, args.first_step = real_tokens, first_step
     return enc, times
 
 
@@ -126,17 +162,22 @@ def peak_tensor_memory(args) -> dict:
 def print_table(paths, plot=None):
     rows = list(result_rows(paths))
     with_memory = any("peak_tensor_mib" in r for r in rows)  # RSS rows of before ("peak_mib") are not shown
-    print("| task | mode | precision | preset | batch × seq | ours ms/step | HF ms/step | paired ratio (HF / ours) "
-          "| ours MFU | HF MFU |" + (" ours peak MiB | HF peak MiB |" if with_memory else ""))
-    print("| --- " * (12 if with_memory else 10) + "|")
+    print("| task | mode | precision | preset | batches | batch × seq | ours ms/step | HF ms/step | paired ratio "
+          "(HF / ours) | ours packed: ms/step, ratio | ours MFU | HF MFU |"
+          + (" ours peak MiB | HF peak MiB |" if with_memory else ""))
+    print("| --- " * (14 if with_memory else 12) + "|")
     for r in rows:
-        recompute = " + recompute" if r.get("recompute") else ""
+        recompute = (" + recompute" if r.get("recompute") else "") + (" + compile" if r.get("compile") else "")
         memory = r.get("peak_tensor_mib", {})
         peaks = "".join(f" {memory[k]:.0f} |" if k in memory else " – |" for k in ("megatron", "hf"))
-        print(f"| {r['task']} | {r['mode']}{recompute} | {r['precision']} | {r['preset']} | "
-              f"{r['batch_size']} × {r['seq_len']} | "
-              f"{r['ms']['megatron']:.1f} | {r['ms']['hf']:.1f} | **{r['ratio']:.2f}×** | "
-              f"{100 * r['mfu']['megatron']:.1f}% | {100 * r['mfu']['hf']:.1f}% |" + (peaks if with_memory else ""))
+        packed = (f"{r['ms']['megatron-packed']:.1f}, **{r['ratios']['megatron-packed']:.2f}×**"
+                  if "megatron-packed" in r["ms"] else "–")
+        mfu = "".join(f" {100 * r['mfu'][k]:.1f}% |" if "mfu" in r else " – |" for k in ("megatron", "hf"))
+        seq = r["seq_len"] if r.get("lengths", "full") == "full" else f"≤ {r['seq_len']}"
+        print(f"| {r['task']} | {r['mode']}{recompute} | {r['precision']} | {r['preset']} | {r.get('lengths', 'full')} | "
+              f"{r['batch_size']} × {seq} | "
+              f"{r['ms']['megatron']:.1f} | {r['ms']['hf']:.1f} | **{r['ratio']:.2f}×** | {packed} |"
+              + mfu + (peaks if with_memory else ""))
     if plot:
         import matplotlib
 
@@ -163,13 +204,20 @@ def main(argv=None):
     enc, times = measure(args)
     flops, peak = model_flops(args, enc, vocab_of(args)), matmul_peak(args.precision)
     median = {name: statistics.median(t) for name, t in times.items()}
+    ours = [name for name in times if name != "hf"]
     result = {"task": args.task, "mode": args.mode, "precision": args.precision, "preset": args.preset,
-              "recompute": args.recompute,
+              "recompute": args.recompute, "lengths": args.lengths,
               "batch_size": args.batch_size, "seq_len": args.seq_len, "threads": args.threads, "device": device(),
               "steps": args.steps, "ms": {k: 1000 * v for k, v in median.items()},
-              "tokens_per_s": {k: args.batch_size * args.seq_len / v for k, v in median.items()},
+              # real (unpadded) tokens over the whole measured time
+              "tokens_per_s": {k: sum(args.real_tokens) / sum(t) for k, t in times.items()},
               "ratio": statistics.median(h / m for h, m in zip(times["hf"], times["megatron"])),
-              "matmul_peak_gflops": peak / 1e9, "mfu": {k: flops / v / peak for k, v in median.items()}}
+              "ratios": {k: statistics.median(h / m for h, m in zip(times["hf"], times[k])) for k in ours},
+              "matmul_peak_gflops": peak / 1e9, "compile": args.compile}
+    if args.compile:  # the first step's time beyond a measured one
+        result["compile_s"] = {k: args.first_step[k] - median[k] for k in times}
+    if args.lengths == "full":  # Megatron's count assumes batch x seq real tokens
+        result["mfu"] = {k: flops / v / peak for k, v in median.items()}
     if args.memory:
         result["peak_tensor_mib"] = peak_tensor_memory(args)
     record_result(result, args.output)

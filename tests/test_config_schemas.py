@@ -161,17 +161,15 @@ def test_schema_checks_run_on_every_model_config():
 def test_the_ner_benchmark_config_follows_the_schema(vocab, monkeypatch):
     """benchmarks/ner_bc5cdr.py builds its model config in Python: the schema must accept it."""
     import importlib.util
-    from types import SimpleNamespace
 
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as when run as a script: its folder first
     spec = importlib.util.spec_from_file_location("ner_bc5cdr", ROOT / "benchmarks" / "ner_bc5cdr.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    args = SimpleNamespace(seed=1, vocab=str(vocab), init_from=None, pretrained=None, head="peer",
-                           mode="first_subtoken", train="t.tsv", max_seq_length=128, batch_size=32, lr=5e-4, warmup_steps=100, batching="grouped",
-                           max_tokens=4096)
+    args = module.parse_args(["--seed", "1", "--vocab", str(vocab), "--train", "t.tsv", "--max-tokens", "4096",
+                              "--packed"])
     cfg = validate_config(module.model_config(args), TokenClassificationModelConfig)
-    assert cfg.train_ds.max_tokens == 4096
+    assert cfg.train_ds.max_tokens == 4096 and cfg.encoder.packed_sequences
     from biomegatron_nemo.models.config import nemo_optim_config
 
     sched = nemo_optim_config(cfg.optim)["sched"]
