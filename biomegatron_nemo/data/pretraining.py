@@ -210,15 +210,48 @@ def build_pretraining_datasets(
                            for n, rng in zip(num_samples, config.split_matrix)]
     if all(rng is None for rng in config.split_matrix):
         return (None, None, None)
+    # megatron-core, asked for samples from a split where no document can give one, passes over
+    # it 2**31 times before it returns nothing (seconds for a few documents, hours for a corpus)
+    min_sentences = 2 if config.classification_head else 1
+    for name, bounds in zip(SPLITS, config.split_matrix):
+        if bounds is not None and not any(_can_give_samples(p, bounds, min_sentences) for p in prefixes):
+            raise ValueError(_no_samples(name, config))
     datasets = BlendedMegatronDatasetBuilder(
         BERTMaskedWordPieceDataset, num_samples, lambda: True, config).build()
     for name, dataset in zip(SPLITS, datasets):
         if dataset is not None and len(dataset) == 0:
-            raise ValueError(
-                f"the {name} split of {config.blend[0]} yields no samples: it needs documents "
-                f"with {'2 sentences (binary_head)' if config.classification_head else '1 sentence'}"
-                " and more; give it a larger share in split, or more text")
+            raise ValueError(_no_samples(name, config))
     return tuple(datasets)
+
+
+def _no_samples(name: str, config) -> str:
+    return (f"the {name} split of {config.blend[0]} yields no samples: it needs documents "
+            f"with {'2 sentences (binary_head)' if config.classification_head else '1 sentence'}"
+            " and more; give it a larger share in split, or more text")
+
+
+#: megatron-core's sample index skips a document of several sentences with one longer than this
+#: (``LONG_SENTENCE_LEN`` of megatron/core/datasets/helpers.cpp)
+LONG_SENTENCE_TOKENS = 512
+
+
+def _can_give_samples(prefix: str, bounds, min_sentences: int) -> bool:
+    """Whether the documents of split ``bounds`` of ``prefix`` include one that megatron-core's
+    sample index takes: ``min_sentences`` sentences or more, and, with several, none longer than
+    :data:`LONG_SENTENCE_TOKENS` (its rules, read from ``PREFIX.idx`` without building anything)."""
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    dataset = IndexedDataset(prefix)  # referenced while its arrays (views into its mmap) are read
+    starts = np.asarray(dataset.document_indices, dtype=np.int64)
+    documents = len(starts) - 1
+    beg, end = (int(round(b * documents)) for b in bounds)  # as megatron-core splits the documents
+    first, last = starts[beg:end], starts[beg + 1:end + 1]
+    sentences = last - first
+    long = np.concatenate([[0], np.cumsum(np.asarray(dataset.sequence_lengths) > LONG_SENTENCE_TOKENS)])
+    has_long = long[last] > long[first]
+    found = bool(np.any((sentences >= min_sentences) & ~((sentences > 1) & has_long)))
+    del dataset
+    return found
 
 
 def corpus_sizes(prefix: str) -> Tuple[int, int]:
