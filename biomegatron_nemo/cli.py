@@ -190,9 +190,11 @@ def _samples(argv: Sequence[str], prog: str) -> int:
                                 epilog="example:\n  biomegatron analyze label-bias ner $(biomegatron samples)/ner/train.tsv",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.parse_args(list(argv))
-    from biomegatron_nemo.runs.schemas import SAMPLES
+    # runs.schemas.SAMPLES, without importing it: it imports every model (megatron-core, NeMo,
+    # Lightning: seconds), and this command only prints a path
+    from pathlib import Path
 
-    print(SAMPLES)
+    print(Path(__file__).resolve().parent / "samples")
     return 0
 
 

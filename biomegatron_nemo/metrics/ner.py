@@ -10,8 +10,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Dict, List, Sequence
 
-from seqeval.metrics import accuracy_score
-from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fscore_support
+# seqeval is imported where it is used: it imports scikit-learn and pandas (most of a second),
+# and this module is imported by every run (the NER model's config is part of the run schemas),
+# pretraining and inference included
+
+
+def get_entities(sentences):
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    return get_entities(sentences)
 
 
 def _check(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> None:
@@ -35,6 +42,9 @@ def ner_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> 
     "correct"}}}``; scores are fractions in [0, 1] and 0 where undefined (no predicted or no
     gold entities), as conlleval prints them.
     """
+    from seqeval.metrics import accuracy_score
+    from seqeval.metrics.sequence_labeling import precision_recall_fscore_support
+
     _check(gold, pred)
     gold = [list(s) for s in gold]
     pred = [list(s) for s in pred]
