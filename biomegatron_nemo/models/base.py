@@ -84,7 +84,7 @@ class BioMegatronModelPT(ModelPT):
         cfg = merged_config(cfg, self.config_class, where=where, passthrough=NEMO_MANAGED_KEYS)
         if not self._is_model_being_restored():  # a restored config is complete; its checkpoint may be far away
             cfg = apply_pretrained(cfg, where=where)
-        self._typed: Tuple[Optional[str], Optional[BioMegatronModelConfig]] = (None, None)
+        self._typed: Tuple[Optional[dict], Optional[BioMegatronModelConfig]] = (None, None)
         self._encoder_config: Optional[EncoderConfig] = None
         self._modules_built = False
         self._nonfinite_skipped = 0  # updates skipped by on_nonfinite=skip (kept in checkpoints)
@@ -105,9 +105,9 @@ class BioMegatronModelPT(ModelPT):
     def config(self) -> BioMegatronModelConfig:
         """The model's config as its schema's dataclass: what the code reads (``cfg`` is NeMo's
         DictConfig of it, which ``.nemo`` files save). Rebuilt when ``cfg`` has been changed."""
-        text = OmegaConf.to_yaml(self.cfg)
-        if self._typed[0] != text:
-            self._typed = (text, validate_config(self.cfg, self.config_class, where=type(self).__name__,
+        plain = OmegaConf.to_container(self.cfg)  # a tenth of the cost of YAML: read at every step
+        if self._typed[0] != plain:
+            self._typed = (plain, validate_config(self.cfg, self.config_class, where=type(self).__name__,
                                                  passthrough=NEMO_MANAGED_KEYS))
         return self._typed[1]
 
