@@ -15,12 +15,15 @@ import torch
 
 def hf_loader(dataset, args) -> torch.utils.data.DataLoader:
     """The peer's training loader: length-grouped (``args.batching == "grouped"``, the sampler our
-    models use, as HF Trainer's ``group_by_length``) or randomly shuffled batches."""
-    from biomegatron_nemo.data.batching import LengthGroupedSampler
+    models use, as HF Trainer's ``group_by_length``) or randomly shuffled batches (HF Trainer's
+    default), in our seeded order."""
+    from biomegatron_nemo.data.batching import LengthGroupedSampler, ShuffledSampler
 
-    grouped = getattr(args, "batching", "random") == "grouped"
-    sampler = LengthGroupedSampler(dataset.lengths(), args.batch_size, seed=args.seed) if grouped else None
-    return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, shuffle=not grouped,
+    if getattr(args, "batching", "random") == "grouped":
+        sampler = LengthGroupedSampler(dataset.lengths(), args.batch_size, seed=args.seed)
+    else:  # the order our random batches take (and one examples_trained can replay)
+        sampler = ShuffledSampler(len(dataset), seed=args.seed)
+    return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
                                        collate_fn=dataset.collate_fn)
 
 
