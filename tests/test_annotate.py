@@ -15,6 +15,7 @@ from biomegatron_nemo.annotation.annotator import Annotator, Entity, merge_entit
 from biomegatron_nemo.annotation.documents import Document, Reject, detect_format, read_documents
 from biomegatron_nemo.annotation.job import annotate_file
 from biomegatron_nemo.annotation.writers import document_text
+from biomegatron_nemo.cli import main as cli_main
 from biomegatron_nemo.common.errors import DataFormatError
 from biomegatron_nemo.data.sentence_split import sentence_spans
 from helpers.processes import clean_env
@@ -192,9 +193,11 @@ def test_the_command_stops_on_a_bad_record_or_under_torchrun_skips_it_into_a_rej
     corpus.write_text('{"id": 1, "text": "Aspirin induced asthma."}\n{"id": 2, "text": \n{"id": 3, "text": "Ok."}\n')
     command = [sys.executable, "-m", "biomegatron_nemo", "annotate", str(ner_models[0]), "--input", str(corpus),
                "--output", str(tmp_path / "out.pubtator"), "--no-progress", "--chunk-documents", "1"]
-    stopped = subprocess.run(command, capture_output=True, text=True, env=clean_env(), timeout=300)
-    assert stopped.returncode == 1
-    assert stopped.stderr.strip().splitlines()[-1] == (
+    # the command's own code in this process (a fresh one costs seconds of imports): the error it
+    # exits with (status 1) is the line it prints
+    with pytest.raises(SystemExit) as stopped:
+        cli_main(command[3:])
+    assert stopped.value.code == (
         f"biomegatron annotate: {corpus}:2: invalid JSON: Expecting value (column 19); expected {{\"id\", \"text\"}} "
         "or {\"id\", \"title\", \"abstract\"}")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *command[1:]]

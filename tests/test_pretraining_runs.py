@@ -10,7 +10,28 @@ import pytest
 import torch
 
 from helpers.distributed import run_distributed
-from helpers.training import pretrain, spawned_pretrain
+from helpers.training import pretrain, spawned_in_turn, spawned_pretrain, spawned_tp2_interrupted
+
+NO_DROPOUT = ["model.encoder.hidden_dropout=0.0", "model.encoder.attention_dropout=0.0"]
+# SGD for TP (see test_tensor_parallel_pretraining_matches_and_resumes)
+TP_EXTRA = ["model.encoder.attention_dropout=0.0", "model.optim.name=sgd", "model.optim.lr=0.5",
+            "model.optim.momentum=0.9"]
+PP_EXTRA = ["parallel.pipeline_model_parallel_size=2", "model.pipeline.num_microbatches=2", "model.optim.lr=1e-2"]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory, tiny_vocab, corpus):
+    """This file's 2-process runs, one after the other in one launch of two ranks (a launch costs
+    each rank seconds of imports): DP=2 for 5 steps (dp2.json); TP=2 for 3 steps then resumed to 6
+    (tp2-a.json, tp2-b.json); PP=2 for 12 steps (pp2.json, its .nemo under pp/). Returns the folder."""
+    tmp = tmp_path_factory.mktemp("two_ranks")
+    run_distributed(spawned_in_turn, 2, [
+        (spawned_pretrain, (tmp / "dp", tiny_vocab, corpus, 5, tmp / "dp2.json", 2, NO_DROPOUT, 2)),
+        (spawned_tp2_interrupted, (tmp / "tp2", tiny_vocab, corpus, str(tmp / "tp2"), TP_EXTRA)),
+        (spawned_pretrain, (tmp / "pp", tiny_vocab, corpus, 12, tmp / "pp2.json", 4, PP_EXTRA, 2)),
+    ])
+    return tmp
+
 
 def _losses(path):
     record = json.loads(Path(path).read_text())
@@ -79,13 +100,10 @@ def test_loss_falls_below_random_init(trained, tiny_vocab):
 
 
 @pytest.mark.slow
-def test_data_parallel_matches_single_rank(tmp_path, tiny_vocab, corpus, uninterrupted):
+def test_data_parallel_matches_single_rank(tmp_path, tiny_vocab, corpus, uninterrupted, two_ranks):
     """DP=2 with micro-batch 2 ≡ DP=1 with micro-batch 4 (global batch held at 4)."""
-    run_distributed(spawned_pretrain, 2, tmp_path / "exp", tiny_vocab, corpus, 5, tmp_path / "dp2.json", 2,
-                    ["model.encoder.hidden_dropout=0.0", "model.encoder.attention_dropout=0.0"], 2)
-    pretrain(tmp_path / "exp1", tiny_vocab, corpus, 5, tmp_path / "dp1.json",
-             extra=["model.encoder.hidden_dropout=0.0", "model.encoder.attention_dropout=0.0"])
-    _, dp2 = _losses(tmp_path / "dp2.json")
+    pretrain(tmp_path / "exp1", tiny_vocab, corpus, 5, tmp_path / "dp1.json", extra=NO_DROPOUT)
+    _, dp2 = _losses(two_ranks / "dp2.json")
     _, dp1 = _losses(tmp_path / "dp1.json")
     assert sorted(dp2) == sorted(dp1) == [1, 2, 3, 4, 5]
     for step in dp1:
@@ -117,20 +135,15 @@ def test_continued_pretraining_rejects_a_mismatching_checkpoint(tmp_path, corpus
 
 
 @pytest.mark.slow
-def test_tensor_parallel_pretraining_matches_and_resumes(tmp_path, tiny_vocab, corpus):
+def test_tensor_parallel_pretraining_matches_and_resumes(tmp_path, tiny_vocab, corpus, two_ranks):
     """Lightning TP=2 run, interrupted after 3 steps and resumed (each rank cuts its optimizer
     shard from the layout-free state), gives the TP=1 losses. Attention dropout is off: its masks are drawn per
     head, and TP splits heads across ranks. SGD with momentum, not Adam: the key bias has a
     zero gradient in exact arithmetic, and Adam's m/sqrt(v) turns its rounding noise into ±lr."""
-    from helpers.training import spawned_tp2_interrupted
-
-    extra = ["model.encoder.attention_dropout=0.0", "model.optim.name=sgd", "model.optim.lr=0.5",
-             "model.optim.momentum=0.9"]
-    pretrain(tmp_path / "tp1", tiny_vocab, corpus, 6, tmp_path / "tp1.json", extra=extra)
-    run_distributed(spawned_tp2_interrupted, 2, tmp_path / "tp2", tiny_vocab, corpus, str(tmp_path / "tp2"), extra)
+    pretrain(tmp_path / "tp1", tiny_vocab, corpus, 6, tmp_path / "tp1.json", extra=TP_EXTRA)
     _, tp1 = _losses(tmp_path / "tp1.json")
-    _, first = _losses(tmp_path / "tp2-a.json")
-    resumed_from, second = _losses(tmp_path / "tp2-b.json")
+    _, first = _losses(two_ranks / "tp2-a.json")
+    resumed_from, second = _losses(two_ranks / "tp2-b.json")
     assert resumed_from == 4
     tp2 = {**first, **second}
     assert sorted(tp2) == list(range(1, 7))
@@ -139,19 +152,16 @@ def test_tensor_parallel_pretraining_matches_and_resumes(tmp_path, tiny_vocab, c
 
 
 @pytest.mark.slow
-def test_pipeline_parallel_pretraining_through_lightning(tmp_path, tiny_vocab, corpus):
+def test_pipeline_parallel_pretraining_through_lightning(two_ranks):
     """PP=2 (2 GPipe microbatches) trains through the strategy and exp_manager, and its .nemo —
     gathered from both stages — restores in a single process with every weight in place."""
     from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
     from helpers.models import batch_loss, synthetic_mlm_batch
 
-    extra = ["parallel.pipeline_model_parallel_size=2", "model.pipeline.num_microbatches=2",
-             "model.optim.lr=1e-2"]
-    run_distributed(spawned_pretrain, 2, tmp_path / "exp", tiny_vocab, corpus, 12, tmp_path / "pp2.json", 4, extra, 2)
-    _, losses = _losses(tmp_path / "pp2.json")
+    _, losses = _losses(two_ranks / "pp2.json")
     assert sorted(losses) == list(range(1, 13))
     assert sum(losses[s] for s in range(10, 13)) / 3 < losses[1] - 0.3
-    nemo_file = tmp_path / "exp" / "biomegatron_pretrain" / "run" / "checkpoints" / "biomegatron_pretrain.nemo"
+    nemo_file = two_ranks / "pp" / "biomegatron_pretrain" / "run" / "checkpoints" / "biomegatron_pretrain.nemo"
     model = BioMegatronPretrainingModel.restore_from(str(nemo_file))  # strict: all 2 layers + heads
     loss = batch_loss(model, synthetic_mlm_batch(model.tokenizer.vocab_size))
     assert torch.isfinite(loss)

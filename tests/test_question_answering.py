@@ -218,7 +218,8 @@ def test_the_example_script_runs_as_documented(tmp_path):
     """examples/question_answering.py on the shipped samples (BioASQ style): trains, tests, writes
     its files; then tests the saved .nemo again with do_training=false restore_from=..."""
     common = [f"exp_manager.exp_dir={tmp_path}", "trainer.enable_progress_bar=false"]
-    first = run_example("question_answering", ["trainer.max_epochs=3", *common], cwd=tmp_path)
+    # one epoch: the files and the restored run are checked, not the scores (each epoch validates and checkpoints)
+    first = run_example("question_answering", ["trainer.max_epochs=1", *common], cwd=tmp_path)
     run = tmp_path / "biomegatron_qa" / "run"
     out = run / "test_predictions"
     assert '"mrr"' in first.stdout

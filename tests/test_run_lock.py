@@ -11,15 +11,13 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
 from biomegatron_nemo.runs.run_lock import LOCK_NAME, ReleaseRunLock, RunFolderInUse, lock_run_folder
 from helpers.processes import clean_env
 from test_kill_resume import _pretrain_overrides
-
-HOLD = "import sys, time; from biomegatron_nemo.runs.run_lock import lock_run_folder; " \
-       "lock_run_folder(sys.argv[1]); print('held', flush=True); time.sleep(600)"
 
 
 def _wait_for(predicate, what, timeout=120):
@@ -30,15 +28,28 @@ def _wait_for(predicate, what, timeout=120):
 
 
 def _hold_and_kill(folder, while_held=lambda holder: None):
-    """A process takes ``folder``'s lock, ``while_held(it)`` runs, then it is SIGKILLed."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True,
-                              env=clean_env())
+    """A process takes ``folder``'s lock, ``while_held(it)`` runs, then it is SIGKILLed. The process
+    is a fork of this one: a fresh interpreter would spend seconds importing Lightning (which
+    run_lock's callback needs) before it took the lock."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the holder: takes the lock, says so, waits to be killed; never returns into pytest
+        try:
+            os.close(read)
+            lock_run_folder(folder)
+            os.write(write, b"held\n")
+            time.sleep(600)
+        finally:
+            os._exit(1)
+    os.close(write)
+    holder = types.SimpleNamespace(pid=pid)
     try:
-        assert holder.stdout.readline().strip() == "held"
+        with os.fdopen(read) as said:
+            assert said.readline().strip() == "held"
         while_held(holder)
     finally:
-        holder.send_signal(signal.SIGKILL)  # dies without releasing anything but the kernel's lock
-        holder.wait()
+        os.kill(pid, signal.SIGKILL)  # dies without releasing anything but the kernel's lock
+        os.waitpid(pid, 0)
     return holder
 
 

@@ -238,7 +238,8 @@ def test_the_example_script_runs_as_documented(tmp_path):
     """examples/sequence_classification.py on the shipped samples: trains, tests, writes its files;
     then tests the saved .nemo again with do_training=false restore_from=..."""
     common = [f"exp_manager.exp_dir={tmp_path}", "trainer.enable_progress_bar=false"]
-    first = run_example("sequence_classification", ["trainer.max_epochs=3", *common], cwd=tmp_path)
+    # one epoch: the files and the restored run are checked, not the scores (each epoch validates and checkpoints)
+    first = run_example("sequence_classification", ["trainer.max_epochs=1", *common], cwd=tmp_path)
     run = tmp_path / "biomegatron_re" / "run"
     assert "micro" in first.stdout and (run / "test_report" / "confusion_matrix.png").exists()
     rows = (run / "test_predictions.tsv").read_text().splitlines()

@@ -120,3 +120,16 @@ def spawned_pretrain_layout(rank, world_size, exp_dir, vocab_file, data_prefix, 
     resume what ``exp_dir`` holds."""
     os.environ.setdefault("NODE_RANK", "0")
     pretrain(exp_dir, vocab_file, data_prefix, max_steps, record, devices=2, extra=extra, stop_at=stop_at)
+
+
+def spawned_in_turn(rank, world_size, runs):
+    """Several spawned runs one after the other in the same ranks, megatron-core state rebuilt
+    between them (as :func:`spawned_tp2_interrupted` does): a launch costs every rank seconds of
+    imports. ``runs``: ``(function, arguments after world_size)`` pairs, e.g.
+    ``(spawned_pretrain_layout, (exp_dir, vocab_file, ...))``."""
+    from biomegatron_nemo.parallel import destroy_megatron
+
+    for number, (function, arguments) in enumerate(runs):
+        if number:
+            destroy_megatron()
+        function(rank, world_size, *arguments)
