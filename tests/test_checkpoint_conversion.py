@@ -304,7 +304,9 @@ def test_post_layernorm_berts_import_to_their_logits_and_export_back(vocab, tmp_
         from helpers.distributed import run_distributed
         from helpers.parity import spawned_restore_logits
 
-        for tp in (1, 2):
-            run_distributed(spawned_restore_logits, tp, str(tmp_path / "bert.nemo"), tp, str(tmp_path / f"tp{tp}.pt"))
+        # TP=1 in this process (megatron-core's one-process state, as a 1-rank launch would set it;
+        # a launch costs seconds of imports), TP=2 in two spawned ranks
+        spawned_restore_logits(0, 1, str(tmp_path / "bert.nemo"), 1, str(tmp_path / "tp1.pt"))
+        run_distributed(spawned_restore_logits, 2, str(tmp_path / "bert.nemo"), 2, str(tmp_path / "tp2.pt"))
         tp1, tp2 = (torch.load(tmp_path / f"tp{tp}.pt", weights_only=True)["logits"] for tp in (1, 2))
         torch.testing.assert_close(tp2, tp1, atol=1e-5, rtol=0)

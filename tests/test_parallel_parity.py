@@ -7,6 +7,7 @@ import torch
 from helpers.distributed import run_distributed
 from helpers.models import pretraining_config, synthetic_mlm_batch
 from helpers.parity import spawned_restore_logits, spawned_train_flow, train_flow
+from helpers.training import spawned_in_turn
 
 ATOL = 1e-5
 
@@ -24,6 +25,20 @@ def reference(tmp_path_factory, tiny_vocab, megatron_single):
     return tmp, nemo_file, torch.load(tmp / "tp1.pt", weights_only=True)
 
 
+@pytest.fixture(scope="module")
+def two_ranks(reference):
+    """This file's 2-process runs, one after the other in one launch of two ranks (a launch costs
+    each rank seconds of imports): TP=2 training from the TP=1 .nemo (tp2.pt, tp2_trained.nemo),
+    PP=2 training (pp2.pt), the TP=1-trained .nemo restored at TP=2 (tp2_restored.pt)."""
+    tmp, nemo_file, _ = reference
+    run_distributed(spawned_in_turn, 2, [
+        (spawned_train_flow, (str(nemo_file), 2, 1, str(tmp / "tp2.pt"), 1, str(tmp / "tp2_trained.nemo"))),
+        (spawned_train_flow, (str(nemo_file), 1, 2, str(tmp / "pp2.pt"), 2)),
+        (spawned_restore_logits, (str(tmp / "tp1_trained.nemo"), 2, str(tmp / "tp2_restored.pt"))),
+    ])
+    return tmp
+
+
 def _assert_weights_close(a, b):
     assert set(a) == set(b)
     for key in a:
@@ -31,11 +46,9 @@ def _assert_weights_close(a, b):
 
 
 @pytest.mark.slow
-def test_tensor_parallel_matches_single_rank(reference):
-    tmp, nemo_file, ref = reference
-    out, saved = tmp / "tp2.pt", tmp / "tp2_trained.nemo"
-    run_distributed(spawned_train_flow, 2, str(nemo_file), 2, 1, str(out), 1, str(saved))
-    tp2 = torch.load(out, weights_only=True)
+def test_tensor_parallel_matches_single_rank(reference, two_ranks):
+    _, _, ref = reference
+    tp2 = torch.load(two_ranks / "tp2.pt", weights_only=True)
     torch.testing.assert_close(tp2["logits"], ref["logits"], atol=ATOL, rtol=0)
     assert tp2["losses"] == pytest.approx(ref["losses"], abs=ATOL)
     assert ref["losses"][-1] < ref["losses"][0]  # the steps really trained
@@ -43,36 +56,29 @@ def test_tensor_parallel_matches_single_rank(reference):
 
 
 @pytest.mark.slow
-def test_nemo_moves_between_tp2_and_tp1(reference, tmp_path):
+def test_nemo_moves_between_tp2_and_tp1(two_ranks):
     """TP=2 save → TP=1 restore, and TP=1 save → TP=2 restore, give identical outputs (at TP=2 also
     with packed sequences)."""
     from biomegatron_nemo.models.pretraining import BioMegatronPretrainingModel
     from helpers.parity import _gathered_logits
 
-    tmp, _, _ = reference
-    tp2_saved = tmp / "tp2_trained.nemo"
-    if not tp2_saved.exists():
-        pytest.skip("needs test_tensor_parallel_matches_single_rank's .nemo")
+    tmp = two_ranks
     tp2_record = torch.load(tmp / "tp2.pt", weights_only=True)
-    restored = BioMegatronPretrainingModel.restore_from(str(tp2_saved))
+    restored = BioMegatronPretrainingModel.restore_from(str(tmp / "tp2_trained.nemo"))
     _assert_weights_close(restored.layout_free_state_dict(), tp2_record["weights"])
 
-    tp1_trained = tmp / "tp1_trained.nemo"
-    run_distributed(spawned_restore_logits, 2, str(tp1_trained), 2, str(tmp_path / "tp2_restored.pt"))
-    tp1_model = BioMegatronPretrainingModel.restore_from(str(tp1_trained))
+    tp1_model = BioMegatronPretrainingModel.restore_from(str(tmp / "tp1_trained.nemo"))
     batch = synthetic_mlm_batch(tp1_model.tokenizer.vocab_size, seed=0)
     expected = _gathered_logits(tp1_model, batch)
-    got = torch.load(tmp_path / "tp2_restored.pt", weights_only=True)
+    got = torch.load(tmp / "tp2_restored.pt", weights_only=True)
     torch.testing.assert_close(got["logits"], expected, atol=ATOL, rtol=0)
     real = batch["attention_mask"].bool()  # packed sequences under TP=2: the same logits at real tokens
     torch.testing.assert_close(got["packed_logits"][real], expected[real], atol=ATOL, rtol=0)
 
 
 @pytest.mark.slow
-def test_pipeline_parallel_matches_single_stage(reference):
-    tmp, nemo_file, ref = reference
-    out = tmp / "pp2.pt"
-    run_distributed(spawned_train_flow, 2, str(nemo_file), 1, 2, str(out), 2)
-    pp2 = torch.load(out, weights_only=True)
+def test_pipeline_parallel_matches_single_stage(reference, two_ranks):
+    _, _, ref = reference
+    pp2 = torch.load(two_ranks / "pp2.pt", weights_only=True)
     assert pp2["losses"] == pytest.approx(ref["losses"], abs=ATOL)
     _assert_weights_close(pp2["weights"], ref["weights"])

@@ -15,6 +15,7 @@ import types
 
 import pytest
 
+from biomegatron_nemo.cli import main as cli_main
 from biomegatron_nemo.runs.run_lock import LOCK_NAME, ReleaseRunLock, RunFolderInUse, lock_run_folder
 from helpers.processes import clean_env
 from test_kill_resume import _pretrain_overrides
@@ -78,7 +79,8 @@ def test_a_held_folder_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path
 
 
 @pytest.mark.slow
-def test_the_same_command_started_twice_is_refused_while_the_first_runs(tmp_path, tiny_vocab, corpus):
+def test_the_same_command_started_twice_is_refused_while_the_first_runs(tmp_path, tiny_vocab, corpus, capsys,
+                                                                        monkeypatch):
     """``biomegatron pretrain`` twice with the same experiment folder; the second ends at once."""
     command = [sys.executable, "-m", "biomegatron_nemo", "pretrain",
                *_pretrain_overrides(tmp_path / "exp", tiny_vocab, corpus), "trainer.max_steps=100000"]
@@ -87,17 +89,22 @@ def test_the_same_command_started_twice_is_refused_while_the_first_runs(tmp_path
                              cwd=tmp_path, start_new_session=True)
     try:
         _wait_for(lambda: lock.exists() and lock.read_text().strip(), "the first run's lock")
-        second = subprocess.run(command, capture_output=True, text=True, env=clean_env(), cwd=tmp_path, timeout=300)
+        # the second start: the same command's own code in this process, another process than the
+        # first's (a fresh one would cost seconds of imports, while the first run trains on)
+        monkeypatch.chdir(tmp_path)
+        capsys.readouterr()
+        code = cli_main(command[3:])
+        second = capsys.readouterr()
         assert first.poll() is None, "the first run ended"
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    assert second.returncode == 2
-    error = [line for line in second.stderr.splitlines() if "error:" in line]
+    assert code == 2
+    error = [line for line in second.err.splitlines() if "error:" in line]
     assert error == [f"biomegatron pretrain: error: {lock.parent.resolve()}: another run is training in this folder "
                      f"(host {socket.gethostname()}, pid {first.pid}, started "
                      f"{json.loads(lock.read_text())['started']}); wait for it to end, stop it, or give this run "
-                     "another exp_manager.exp_dir or name"], second.stderr[-3000:]
+                     "another exp_manager.exp_dir or name"], second.err[-3000:]
 
 
 def test_a_file_system_without_locks_is_said_and_the_run_goes_on(tmp_path, monkeypatch, caplog):

@@ -89,6 +89,41 @@ def trained(request, workdir):
         os.environ["OMP_NUM_THREADS"] = omp
 
 
+@pytest.fixture(scope="module")
+def two_ranks(trained, workdir, tmp_path_factory):
+    """This file's 2-process runs on the first_subtoken model, saved, one after the other in one
+    launch of two ranks (a launch costs each rank seconds of imports): PP=2 validation of
+    ``pp_dev`` (an even number of windows, validated in one batch of them; record ``pp``), then
+    data-parallel validation and 2 training steps in token-budget batches (``dp_dev``; record
+    ``dp``). Returns ``{"pp_dev", "pp", "dp_dev", "dp"}``: files and the runs' records."""
+    from helpers.distributed import run_distributed
+    from helpers.ner import spawned_pipeline_validation, spawned_token_budget_run
+    from helpers.training import spawned_in_turn
+
+    model, _, _ = trained
+    tmp = tmp_path_factory.mktemp("two_ranks")
+    blocks = (SAMPLES / "ner" / "dev.tsv").read_text().strip().split("\n\n")
+    # PP: a held-out file (not the training sentences), cut to an even number of windows: one
+    # batch of them splits into 2 microbatches
+    pp_dev = tmp / "pp_dev.tsv"
+    for n in range(40, 20, -1):
+        pp_dev.write_text("\n\n".join(blocks[:n]) + "\n")
+        windows = len(model.make_dataset(model.read_sentences(str(pp_dev)), 16))
+        if windows % 2 == 0:
+            break
+    dp_dev = tmp / "dp_dev.tsv"
+    dp_dev.write_text("\n\n".join(blocks[:40]) + "\n")
+    train_file = workdir / "train32.tsv"  # the fixture's own copy may be deleted by an earlier test
+    path = tmp / "ner.nemo"
+    model.save_to(str(path))
+    run_distributed(spawned_in_turn, 2, [
+        (spawned_pipeline_validation, (str(path), str(pp_dev), windows, str(tmp / "pp.json"))),
+        (spawned_token_budget_run, (str(path), str(train_file), str(dp_dev), 64, str(tmp / "dp.json"))),
+    ])
+    return {"pp_dev": pp_dev, "pp": json.loads((tmp / "pp.json").read_text()),
+            "dp_dev": dp_dev, "dp": json.loads((tmp / "dp.json").read_text())}
+
+
 def test_overfits_32_sentences_to_entity_f1_1(trained, workdir, tmp_path):
     model, train_file, metrics = trained
     sentences = read_conll(train_file)
@@ -132,28 +167,13 @@ def test_predict_returns_character_spans_and_handles_long_texts(trained):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trained", ["first_subtoken"], indirect=True)
-def test_pipeline_parallel_validation_computes_the_real_entity_f1(trained, workdir, tmp_path):
+def test_pipeline_parallel_validation_computes_the_real_entity_f1(trained, two_ranks):
     """Under PP=2 the validation F1 comes from the last stage's predictions (gathered), and it
     equals the single-stage evaluation of the same weights; the batch runs as 2 microbatches."""
-    from helpers.distributed import run_distributed
-    from helpers.ner import spawned_pipeline_validation
-
     model, _, _ = trained
-    # a held-out file (not the training sentences), cut to an even number of windows: one batch
-    # of them splits into 2 microbatches
-    blocks = (SAMPLES / "ner" / "dev.tsv").read_text().strip().split("\n\n")
-    for n in range(40, 20, -1):
-        dev = tmp_path / "dev.tsv"
-        dev.write_text("\n\n".join(blocks[:n]) + "\n")
-        windows = len(model.make_dataset(model.read_sentences(str(dev)), 16))
-        if windows % 2 == 0:
-            break
-    expected = model.evaluate(str(dev))["f1"]
+    expected = model.evaluate(str(two_ranks["pp_dev"]))["f1"]
     assert 0.0 < expected < 1.0  # a real, unsaturated score
-    path = tmp_path / "ner.nemo"
-    model.save_to(str(path))
-    run_distributed(spawned_pipeline_validation, 2, str(path), str(dev), windows, str(tmp_path / "pp.json"))
-    record = json.loads((tmp_path / "pp.json").read_text())
+    record = two_ranks["pp"]
     assert record["val_f1"] == pytest.approx(expected, abs=1e-6)  # logged as float32
     assert record["last_stage_collected"] and not record["first_stage_collected"]
 
@@ -320,25 +340,17 @@ def test_validation_in_token_budget_batches_scores_as_evaluate_does(trained, tmp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trained", ["first_subtoken"], indirect=True)
-def test_token_budget_batches_under_data_parallelism(trained, workdir, tmp_path):
+def test_token_budget_batches_under_data_parallelism(trained, workdir, two_ranks):
     """Two data-parallel ranks: Lightning leaves the token-budget sampler alone (each rank trains
     on its own share of one epoch order), and validation in token-budget batches, split over the
     ranks by Lightning and gathered, gives the single-process entity F1."""
-    from helpers.distributed import run_distributed
-    from helpers.ner import spawned_token_budget_run
-
     from biomegatron_nemo.data.batching import TokenBudgetSampler
 
     model, _, _ = trained
-    train_file = workdir / "train32.tsv"  # the fixture's own copy may be deleted by an earlier test
-    dev = tmp_path / "dev.tsv"
-    dev.write_text("\n\n".join((SAMPLES / "ner" / "dev.tsv").read_text().strip().split("\n\n")[:40]) + "\n")
-    expected_f1 = model.evaluate(str(dev))["f1"]
+    train_file = workdir / "train32.tsv"  # the file two_ranks trained on
+    expected_f1 = model.evaluate(str(two_ranks["dp_dev"]))["f1"]
     assert 0.0 < expected_f1 < 1.0
-    path = tmp_path / "ner.nemo"
-    model.save_to(str(path))
-    run_distributed(spawned_token_budget_run, 2, str(path), str(train_file), str(dev), 64, str(tmp_path / "dp.json"))
-    record = json.loads((tmp_path / "dp.json").read_text())
+    record = two_ranks["dp"]
     assert record["val_f1"] == pytest.approx(expected_f1, abs=1e-6)
     lengths = model.make_dataset(model.read_sentences(str(train_file)), 16).lengths()
     for rank, batches in enumerate(record["batches"]):
