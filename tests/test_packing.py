@@ -161,3 +161,16 @@ def test_the_compile_switch_compiles_the_layers_when_training_starts(tiny_vocab,
     model.on_fit_start()
     assert model.encoder.encoder._compiled_call_impl is not None
     assert [name for name, _ in model.named_parameters()] == names  # checkpoints keep their keys
+
+
+def test_a_packed_model_exports_the_padded_graph_and_onnxruntime_agrees_at_real_tokens(tiny_vocab, megatron_single,
+                                                                                        tmp_path):
+    pytest.importorskip("onnxruntime")
+    from biomegatron_nemo.export.onnx import compare_with_onnxruntime, export_onnx
+    from biomegatron_nemo.models.token_classification import TokenClassificationModel
+
+    config = {"tokenizer": {"vocab_file": str(tiny_vocab)}, "encoder": {**ENCODER, "packed_sequences": True},
+              "label_map": ["O", "B-X", "I-X"]}
+    model = TokenClassificationModel(OmegaConf.create(config)).eval()
+    export_onnx(model, tmp_path / "ner.onnx")
+    assert compare_with_onnxruntime(model, tmp_path / "ner.onnx")["logits"] < 1e-4
