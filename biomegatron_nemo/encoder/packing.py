@@ -14,9 +14,9 @@ which examples it holds, so mid-epoch resume and the data-parallel order stay ex
 
 Attention reads :class:`PackedSequences`, a :class:`PackedSeqParams` that also carries where the
 tokens came from: Transformer Engine's attention (``te`` spec, GPU) runs ``thd`` natively from
-``cu_seqlens``; the portable attention (CPU) puts each layer's queries, keys and values back in the
-padded layout for SDPA (:meth:`PackedSequences.to_padded`), which on a CPU was faster than one
-block-diagonal mask over the whole packed sequence (``docs/benchmarks.md``, packed sequences).
+``cu_seqlens``; the portable attention (CPU) attends in buckets of examples of similar lengths, each
+padded to its longest (:meth:`PackedSequences.attend_in_buckets`), which on a CPU was faster than one
+padded bucket, one block-diagonal mask or nested tensors (``docs/training_speed.md``).
 """
 
 from __future__ import annotations
@@ -109,10 +109,6 @@ class PackedSequences(PackedSeqParams):
                                                 len(members), longest))
             tokens.append(bucket_tokens)
         self.bucket_order = torch.argsort(torch.cat(tokens)).to(device) if tokens else None
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.token_index.numel())
 
     def position_ids(self) -> torch.Tensor:
         """``[t]``: each token's column in the padded batch (restarting at every example)."""
