@@ -21,8 +21,9 @@ padded bucket, one block-diagonal mask or nested tensors (``docs/training_speed.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from megatron.core.packed_seq_params import PackedSeqParams
@@ -75,9 +76,11 @@ class PackedSequences(PackedSeqParams):
     token_index: Optional[torch.Tensor] = None
     batch_size: int = 0
     padded_length: int = 0
-    buckets: List[AttentionBucket] = field(default_factory=list)
-    #: ``[t]`` where each packed token is in the concatenation of the buckets' tokens
-    bucket_order: Optional[torch.Tensor] = None
+    #: each example's number of real tokens (host side)
+    lengths: List[int] = field(default_factory=list)
+    #: the portable attention's buckets and ``[t]`` order, planned on first use (:attr:`buckets`):
+    #: Transformer Engine's attention reads ``cu_seqlens`` only, and is spared the planning
+    _plan: Optional[Tuple[List[AttentionBucket], torch.Tensor]] = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_attention_mask(cls, attention_mask: torch.Tensor) -> "PackedSequences":
@@ -88,15 +91,31 @@ class PackedSequences(PackedSeqParams):
         lengths = real.sum(dim=1, dtype=torch.int32)
         cu_seqlens = torch.nn.functional.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
         longest = int(lengths.max()) if batch else 0
-        packed = cls(qkv_format="thd", cu_seqlens_q=cu_seqlens, cu_seqlens_kv=cu_seqlens, max_seqlen_q=longest,
-                     max_seqlen_kv=longest, token_index=token_index, batch_size=batch, padded_length=length)
-        packed._bucket(lengths.tolist(), cu_seqlens.tolist(), attention_mask.device)
-        return packed
+        return cls(qkv_format="thd", cu_seqlens_q=cu_seqlens, cu_seqlens_kv=cu_seqlens, max_seqlen_q=longest,
+                   max_seqlen_kv=longest, token_index=token_index, batch_size=batch, padded_length=length,
+                   lengths=lengths.tolist())
 
-    def _bucket(self, lengths: List[int], starts: List[int], device) -> None:
+    @property
+    def buckets(self) -> List[AttentionBucket]:
+        """The portable attention's buckets of examples of similar lengths (:func:`bucket_bounds`)."""
+        return self._planned()[0]
+
+    @property
+    def bucket_order(self) -> torch.Tensor:
+        """``[t]``: where each packed token is in the concatenation of the buckets' tokens."""
+        return self._planned()[1]
+
+    def _planned(self) -> Tuple[List[AttentionBucket], torch.Tensor]:
+        if self._plan is None:
+            self._plan = self._bucket()
+        return self._plan
+
+    def _bucket(self) -> Tuple[List[AttentionBucket], torch.Tensor]:
+        lengths, device = self.lengths, self.token_index.device
+        starts = [0, *itertools.accumulate(lengths)]
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         bounds = bucket_bounds([lengths[i] for i in order])
-        tokens = []
+        buckets, tokens = [], []
         for first, end in zip(bounds, bounds[1:]):
             members = order[first:end]
             longest = lengths[members[0]]
@@ -105,10 +124,11 @@ class PackedSequences(PackedSeqParams):
             key_padding = torch.arange(longest)[None, :] >= torch.tensor([lengths[i] for i in members])[:, None]
             # examples of one length: no mask, so SDPA may take its faster unmasked kernels
             key_padding = key_padding[:, None, None, :].to(device) if lengths[members[-1]] < longest else None
-            self.buckets.append(AttentionBucket(bucket_tokens.to(device), slots.to(device), key_padding,
-                                                len(members), longest))
+            buckets.append(AttentionBucket(bucket_tokens.to(device), slots.to(device), key_padding,
+                                           len(members), longest))
             tokens.append(bucket_tokens)
-        self.bucket_order = torch.argsort(torch.cat(tokens)).to(device) if tokens else None
+        order_of_tokens = torch.argsort(torch.cat(tokens)) if tokens else torch.zeros(0, dtype=torch.long)
+        return buckets, order_of_tokens.to(device)
 
     def position_ids(self) -> torch.Tensor:
         """``[t]``: each token's column in the padded batch (restarting at every example)."""
