@@ -97,8 +97,11 @@ def real_lengths(data: str, seq_len: int):
     """Sub-token lengths of a real training set in BERT uncased WordPiece, [CLS] and [SEP] included,
     capped at ``seq_len`` (a longer example is windowed or truncated), from the shared data:
     ``bc5cdr`` (BC5CDR-chem's training sentences), ``chemprot`` (ChemProt's dev sentences, the
-    one complete split there, entity markers one token each) or ``squad`` (the windows of the first
-    2,000 SQuAD v1.1 dev questions, stride 128)."""
+    one complete split there, entity markers one token each), ``squad`` (the windows of the first
+    2,000 SQuAD v1.1 dev questions, stride 128) or ``pubmed`` (the first 4,000 masked-LM samples of
+    ``seq_len`` that the pretraining loader draws from the shared PubMed corpus: megatron-core's
+    BERT samples, sentence pairs that stop short of ``seq_len`` at a document's end and, by design,
+    in 10% of samples)."""
     from side_by_side import SHARED, VOCAB
 
     from biomegatron_nemo.data.conll import read_iob2
@@ -117,7 +120,28 @@ def real_lengths(data: str, seq_len: int):
 
         examples = read_squad(SHARED / "squad" / "dev-v1.1.json")[:2000]
         return QADataset(examples, tokenizer, max_seq_length=seq_len, doc_stride=128).lengths()
-    raise ValueError(f"unknown data {data!r}: bc5cdr, chemprot or squad")
+    if data == "pubmed":
+        return pretraining_lengths(tokenizer, SHARED / "pubmed" / "pubmed_corpus.txt.gz", seq_len)
+    raise ValueError(f"unknown data {data!r}: bc5cdr, chemprot, squad or pubmed")
+
+
+def pretraining_lengths(tokenizer, corpus: Path, seq_len: int, samples: int = 4000):
+    """Real tokens of the first ``samples`` masked-LM samples the pretraining loader draws from
+    ``corpus`` (preprocessed into a temporary folder; needs torch.distributed initialised)."""
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    from biomegatron_nemo.data.preprocess import preprocess_corpus
+    from biomegatron_nemo.data.pretraining import PretrainingCollator, build_pretraining_datasets
+
+    with tempfile.TemporaryDirectory() as tmp:
+        preprocess_corpus([corpus], Path(tmp) / "corpus", tokenizer, workers=2, progress=False)
+        cfg = OmegaConf.create({"data_prefix": str(Path(tmp) / "corpus"), "seq_length": seq_len,
+                                "split": "100,0,0", "path_to_cache": str(Path(tmp) / "cache")})
+        dataset = build_pretraining_datasets(cfg, tokenizer, [samples, 0, 0])[0]
+        collate = PretrainingCollator(tokenizer.pad_id, tokenizer.sep_id)
+        return collate([dataset[i] for i in range(samples)])["attention_mask"].sum(dim=1).tolist()
 
 
 def length_batches(lengths, batch_size: int, grouped: bool, seed: int = 0):

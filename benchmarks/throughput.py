@@ -4,6 +4,7 @@ interleaved in one process (A B A B …) so that both see the same machine state
     python benchmarks/throughput.py --task ner --mode train --precision fp32 --output R.jsonl
     python benchmarks/throughput.py --task pretrain --mode infer --precision bf16 --preset base --output R.jsonl
     python benchmarks/throughput.py --task pretrain --preset base --recompute            # activation recompute
+    python benchmarks/throughput.py --task ner --lengths bc5cdr-grouped --packed --profile  # + time by kind of op
     python benchmarks/throughput.py --table R.jsonl [--plot docs/benchmarks/throughput.png]
 
 Peers: ``MegatronBertForMaskedLM`` for ``pretrain`` (the same pre-LayerNorm architecture),
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from op_profile import print_profile_table, time_by_kind
 from side_by_side import record_result, result_rows
 from systems import TASKS, batch_for, build_ours, build_peer, device, length_batches, make_step, \
     our_loss, peer_loss, real_lengths, vocab_file, vocab_of
@@ -54,16 +56,21 @@ def parse_args(argv=None):
     p.add_argument("--recompute", action="store_true",
                    help="activation recompute: ours full (one layer a chunk), HF gradient checkpointing")
     p.add_argument("--lengths", choices=("full", *(f"{data}-{order}" for data in ("bc5cdr", "chemprot", "squad")
-                                                   for order in ("grouped", "random"))), default="full",
+                                                   for order in ("grouped", "random")), "pubmed-random"),
+                   default="full",
                    help="full: every batch batch-size x seq-len real tokens; otherwise one batch after another of "
-                        "a real set's lengths (BC5CDR-chem's or ChemProt's sentences, SQuAD's windows; batch-size of them padded to "
+                        "a real set's lengths (BC5CDR-chem's or ChemProt's sentences, SQuAD's windows, the masked-LM "
+                        "samples of seq-len that pretraining draws from PubMed; batch-size of them padded to "
                         "the longest), grouped by length (our loaders' default, HF's group_by_length) or in a "
-                        "random order (HF Trainer's default)")
+                        "random order (HF Trainer's default; Megatron's pretraining samples)")
     p.add_argument("--packed", action="store_true",
                    help="also our model with encoder.packed_sequences (a third system, megatron-packed)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile both systems' transformer layers (ours: encoder.compile; the peer's "
                         "encoder module); compilation is timed apart, in the first (warm-up) step")
+    p.add_argument("--profile", action="store_true",
+                   help="also where each system's step time goes, by kind of op (benchmarks/op_profile.py), over "
+                        "the measured batches once more, one system after another")
     p.add_argument("--memory", action="store_true",
                    help="also each system's peak tensor memory in this mode (benchmarks/memory.py's count)")
     p.add_argument("--output", help="append the result as one JSON line to this file")
@@ -145,6 +152,16 @@ def measure(args):
             elif i == 0:
                 first_step[name] = time.perf_counter() - start
     args.real_tokens, args.first_step = real_tokens, first_step
+    if args.profile:  # the measured batches once more, under the profiler, one system after another
+        measured = [batches[i % len(batches)] for i in range(args.warmup, args.warmup + args.steps)]
+
+        def run_measured(step):
+            for batch in measured:
+                current["batch"] = batch
+                step()
+
+        args.profile_ms = {name: time_by_kind(lambda: run_measured(step), len(measured))
+                           for name, step in systems.items()}
     return enc, times
 
 
@@ -178,6 +195,7 @@ def print_table(paths, plot=None):
               f"{r['batch_size']} × {seq} | "
               f"{r['ms']['megatron']:.1f} | {r['ms']['hf']:.1f} | **{r['ratio']:.2f}×** | {packed} |"
               + mfu + (peaks if with_memory else ""))
+    print_profile_table(rows)
     if plot:
         import matplotlib
 
@@ -220,6 +238,8 @@ def main(argv=None):
         result["mfu"] = {k: flops / v / peak for k, v in median.items()}
     if args.memory:
         result["peak_tensor_mib"] = peak_tensor_memory(args)
+    if args.profile:
+        result["profile_ms"] = args.profile_ms
     record_result(result, args.output)
 
 

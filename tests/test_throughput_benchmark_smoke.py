@@ -39,3 +39,33 @@ def test_one_interleaved_step_per_system(throughput, tmp_path, capsys, task, mod
     assert ("ours peak MiB" in table) == memory
     sys.modules.pop("throughput", None)
     sys.modules.pop("memory", None)
+
+
+def test_ops_are_sorted_into_kinds(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from op_profile import OTHER, kind_of
+
+    assert [kind_of(op) for op in ("aten::addmm", "aten::mm", "aten::bmm",
+                                   "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+                                   "aten::_softmax_backward_data", "aten::_log_softmax", "aten::native_layer_norm",
+                                   "aten::gelu_backward", "aten::_fused_adamw_", "aten::embedding_dense_backward",
+                                   "aten::index_select", "aten::fill_", "aten::mul")] == [
+        "matmul", "matmul", "matmul", "attention", "attention", OTHER, "layernorm", "gelu", "optimizer",
+        "embedding", "data movement", "data movement", OTHER]
+
+
+@pytest.mark.slow
+def test_profile_splits_each_systems_step_by_kind_of_op(throughput, tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    throughput.main(["--task", "ner", "--preset", "micro", "--vocab-size", "300", "--steps", "2", "--warmup", "0",
+                     "--packed", "--profile", "--output", str(out)])
+    profile = json.loads(out.read_text())["profile_ms"]
+    assert set(profile) == {"megatron", "megatron-packed", "hf"}
+    for kinds in profile.values():
+        assert kinds["matmul"] > 0 and kinds["attention"] > 0 and kinds["optimizer"] > 0
+        assert sum(v for k, v in kinds.items() if k != "total") == pytest.approx(kinds["total"])
+    capsys.readouterr()
+    throughput.main(["--table", str(out)])
+    table = capsys.readouterr().out
+    assert "| kind | megatron | megatron-packed | hf |" in table and "| matmul | " in table
+    sys.modules.pop("throughput", None)
