@@ -1,7 +1,8 @@
 """Fine-tuning resumed mid-epoch continues with exactly the next batch: a NER run stopped at a
 step inside its first epoch and resumed from that checkpoint makes the same losses, step for step,
-as one uninterrupted run, with batches of a fixed count or of a token budget (the loader's place in the epoch is in the checkpoint; dropout is seeded
-by the step)."""
+as one uninterrupted run, with batches of a fixed count or of a token budget, and with random batches
+computed packed (``encoder.packed_sequences``). The loader's place in the epoch is in the checkpoint;
+dropout is seeded by the step."""
 
 import pytest
 import torch
@@ -61,9 +62,11 @@ def _run(cfg, ckpt_dir=None, resume=None, stop_at=None, epoch_length=None):
     return record.losses
 
 
-@pytest.mark.parametrize("batching", [{}, {"batch_size": 64, "max_tokens": 300}], ids=["batch-size", "max-tokens"])
-def test_a_run_resumed_mid_epoch_repeats_the_uninterrupted_losses(config, tmp_path, batching):
-    config = OmegaConf.merge(config, {"train_ds": batching})
+@pytest.mark.parametrize("change", [{}, {"train_ds": {"batch_size": 64, "max_tokens": 300}},
+                                    {"train_ds": {"group_by_length": False}, "encoder": {"packed_sequences": True}}],
+                         ids=["batch-size", "max-tokens", "random-packed"])
+def test_a_run_resumed_mid_epoch_repeats_the_uninterrupted_losses(config, tmp_path, change):
+    config = OmegaConf.merge(config, change)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     epoch_length = []

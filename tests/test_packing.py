@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 
 from biomegatron_nemo.common.errors import ConfigError
 from biomegatron_nemo.encoder.config import EncoderConfig
-from biomegatron_nemo.encoder.packing import BUCKET_COST_PAIRS, PackedSequences, bucket_bounds
+from biomegatron_nemo.encoder.packing import (BUCKET_COST_PAIRS, MIN_PADDING_TO_PACK, PackedSequences,
+                                              bucket_bounds, worth_packing)
 
 from _data_paths import SAMPLES
 from helpers.models import batch_loss, synthetic_mlm_batch
@@ -64,7 +65,7 @@ def _loss_and_grads(model, batch):
 
 
 def _assert_same_step(padded, packed, batch):
-    assert not bool(batch["attention_mask"].all()), "the batch must hold padding"
+    assert worth_packing(batch["attention_mask"]), "the batch must hold enough padding to run packed"
     loss, grads = _loss_and_grads(padded, batch)
     packed_loss, packed_grads = _loss_and_grads(packed, batch)
     assert packed_loss == pytest.approx(loss, rel=1e-5, abs=1e-6)
@@ -139,6 +140,28 @@ def test_inference_outputs_equal_at_real_tokens(tiny_vocab, megatron_single, ord
         expected = padded.eval()(**padded.forward_inputs(batch)).logits
         got = packed.eval()(**packed.forward_inputs(batch)).logits
     torch.testing.assert_close(got[real], expected[real], rtol=1e-5, atol=1e-5)
+
+
+def test_a_batch_with_little_padding_runs_padded(tiny_vocab, megatron_single, monkeypatch):
+    from biomegatron_nemo.encoder.model import MegatronBertEncoder
+    from biomegatron_nemo.models.token_classification import TokenClassificationModel
+
+    assert MIN_PADDING_TO_PACK == 0.05
+    packed_batches = []
+    run_packed = MegatronBertEncoder._packed_forward
+    monkeypatch.setattr(MegatronBertEncoder, "_packed_forward",
+                        lambda self, ids, mask, types: packed_batches.append(int((mask == 0).sum()))
+                        or run_packed(self, ids, mask, types))
+    config = {"tokenizer": {"vocab_file": str(tiny_vocab)}, "encoder": {**ENCODER, "packed_sequences": True},
+              "label_map": ["O", "B-X", "I-X"]}
+    model = TokenClassificationModel(OmegaConf.create(config)).eval()
+    for padding in (0, 9, 10, 60):  # of 20 x 10 = 200 tokens: 0%, 4.5%, 5% and 30%
+        mask = torch.ones(20, 10, dtype=torch.long)
+        mask.view(-1)[torch.arange(padding) // 5 * 10 + 9 - torch.arange(padding) % 5] = 0  # row ends, 5 a row
+        assert int((mask == 0).sum()) == padding and bool(mask[:, 0].all())
+        with torch.no_grad():
+            model(input_ids=torch.randint(5, 50, (20, 10)) * mask, attention_mask=mask)
+    assert packed_batches == [10, 60]
 
 
 def test_settings_packing_cannot_honour_are_refused():

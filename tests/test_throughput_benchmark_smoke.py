@@ -69,3 +69,24 @@ def test_profile_splits_each_systems_step_by_kind_of_op(throughput, tmp_path, ca
     table = capsys.readouterr().out
     assert "| kind | megatron | megatron-packed | hf |" in table and "| matmul | " in table
     sys.modules.pop("throughput", None)
+
+
+@pytest.mark.slow
+def test_packing_breakeven_times_packed_against_padded_by_padding(monkeypatch, tmp_path, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import importlib
+
+    from biomegatron_nemo.encoder import packing
+
+    breakeven = importlib.import_module("packing_breakeven")
+    monkeypatch.setattr(packing, "MIN_PADDING_TO_PACK", packing.MIN_PADDING_TO_PACK)  # the sweep sets it to 0
+    out = tmp_path / "r.jsonl"
+    breakeven.main(["--preset", "micro", "--batch-size", "4", "--seq-len", "16", "--padding", "0", "0.25",
+                    "--steps", "1", "--warmup", "0", "--output", str(out)])
+    rows = json.loads(out.read_text())["batches"]
+    assert rows[0]["padding"] == 0.0 and 0.05 < rows[1]["padding"] < 0.5  # one full example, three shorter
+    assert all(row["ratio"] > 0 and set(row["ms"]) == {"padded", "packed"} for row in rows)
+    capsys.readouterr()
+    breakeven.main(["--table", str(out)])
+    assert "| 0.0% |" in capsys.readouterr().out
+    sys.modules.pop("packing_breakeven", None)

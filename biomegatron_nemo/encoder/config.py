@@ -93,7 +93,8 @@ class EncoderConfig(Schema):
     packed_sequences: bool = option(False, "run each batch's real tokens only, example after example "
                                            "(megatron-core's thd layout: attention within each example, "
                                            "positions restarting), so nothing is computed for padding; "
-                                           "outputs and losses equal the padded run's (docs/training_speed.md)")
+                                           "outputs and losses equal the padded run's. A batch under 5% "
+                                           "padding runs padded (docs/training_speed.md)")
     compile: bool = option(False, "training: torch.compile the transformer layers (inductor, dynamic shapes). The "
                                   "first steps pay the compilation; measured in docs/training_speed.md")
     layernorm_order: Optional[str] = option(None, "pre: Megatron-BERT (LayerNorm before attention and MLP, a "

@@ -8,7 +8,7 @@ the megatron-core way: the first stage (``pre_process``) owns the embeddings, th
 (``post_process``) owns the final LayerNorm, and every stage builds only its share of layers
 (megatron-core numbers them with the stage's layer offset). Intermediate stages receive their
 input through :meth:`set_input_tensor`. With ``packed_sequences`` a whole model runs only the real
-tokens of a batch (:mod:`.packing`) and returns the padded layout.
+tokens of a batch that holds padding worth removing (:mod:`.packing`) and returns the padded layout.
 
 ``build_encoder`` is the single place that turns an :class:`EncoderConfig` and the current
 parallel layout into a module.
@@ -25,7 +25,7 @@ from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from .config import EncoderConfig
-from .packing import PackedSequences
+from .packing import PackedSequences, worth_packing
 from .post_ln import post_layernorm_spec
 from .recompute import RecomputingTransformerBlock
 from .specs import get_layer_spec
@@ -119,7 +119,7 @@ class MegatronBertEncoder(MegatronModule):
                     f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings "
                     f"{self.encoder_config.max_position_embeddings}"
                 )
-        if self.packs_sequences():
+        if self.packs_sequences() and worth_packing(attention_mask):
             return self._packed_forward(input_ids, attention_mask, token_type_ids)
         extended_mask = padding_mask_to_attention_mask(attention_mask)
         if not attention_mask.is_cuda and not torch.jit.is_tracing() and not bool(extended_mask.any()):

@@ -29,9 +29,19 @@ import torch
 from megatron.core.packed_seq_params import PackedSeqParams
 
 
+#: a batch with less padding than this share runs padded: gathering its tokens into the packed
+#: layout and back costs about what so little padding would (break-even near 5-6% on a CPU,
+#: docs/training_speed.md); a batch without padding then also keeps SDPA's unmasked kernels
+MIN_PADDING_TO_PACK = 0.05
+
 #: the fixed cost of one more attention call, in query-key pairs: buckets are merged unless
 #: splitting them saves more pairs than this (measured on a CPU, docs/training_speed.md)
 BUCKET_COST_PAIRS = 4096
+
+
+def worth_packing(attention_mask: torch.Tensor) -> bool:
+    """Whether a ``[b, s]`` batch (1 at real tokens) holds enough padding to run packed."""
+    return float((attention_mask < 0.5).sum()) >= MIN_PADDING_TO_PACK * attention_mask.numel()
 
 
 @dataclass

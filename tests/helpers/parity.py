@@ -79,6 +79,9 @@ def spawned_restore_logits(rank, world_size, nemo_file, tp, out):
     model = BioMegatronPretrainingModel.restore_from(nemo_file)
     batch = synthetic_mlm_batch(model.tokenizer.vocab_size, seed=0)
     logits = _gathered_logits(model, batch)
+    from biomegatron_nemo.encoder.packing import worth_packing
+
+    assert worth_packing(batch["attention_mask"])  # padding enough to run packed
     model.encoder.encoder_config.packed_sequences = True  # the same weights, only the real tokens computed
     packed_logits = _gathered_logits(model, batch)
     if dist.get_rank() == 0:
