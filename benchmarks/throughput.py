@@ -119,6 +119,8 @@ def measure(args):
         data, order = args.lengths.split("-")
         cut = length_batches(real_lengths(data, args.seq_len), args.batch_size, order == "grouped")
         batches = [batch_for(args, vocab, lengths) for lengths in cut[:args.warmup + args.steps]]
+        # share of padding in the whole epoch's batches, each padded to its longest
+        args.padding = 1 - sum(map(sum, cut)) / sum(len(lengths) * max(lengths) for lengths in cut)
     current = {}
     systems = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -191,7 +193,8 @@ def print_table(paths, plot=None):
                   if "megatron-packed" in r["ms"] else "–")
         mfu = "".join(f" {100 * r['mfu'][k]:.1f}% |" if "mfu" in r else " – |" for k in ("megatron", "hf"))
         seq = r["seq_len"] if r.get("lengths", "full") == "full" else f"≤ {r['seq_len']}"
-        print(f"| {r['task']} | {r['mode']}{recompute} | {r['precision']} | {r['preset']} | {r.get('lengths', 'full')} | "
+        batches = r.get("lengths", "full") + (f" ({100 * r['padding']:.1f}% padding)" if "padding" in r else "")
+        print(f"| {r['task']} | {r['mode']}{recompute} | {r['precision']} | {r['preset']} | {batches} | "
               f"{r['batch_size']} × {seq} | "
               f"{r['ms']['megatron']:.1f} | {r['ms']['hf']:.1f} | **{r['ratio']:.2f}×** | {packed} |"
               + mfu + (peaks if with_memory else ""))
@@ -234,6 +237,8 @@ def main(argv=None):
               "matmul_peak_gflops": peak / 1e9, "compile": args.compile}
     if args.compile:  # the first step's time beyond a measured one
         result["compile_s"] = {k: args.first_step[k] - median[k] for k in times}
+    if args.lengths != "full":
+        result["padding"] = args.padding
     if args.lengths == "full":  # Megatron's count assumes batch x seq real tokens
         result["mfu"] = {k: flops / v / peak for k, v in median.items()}
     if args.memory:
