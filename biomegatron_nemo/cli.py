@@ -190,11 +190,9 @@ def _samples(argv: Sequence[str], prog: str) -> int:
                                 epilog="example:\n  biomegatron analyze label-bias ner $(biomegatron samples)/ner/train.tsv",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.parse_args(list(argv))
-    # runs.schemas.SAMPLES, without importing it: it imports every model (megatron-core, NeMo,
-    # Lightning: seconds), and this command only prints a path
-    from pathlib import Path
+    from biomegatron_nemo.common.files import SAMPLES  # not via runs/: that imports every model
 
-    print(Path(__file__).resolve().parent / "samples")
+    print(SAMPLES)
     return 0
 
 

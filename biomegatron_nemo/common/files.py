@@ -17,6 +17,9 @@ from typing import Iterator, Tuple, Union
 
 from biomegatron_nemo.common.errors import DataFormatError
 
+#: the sample data shipped inside the package (``${samples:ner/train.tsv}`` in a config)
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
 #: Longest line (bytes, without its line break) :func:`iter_lines` accepts: 1 MiB.
 MAX_LINE_BYTES = 1 << 20
 

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from biomegatron_nemo.common.config import Schema, option, section
 from biomegatron_nemo.common.errors import ConfigError
+from biomegatron_nemo.common.files import SAMPLES
 from biomegatron_nemo.models.pretraining import PretrainingModelConfig
 from biomegatron_nemo.models.question_answering import QuestionAnsweringModelConfig
 from biomegatron_nemo.models.sequence_classification import SequenceClassificationModelConfig
@@ -107,8 +108,6 @@ class PretrainRunConfig(RunConfig):
     model: PretrainingModelConfig = section(PretrainingModelConfig, "the pretraining model")
 
 
-#: the sample data shipped inside the package (``${samples:ner/train.tsv}`` in a config)
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 def conf_dir() -> Path:
