@@ -59,11 +59,14 @@ def test_profile_splits_each_systems_step_by_kind_of_op(throughput, tmp_path, ca
     out = tmp_path / "r.jsonl"
     throughput.main(["--task", "ner", "--preset", "micro", "--vocab-size", "300", "--steps", "2", "--warmup", "0",
                      "--packed", "--profile", "--output", str(out)])
-    profile = json.loads(out.read_text())["profile_ms"]
+    row = json.loads(out.read_text())
+    profile = row["profile_ms"]
     assert set(profile) == {"megatron", "megatron-packed", "hf"}
-    for kinds in profile.values():
+    for system, kinds in profile.items():
         assert kinds["matmul"] > 0 and kinds["attention"] > 0 and kinds["optimizer"] > 0
-        assert sum(v for k, v in kinds.items() if k != "total") == pytest.approx(kinds["total"])
+        # per step, as the timed step: the profiled ops account for the step's time (one thread;
+        # the profiler's own cost and the timer's noise at this size allow a wide margin)
+        assert 0.2 < kinds["total"] / row["ms"][system] < 5, (system, kinds["total"], row["ms"][system])
     capsys.readouterr()
     throughput.main(["--table", str(out)])
     table = capsys.readouterr().out
