@@ -305,13 +305,11 @@ def compare_with_onnxruntime(model: torch.nn.Module, onnx_path, batch_size: int 
     finally:
         model.train(was_training)
     theirs = OnnxRuntimeModel(onnx_path, type(ours))(**batch).export_tensors()
-    axes, ours = type(ours).axes, ours.export_tensors()
+    output_type, ours = type(ours), ours.export_tensors()
     real = batch["attention_mask"].bool().cpu()
 
     def compared(name: str, values: torch.Tensor) -> torch.Tensor:
-        # per-position outputs at real tokens only: padding positions have no defined value (a
-        # packed model computes none; the exported graph is the padded one)
-        return values[real] if "sequence" in axes.get(name, ()) else values
+        return values[real] if output_type.per_position(name) else values
 
     return {name: float((compared(name, theirs[name]) - compared(name, ours[name].cpu())).abs().max())
             for name in theirs}

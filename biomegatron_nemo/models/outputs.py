@@ -30,6 +30,12 @@ class ModelOutput:
     #: field → the names of its leading axes that vary with the input (ONNX's dynamic axes)
     axes: ClassVar[Dict[str, Tuple[str, ...]]] = {}
 
+    @classmethod
+    def per_position(cls, field: str) -> bool:
+        """Whether ``field`` has a value per token (``[b, s, ...]``), which padding positions do not
+        define: a packed model computes none there, so comparisons read real tokens only."""
+        return "sequence" in cls.axes.get(field, ())
+
     def tensors(self) -> Dict[str, torch.Tensor]:
         """The output tensors by field name, in field order (those that are set)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
